@@ -1,0 +1,289 @@
+"""The adapter contract: the only place that knows a model family's module paths and input format.
+
+An adapter maps TransformerLens-style site names (``blocks.{l}.mlp.hook_act``) onto the wrapped
+model's modules, builds model inputs from audio and prompt text with the model's own processor,
+and marks which positions are padding, special, audio or prompt text.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Sequence
+
+import numpy as np
+import torch
+from jaxtyping import Bool
+from torch import Tensor, nn
+
+from ..errors import InputError, UnsupportedModelError
+from ..registry import Registry
+from ..stats import fingerprint_of
+
+ADAPTERS: Registry[type["Adapter"]] = Registry("adapter")
+
+#: site -> (attribute of the MLP module, which side of it: "output" or "input"), in forward order.
+SITES: dict[str, tuple[str, str]] = {
+    "pre": ("gate_proj", "output"),   # TransformerLens hook_pre
+    "act": ("act_fn", "output"),      # the paper's site: act_fn(gate_proj(x))
+    "post": ("down_proj", "input"),   # TransformerLens hook_post: act_fn(gate) * up
+}
+SITE_ORDER = tuple(SITES)
+HOOK_NAMES = {"pre": "hook_pre", "act": "hook_act", "post": "hook_post"}
+
+
+def register_adapter(name: str):
+    """Class decorator registering an :class:`Adapter` subclass under ``name`` (built-ins use it too)."""
+
+    def deco(cls: type["Adapter"]) -> type["Adapter"]:
+        cls.name = name
+        ADAPTERS.register(name, cls)
+        return cls
+
+    return deco
+
+
+def check_site(site: str) -> str:
+    if site not in SITES:
+        raise InputError(f"unknown site {site!r}; expected one of {list(SITES)} "
+                         "(pre = gate_proj output, act = act_fn output, post = down_proj input)")
+    return site
+
+
+def hook_name(layer: int, site: str) -> str:
+    """TransformerLens-style name of a site: ``hook_name(3, "act") == "blocks.3.mlp.hook_act"``."""
+    return f"blocks.{layer}.mlp.{HOOK_NAMES[check_site(site)]}"
+
+
+def parse_hook_name(name: str) -> tuple[int, str]:
+    """Inverse of :func:`hook_name`: ``parse_hook_name("blocks.3.mlp.hook_post") == (3, "post")``."""
+    parts = name.split(".")
+    inv = {v: k for k, v in HOOK_NAMES.items()}
+    if len(parts) != 4 or parts[0] != "blocks" or parts[2] != "mlp" or parts[3] not in inv or not parts[1].isdigit():
+        raise InputError(f"unknown hook name {name!r}; expected 'blocks.<layer>.mlp.<{'|'.join(inv)}>'")
+    return int(parts[1]), inv[parts[3]]
+
+
+@dataclass
+class PositionMasks:
+    """Boolean masks over (batch, pos) of a built input."""
+
+    padding: Bool[Tensor, "batch pos"]
+    special: Bool[Tensor, "batch pos"]
+    audio: Bool[Tensor, "batch pos"]
+    prompt_text: Bool[Tensor, "batch pos"]
+
+    @property
+    def valid(self) -> Bool[Tensor, "batch pos"]:
+        """The paper's counted positions: not padding, not special tokens (audio tokens count)."""
+        return ~self.padding & ~self.special
+
+    def last_token(self) -> Bool[Tensor, "batch pos"]:
+        """The last non-padding position of each row."""
+        idx = (~self.padding).long().cumsum(1).argmax(1)
+        m = torch.zeros_like(self.padding)
+        m[torch.arange(m.shape[0]), idx] = True
+        return m
+
+    def select(self, positions: str) -> Bool[Tensor, "batch pos"]:
+        """Mask for a named position set: valid | audio | text (valid minus prompt text) | last."""
+        if positions == "valid":
+            return self.valid
+        if positions == "audio":
+            return self.audio & ~self.padding
+        if positions == "no_prompt":
+            return self.valid & ~self.prompt_text
+        if positions == "last":
+            return self.last_token()
+        raise InputError(f"unknown positions {positions!r}; expected one of valid, audio, no_prompt, last")
+
+
+class Adapter:
+    """Base adapter for Qwen2/Llama-style decoders whose layers hold ``mlp.{gate_proj,act_fn,up_proj,down_proj}``.
+
+    Subclasses set ``layers_path`` (dotted path from the wrapped root module to the ``ModuleList`` of
+    decoder layers) and implement :meth:`matches` and, for audio models, :meth:`build_inputs`.
+    """
+
+    name: ClassVar[str] = "base"
+    layers_path: ClassVar[str] = "model.layers"
+    audio_token: ClassVar[str | None] = None
+    audio_tower_path: ClassVar[str | None] = None
+    #: Model classes / model_types this adapter claims (checked by the default :meth:`matches`).
+    class_names: ClassVar[tuple[str, ...]] = ()
+    model_types: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, model: nn.Module, processor: Any = None):
+        self.model = model
+        self.processor = processor
+        layers = self.layers()
+        if len(layers) == 0:
+            raise UnsupportedModelError(f"{type(model).__name__}: no decoder layers at {self.layers_path!r}")
+        mlp = layers[0].mlp
+        for part in ("gate_proj", "act_fn", "down_proj"):
+            if not hasattr(mlp, part):
+                raise UnsupportedModelError(f"{type(model).__name__}: layer MLP has no {part!r} (not a gated MLP)")
+
+    # -------------------------------------------------------------- model identity
+    @classmethod
+    def matches(cls, model: nn.Module) -> bool:
+        """Whether this adapter handles ``model`` (by class name or ``config.model_type``)."""
+        mt = getattr(getattr(model, "config", None), "model_type", None)
+        return type(model).__name__ in cls.class_names or (mt is not None and mt in cls.model_types)
+
+    def root(self) -> nn.Module:
+        """The module that is wrapped and called (the model itself by default)."""
+        return self.model
+
+    @property
+    def config(self):
+        return getattr(self.root(), "config", None)
+
+    @property
+    def fingerprint(self) -> str:
+        """A stable hash of the architecture, used to match saved stats and neuron sets to this model."""
+        cfg = self.config
+        d = cfg.to_dict() if hasattr(cfg, "to_dict") else {}
+        return fingerprint_of(d, extra=f"{self.name}:{self.n_layers}x{self.d_mlp}")
+
+    # -------------------------------------------------------------- module paths
+    def layers(self) -> nn.ModuleList:
+        mod: Any = self.root()
+        for part in self.layers_path.split("."):
+            if not hasattr(mod, part):
+                raise UnsupportedModelError(f"{type(self.model).__name__}: no module {self.layers_path!r} "
+                                            f"(adapter {self.name!r})")
+            mod = getattr(mod, part)
+        return mod
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.layers())
+
+    @property
+    def d_mlp(self) -> int:
+        return int(self.layers()[0].mlp.gate_proj.out_features)
+
+    def site_path(self, layer: int, site: str) -> tuple[str, str]:
+        """``(dotted module path from the root, "output"|"input")`` of a site."""
+        if not 0 <= layer < self.n_layers:
+            raise InputError(f"layer {layer} out of range 0..{self.n_layers - 1}")
+        attr, side = SITES[check_site(site)]
+        return f"{self.layers_path}.{layer}.mlp.{attr}", side
+
+    def site_module(self, layer: int, site: str) -> nn.Module:
+        """The torch module of a site (for plain hooks in references)."""
+        path, _ = self.site_path(layer, site)
+        return self.root().get_submodule(path)
+
+    # -------------------------------------------------------------- inputs
+    @property
+    def tokenizer(self):
+        p = self.processor
+        return getattr(p, "tokenizer", p)
+
+    @property
+    def sampling_rate(self) -> int:
+        fe = getattr(self.processor, "feature_extractor", None)
+        return int(getattr(fe, "sampling_rate", 16000))
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.root().parameters()).device
+
+    def conversation(self, prompt: str, with_audio: bool = True, system: str | None = None) -> list[dict]:
+        content: list[dict] = ([{"type": "audio", "audio": "clip"}] if with_audio else []) + [{"type": "text", "text": prompt}]
+        conv = [{"role": "user", "content": content}]
+        if system:
+            conv.insert(0, {"role": "system", "content": [{"type": "text", "text": system}]})
+        return conv
+
+    def render_prompt(self, prompt: str, with_audio: bool = True, system: str | None = None) -> str:
+        """The chat-templated text of one user turn (with the audio placeholder), ready for the processor."""
+        templ = getattr(self.processor, "apply_chat_template", None)
+        if templ is None:
+            raise InputError(f"{self.name}: processor has no chat template")
+        return templ(self.conversation(prompt, with_audio, system), add_generation_prompt=True, tokenize=False)
+
+    def build_inputs(self, audios: Sequence[np.ndarray] | None, prompts: Sequence[str], *,
+                     padding_side: str = "left", system: str | None = None) -> dict[str, Tensor]:
+        """Tokenised model inputs for a batch of (audio at :attr:`sampling_rate`, prompt) pairs."""
+        texts = [self.render_prompt(p, with_audio=audios is not None, system=system) for p in prompts]
+        if audios is None:
+            tok = self.tokenizer
+            enc = tok(texts, return_tensors="pt", padding=True, padding_side=padding_side)
+            return dict(enc)
+        enc = self.processor(text=texts, audio=list(audios), sampling_rate=self.sampling_rate, return_tensors="pt",
+                             text_kwargs={"padding": True, "padding_side": padding_side})
+        return dict(enc)
+
+    def position_masks(self, inputs: dict[str, Tensor], prompt_token_ranges: Any = None) -> PositionMasks:
+        """Masks of padding, special, audio and prompt-text positions of built inputs."""
+        ids: Tensor = inputs["input_ids"]
+        att = inputs.get("attention_mask")
+        padding = (att == 0) if att is not None else torch.zeros_like(ids, dtype=torch.bool)
+        tok = self.tokenizer
+        special_ids = torch.tensor(sorted(set(tok.all_special_ids) | set(self._extra_special_ids())), dtype=ids.dtype)
+        audio = self.audio_positions(ids)
+        special = torch.isin(ids, special_ids) & ~audio
+        prompt_text = ~padding & ~special & ~audio & self._user_turn(ids)
+        return PositionMasks(padding=padding, special=special, audio=audio, prompt_text=prompt_text)
+
+    def audio_positions(self, ids: Tensor) -> Bool[Tensor, "batch pos"]:
+        if self.audio_token is None:
+            return torch.zeros_like(ids, dtype=torch.bool)
+        aid = self.tokenizer.convert_tokens_to_ids(self.audio_token)
+        return ids == aid
+
+    def _extra_special_ids(self) -> list[int]:
+        tok = self.tokenizer
+        out = []
+        for t in getattr(tok, "added_tokens_decoder", {}).values():
+            if getattr(t, "special", False):
+                out.append(tok.convert_tokens_to_ids(t.content))
+        return out
+
+    def _user_turn(self, ids: Tensor) -> Bool[Tensor, "batch pos"]:
+        """Positions inside a user turn (between ``<|im_start|>user`` and the next ``<|im_end|>``)."""
+        tok = self.tokenizer
+        start = tok.convert_tokens_to_ids("<|im_start|>")
+        end = tok.convert_tokens_to_ids("<|im_end|>")
+        if start is None or end is None or start == getattr(tok, "unk_token_id", -1):
+            return torch.ones_like(ids, dtype=torch.bool)
+        # segment counter: turns begin at <|im_start|>; a turn is "user" if the next tokens spell 'user'
+        is_start = ids == start
+        turn = is_start.long().cumsum(1)
+        user_ids = tok("user", add_special_tokens=False).input_ids
+        k = len(user_ids)
+        B, P = ids.shape
+        turn_is_user = torch.zeros(B, P + 1, dtype=torch.bool)
+        rows, cols = torch.nonzero(is_start, as_tuple=True)
+        for r, c in zip(rows.tolist(), cols.tolist()):  # one loop per turn, not per neuron
+            if ids[r, c + 1: c + 1 + k].tolist() == user_ids:
+                turn_is_user[r, turn[r, c]] = True
+        in_user = torch.gather(turn_is_user, 1, turn)
+        # exclude the role name and the newline after it
+        role = torch.zeros_like(in_user)
+        for r, c in zip(rows.tolist(), cols.tolist()):
+            role[r, c: c + k + 2] = True
+        return in_user & ~role & (ids != end)
+
+    def model_inputs_for_generate(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
+        return inputs
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(layers={self.n_layers}, d_mlp={self.d_mlp}, path={self.layers_path!r})"
+
+
+def adapter_for(model: nn.Module, processor: Any = None, name: str | None = None) -> Adapter:
+    """Choose the registered adapter for ``model`` (or the one named), with an error listing families."""
+    if name is not None:
+        return ADAPTERS.get(name)(model, processor)
+    # most specific first: the generic text adapters are registered last
+    for key in ADAPTERS.names():
+        cls = ADAPTERS.get(key)
+        if cls.matches(model):
+            return cls(model, processor)
+    mt = getattr(getattr(model, "config", None), "model_type", None)
+    raise UnsupportedModelError(
+        f"no esn_lens adapter for {type(model).__name__} (model_type={mt!r}); supported: "
+        + "; ".join(f"{k} ({', '.join(ADAPTERS.get(k).class_names + ADAPTERS.get(k).model_types)})" for k in ADAPTERS.names())
+        + ". Register one with esn_lens.register_adapter.")

@@ -1,0 +1,51 @@
+"""Qwen2.5-Omni: the thinker (``Qwen2_5OmniThinkerForConditionalGeneration``), and the full model through it.
+
+The Omni processor in transformers 5.x refuses to build without image and video processors, which
+need torchvision; :class:`AudioOnlyOmniProcessor` accepts ``None`` for both (audio + text only).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+from transformers import Qwen2_5OmniProcessor
+
+from .base import Adapter, register_adapter
+
+
+class AudioOnlyOmniProcessor(Qwen2_5OmniProcessor):
+    """``Qwen2_5OmniProcessor`` that works without image/video processors (audio and text only)."""
+
+    def check_argument_for_proper_class(self, argument_name: str, argument: Any):  # noqa: D401
+        if argument is None and argument_name in ("image_processor", "video_processor"):
+            return None
+        return super().check_argument_for_proper_class(argument_name, argument)
+
+    def __init__(self, image_processor=None, video_processor=None, feature_extractor=None, tokenizer=None,
+                 chat_template=None, **kwargs):
+        super().__init__(image_processor=image_processor, video_processor=video_processor,
+                         feature_extractor=feature_extractor, tokenizer=tokenizer, chat_template=chat_template, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, path: str, **kwargs) -> "AudioOnlyOmniProcessor":
+        """Load the tokenizer and feature extractor of a Qwen2.5-Omni checkpoint, skipping vision processors."""
+        from transformers import AutoTokenizer, WhisperFeatureExtractor
+
+        tok = AutoTokenizer.from_pretrained(path, **kwargs)
+        fe = WhisperFeatureExtractor.from_pretrained(path, **kwargs)
+        return cls(feature_extractor=fe, tokenizer=tok, chat_template=getattr(tok, "chat_template", None))
+
+
+@register_adapter("qwen2_5_omni")
+class Qwen25OmniAdapter(Adapter):
+    """Qwen2.5-Omni-7B thinker (and ``Qwen2_5OmniForConditionalGeneration`` through ``.thinker``)."""
+
+    layers_path = "model.language_model.layers"
+    audio_token = "<|AUDIO|>"
+    audio_tower_path = "model.audio_tower"
+    class_names = ("Qwen2_5OmniThinkerForConditionalGeneration", "Qwen2_5OmniForConditionalGeneration")
+    model_types = ("qwen2_5_omni_thinker", "qwen2_5_omni")
+
+    def root(self) -> nn.Module:
+        # calling the full model's forward fails: the thinker is the text-producing model
+        return getattr(self.model, "thinker", self.model)

@@ -1,0 +1,170 @@
+"""Composable edits of MLP neuron sites, applied inside one traced forward (and every generated step).
+
+An edit touches chosen units of one site (``"pre"``, ``"act"`` -- the default -- or ``"post"``), optionally
+only for some rows of the batch (``rows``), so one batch can carry several conditions. Edits in a
+list are applied in order. All built-ins are registered in ``INTERVENTIONS`` exactly as a user's::
+
+    @INTERVENTIONS.register("clip")
+    def clip_units(units, limit=1.0, site="act", rows=None):
+        return FunctionEdit(units, lambda v, layer, sel: v.clamp(max=limit), site=site, rows=rows)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from jaxtyping import Bool, Float
+from torch import Tensor
+
+from .adapters.base import check_site
+from .errors import InputError
+from .registry import Registry
+
+INTERVENTIONS: Registry[Callable[..., "Edit"]] = Registry("intervention")
+
+
+def _units_tensor(units) -> Bool[Tensor, "layer neuron"]:
+    if hasattr(units, "masks") and units.masks.ndim == 3:  # a NeuronSet: union over emotions
+        return units.masks.any(0)
+    t = torch.as_tensor(units)
+    if t.dtype != torch.bool or t.ndim != 2:
+        raise InputError(f"units must be a boolean (layer, neuron) mask or a NeuronSet, got {t.dtype} of shape {tuple(t.shape)}")
+    return t
+
+
+@dataclass
+class Edit:
+    """Base class: an in-place edit of the chosen ``units`` (layer x neuron mask) of one ``site``.
+
+    ``rows``: boolean (batch,) mask of rows the edit applies to (``None`` = all rows).
+    Subclasses implement :meth:`edit_` which receives the site's value for one layer.
+    """
+
+    units: Bool[Tensor, "layer neuron"]
+    site: str = "act"
+    rows: Bool[Tensor, " batch"] | None = None
+
+    def __post_init__(self) -> None:
+        self.units = _units_tensor(self.units)
+        check_site(self.site)
+
+    def check_shape(self, n_layers: int, d_mlp: int) -> None:
+        """Refuse units of another model shape, naming both shapes."""
+        if tuple(self.units.shape) != (n_layers, d_mlp):
+            raise InputError(f"{type(self).__name__}: units mask has shape {tuple(self.units.shape)}, "
+                             f"the model has (layers, d_mlp) = ({n_layers}, {d_mlp})")
+
+    def unit_mask(self, value: Float[Tensor, "batch pos neuron"], layer: int) -> Bool[Tensor, "batch neuron"] | None:
+        """(batch, neuron) mask of entries to edit in this layer, or None when nothing is touched."""
+        u = self.units[layer].to(value.device)
+        if not bool(u.any()):
+            return None
+        B = value.shape[0]
+        rows = torch.ones(B, dtype=torch.bool, device=value.device) if self.rows is None else self.rows.to(value.device)
+        if rows.shape[0] != B:
+            raise InputError(f"{type(self).__name__}: rows mask has {rows.shape[0]} rows, the batch has {B}")
+        return rows[:, None] & u[None, :]
+
+    def apply_(self, value: Float[Tensor, "batch pos neuron"], layer: int) -> None:
+        m = self.unit_mask(value, layer)
+        if m is not None:
+            self.edit_(value, layer, m)
+
+    def edit_(self, value: Float[Tensor, "batch pos neuron"], layer: int, mask: Bool[Tensor, "batch neuron"]) -> None:
+        raise NotImplementedError
+
+
+def _finite_(value: Tensor) -> None:
+    """Keep low-precision values finite after an amplifying edit (fp16 overflow -> the largest finite value)."""
+    if value.dtype in (torch.float16, torch.bfloat16):
+        fi = torch.finfo(value.dtype)
+        value.clamp_(fi.min, fi.max)
+
+
+@dataclass
+class Gain(Edit):
+    """Multiply the chosen units by ``gain`` (0 = deactivation, 1 + alpha = steering)."""
+
+    gain: float = 0.0
+
+    def edit_(self, value, layer, mask):
+        factor = torch.ones(mask.shape, dtype=value.dtype, device=value.device).masked_fill_(mask, float(self.gain))
+        value.mul_(factor[:, None, :])
+        _finite_(value)
+
+
+@dataclass
+class SetTo(Edit):
+    """Replace the chosen units by fixed per-unit ``values`` (layer, neuron), e.g. their mean (mean-ablation)."""
+
+    values: Float[Tensor, "layer neuron"] | None = None
+
+    def edit_(self, value, layer, mask):
+        if self.values is None:
+            raise InputError("SetTo needs values of shape (layer, neuron)")
+        v = self.values[layer].to(device=value.device, dtype=value.dtype)
+        value.copy_(torch.where(mask[:, None, :], v[None, None, :], value))
+
+
+@dataclass
+class AddTo(Edit):
+    """Add ``delta`` (a float, or per-unit values of shape (layer, neuron)) to the chosen units."""
+
+    delta: float | Float[Tensor, "layer neuron"] = 0.0
+
+    def edit_(self, value, layer, mask):
+        d = self.delta[layer].to(value.device, value.dtype) if isinstance(self.delta, Tensor) else torch.tensor(
+            float(self.delta), dtype=value.dtype, device=value.device).expand(mask.shape[1])
+        value.add_(mask[:, None, :].to(value.dtype) * d[None, None, :])
+        _finite_(value)
+
+
+@dataclass
+class FunctionEdit(Edit):
+    """A user edit: ``fn(value, layer, mask) -> new value`` (only masked entries are taken from the result)."""
+
+    fn: Callable[[Tensor, int, Tensor], Tensor] | None = None
+
+    def edit_(self, value, layer, mask):
+        new = self.fn(value, layer, mask)  # type: ignore[misc]
+        if tuple(new.shape) != tuple(value.shape):
+            raise InputError(f"user edit returned shape {tuple(new.shape)}, expected {tuple(value.shape)}")
+        value.copy_(torch.where(mask[:, None, :], new.to(value.dtype), value))
+
+
+@INTERVENTIONS.register("deactivate")
+def deactivate(units, site: str = "act", rows=None) -> Gain:
+    """Zero the units (the paper's deactivation, g <- g * 0). Example: ``deactivate(neurons["angry"])``."""
+    return Gain(units, site=site, rows=rows, gain=0.0)
+
+
+@INTERVENTIONS.register("steer")
+def steer(units, alpha: float = 1.0, site: str = "act", rows=None) -> Gain:
+    """Amplify the units, g <- g * (1 + alpha). Example: ``steer(neurons["happy"], alpha=2.0)``."""
+    return Gain(units, site=site, rows=rows, gain=1.0 + float(alpha))
+
+
+@INTERVENTIONS.register("mean_ablate")
+def mean_ablate(units, stats, site: str | None = None, rows=None) -> SetTo:
+    """Set the units to their mean over all counted tokens in ``stats`` (a NeuronStats of the same site)."""
+    return SetTo(units, site=site or stats.site, rows=rows, values=stats.overall_mean.to(torch.float32))
+
+
+@INTERVENTIONS.register("add")
+def add(units, delta: float | Tensor = 1.0, site: str = "act", rows=None) -> AddTo:
+    """Add ``delta`` to the units (additive steering)."""
+    return AddTo(units, site=site, rows=rows, delta=delta)
+
+
+def make_edit(name: str, units, **kwargs) -> Edit:
+    """Build a registered intervention by name: ``make_edit("steer", units, alpha=2)``."""
+    return INTERVENTIONS.get(name)(units, **kwargs)
+
+
+@dataclass
+class Condition:
+    """A named list of edits applied together to some rows (e.g. ``"mask:angry"`` = deactivate angry ESNs)."""
+
+    name: str
+    edits: list[Edit] = field(default_factory=list)

@@ -1,0 +1,330 @@
+"""Lens: wrap an audio-language model with nnsight; record and intervene in one traced forward.
+
+Example::
+
+    lens = Lens(model, processor)                       # adapter chosen from the model
+    batch = lens.batch([audio1, audio2], "Which emotion?", sampling_rate=16000)
+    out = lens.trace(batch, record=["blocks.0.mlp.hook_act"], edits=[deactivate(units)])
+    out.logits, out.cache["blocks.0.mlp.hook_act"]
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor, nn
+
+from .adapters import SITE_ORDER, SITES, Adapter, PositionMasks, adapter_for, check_site, hook_name, parse_hook_name
+from .data.clip import EmotionClip, prepare_audio
+from .errors import InputError
+from .interventions import Edit
+from .stats import NeuronStats, emotion_weights
+
+
+@dataclass
+class Batch:
+    """Model inputs of a batch plus its position masks and (optionally) the clips' labels."""
+
+    inputs: dict[str, Tensor]
+    masks: PositionMasks
+    labels: list[str] | None = None
+    clip_ids: list[str] | None = None
+
+    @property
+    def size(self) -> int:
+        return int(self.inputs["input_ids"].shape[0])
+
+    def tile(self, n: int) -> "Batch":
+        """``n`` copies of the batch stacked row-major (copy c holds rows c*size ... c*size+size-1)."""
+        cat = lambda t: torch.cat([t] * n, dim=0)  # noqa: E731
+        m = self.masks
+        return Batch({k: cat(v) for k, v in self.inputs.items()},
+                     PositionMasks(cat(m.padding), cat(m.special), cat(m.audio), cat(m.prompt_text)),
+                     None if self.labels is None else self.labels * n,
+                     None if self.clip_ids is None else self.clip_ids * n)
+
+
+@dataclass
+class TraceOutput:
+    """What one traced run returns: last-position logits or all logits, the cache, generated ids."""
+
+    logits: Float[Tensor, "batch pos vocab"] | None
+    cache: dict[str, Tensor] = field(default_factory=dict)
+    sequences: Int[Tensor, "batch seq"] | None = None
+    audio: Any = None
+
+
+def _envoy(root, path: str):
+    env = root
+    for part in path.split("."):
+        env = env[int(part)] if part.isdigit() else getattr(env, part)
+    return env
+
+
+class Lens:
+    """An audio-language model wrapped for neuron recording and intervention (the model is never modified).
+
+    ``Lens(model, processor)`` picks the adapter from the model (or ``adapter="name"``).
+    """
+
+    def __init__(self, model: nn.Module, processor: Any = None, *, adapter: str | Adapter | None = None):
+        from nnsight import NNsight
+
+        self.adapter: Adapter = adapter if isinstance(adapter, Adapter) else adapter_for(model, processor, adapter)
+        self.model = model
+        self.processor = processor
+        self.nn = NNsight(self.adapter.root())
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_pretrained(cls, path_or_id: str, *, dtype: str | torch.dtype | None = None, device: str | None = None,
+                        device_map: str | dict | None = None, adapter: str | None = None,
+                        trust_remote_code: bool = False, **kwargs) -> "Lens":
+        """Load a model and its processor with transformers (local folder or hub id) and wrap it.
+
+        ``dtype`` e.g. ``"bfloat16"``; ``device_map="auto"`` spreads a 7B model over GPUs (accelerate).
+        Example: ``Lens.from_pretrained("Qwen/Qwen2-Audio-7B-Instruct", dtype="bfloat16", device_map="auto")``.
+        """
+        from .loading import load_model_and_processor
+
+        model, processor = load_model_and_processor(path_or_id, dtype=dtype, device=device, device_map=device_map,
+                                                    trust_remote_code=trust_remote_code, **kwargs)
+        return cls(model, processor, adapter=adapter)
+
+    # ------------------------------------------------------------------ identity
+    @property
+    def n_layers(self) -> int:
+        return self.adapter.n_layers
+
+    @property
+    def d_mlp(self) -> int:
+        return self.adapter.d_mlp
+
+    @property
+    def fingerprint(self) -> str:
+        return self.adapter.fingerprint
+
+    @property
+    def sampling_rate(self) -> int:
+        return self.adapter.sampling_rate
+
+    @property
+    def tokenizer(self):
+        return self.adapter.tokenizer
+
+    def hook_names(self, site: str = "act") -> list[str]:
+        """TransformerLens-style names of a site in every layer: ``blocks.{l}.mlp.hook_{site}``."""
+        return [hook_name(layer, site) for layer in range(self.n_layers)]
+
+    def __repr__(self) -> str:
+        return f"Lens({type(self.model).__name__}, adapter={self.adapter.name}, layers={self.n_layers}, d_mlp={self.d_mlp})"
+
+    # ------------------------------------------------------------------ inputs
+    def batch(self, audios: Sequence[Any] | None, prompts: str | Sequence[str], *, sampling_rate: int | None = None,
+              labels: Sequence[str] | None = None, clip_ids: Sequence[str] | None = None, padding_side: str = "left",
+              system: str | None = None, resample: bool = True) -> Batch:
+        """Validate audio, build model inputs with the model's processor and chat template, and masks.
+
+        ``audios``: mono arrays at ``sampling_rate`` (resampled to the model's rate; ``resample=False``
+        refuses a wrong rate instead), or None for text-only models. ``prompts``: one per clip or one for all.
+        """
+        n = len(audios) if audios is not None else (1 if isinstance(prompts, str) else len(prompts))
+        if n == 0:
+            raise InputError("batch: no clips given")
+        if isinstance(prompts, str):
+            prompts = [prompts] * n
+        if len(prompts) != n:
+            raise InputError(f"batch: {len(prompts)} prompts for {n} clips")
+        prepared = None
+        if audios is not None:
+            if sampling_rate is None:
+                raise InputError(f"batch: sampling_rate is required with audio (the model expects {self.sampling_rate} Hz)")
+            ids = clip_ids or [str(i) for i in range(n)]
+            prepared = [prepare_audio(a, sampling_rate, self.sampling_rate, name=f"clip {cid}", resample=resample)
+                        for a, cid in zip(audios, ids)]
+        inputs = self.adapter.build_inputs(prepared, list(prompts), padding_side=padding_side, system=system)
+        dev = self.adapter.device
+        inputs = {k: (v.to(dev) if isinstance(v, Tensor) else v) for k, v in inputs.items()}
+        masks = self.adapter.position_masks({k: v.cpu() for k, v in inputs.items()})
+        return Batch(inputs, masks, list(labels) if labels is not None else None, list(clip_ids) if clip_ids else None)
+
+    def batch_clips(self, clips: Sequence[EmotionClip], prompts: str | Sequence[str], **kw) -> Batch:
+        """:meth:`batch` from :class:`EmotionClip` objects (audio read on demand, labels kept)."""
+        loaded = [c.load(self.sampling_rate)[0] for c in clips]
+        return self.batch(loaded, prompts, sampling_rate=self.sampling_rate, labels=[c.emotion for c in clips],
+                          clip_ids=[c.utterance_id for c in clips], **kw)
+
+    # ------------------------------------------------------------------ the one trace
+    def _site_value(self, layer: int, site: str):
+        path, side = self.adapter.site_path(layer, site)
+        env = _envoy(self.nn, path)
+        return env.output if side == "output" else env.input
+
+    def _body(self, edits: Sequence[Edit], record_sites: dict[str, set[int]],
+              on_value: Callable[[int, str, Tensor], None]) -> None:
+        """Visit sites in forward order; apply edits in order, then hand the value to the recorders."""
+        for layer in range(self.n_layers):
+            for site in SITE_ORDER:
+                eds = [e for e in edits if e.site == site]
+                rec = layer in record_sites.get(site, ())
+                if not eds and not rec:
+                    continue
+                value = self._site_value(layer, site)
+                for e in eds:
+                    e.apply_(value, layer)
+                if rec:
+                    on_value(layer, site, value)
+
+    def _check_edits(self, edits: Sequence[Edit]) -> list[Edit]:
+        edits = list(edits)
+        for e in edits:
+            if not isinstance(e, Edit):
+                raise InputError(f"edits must be esn_lens Edit objects, got {type(e).__name__}")
+            e.check_shape(self.n_layers, self.d_mlp)
+        return edits
+
+    def trace(self, batch: Batch, *, edits: Sequence[Edit] = (), record: Iterable[str] = (),
+              stats: NeuronStats | None = None, emotion_index: Tensor | None = None, positions: str | None = None,
+              on_value: Callable[[int, str, Tensor], None] | None = None, audio_cache: Any = None,
+              keep_audio: bool = False, logits: str = "last", max_new_tokens: int | None = None) -> TraceOutput:
+        """Run one traced forward (or generation) that applies ``edits`` and records, all at once.
+
+        - ``record``: hook names (``blocks.{l}.mlp.hook_act``) whose values are cached (clones, CPU).
+        - ``stats`` + ``emotion_index`` (batch,): accumulate NeuronStats at ``stats.site`` over ``positions``.
+        - ``on_value(layer, site, value)``: a probe called with each recorded site's real tensor.
+        - ``audio_cache``: a previous ``keep_audio=True`` output's ``.audio``; the audio encoder is skipped
+          and its cached output (tiled to this batch) reused -- identical results, no re-encoding.
+        - ``logits``: "last" (batch, vocab) at the last position, "all", or "none".
+        - ``max_new_tokens``: generate greedily with the edits applied at every step; ``.sequences`` holds the ids.
+        """
+        edits = self._check_edits(edits)
+        record_sites: dict[str, set[int]] = {}
+        names = list(record)
+        for nm in names:
+            layer, site = parse_hook_name(nm)
+            if not 0 <= layer < self.n_layers:
+                raise InputError(f"{nm}: layer {layer} out of range 0..{self.n_layers - 1}")
+            record_sites.setdefault(site, set()).add(layer)
+        weights = None
+        if stats is not None:
+            if emotion_index is None:
+                raise InputError("trace: stats given without emotion_index (one emotion index per row)")
+            if (stats.n_layers, stats.d_mlp) != (self.n_layers, self.d_mlp):
+                raise InputError(f"stats are for {stats.n_layers}x{stats.d_mlp} units, the model has "
+                                 f"{self.n_layers}x{self.d_mlp}")
+            record_sites.setdefault(stats.site, set()).update(range(self.n_layers))
+            mask = batch.masks.select(positions or stats.positions)
+            weights = emotion_weights(emotion_index, mask, len(stats.emotions))
+        cache: dict[str, Tensor] = {}
+        stat_site = stats.site if stats is not None else None
+        prefill_done = [False]
+
+        def visit(layer: int, site: str, value: Tensor) -> None:
+            if prefill_done[0]:
+                return
+            nm = hook_name(layer, site)
+            if nm in names:
+                cache[nm] = value.detach().to("cpu", copy=True)
+            if stats is not None and site == stat_site:
+                stats.add_layer(layer, value, weights)
+            if on_value is not None:
+                on_value(layer, site, value)
+
+        tower = None
+        if audio_cache is not None or keep_audio:
+            if self.adapter.audio_tower_path is None:
+                raise InputError(f"{self.adapter.name}: this model has no audio tower to cache")
+            tower = _envoy(self.nn, self.adapter.audio_tower_path)
+        out: dict[str, Any] = {}
+        inputs = batch.inputs
+        with torch.inference_mode():
+            if max_new_tokens is None:
+                with self.nn.trace(**inputs):
+                    if audio_cache is not None:
+                        tower.skip(audio_cache.tiled(batch.size))
+                    elif keep_audio:
+                        out["audio"] = AudioCache(tower.output, batch.size)
+                    self._body(edits, record_sites, visit)
+                    if logits != "none":
+                        lg = self.nn.lm_head.output
+                        out["logits"] = (lg[:, -1, :] if logits == "last" else lg).detach().float().cpu()
+            else:
+                gen_kwargs = dict(max_new_tokens=int(max_new_tokens), do_sample=False)
+                tok = self.tokenizer
+                if getattr(tok, "pad_token_id", None) is not None:
+                    gen_kwargs["pad_token_id"] = tok.pad_token_id
+                with self.nn.trace(**inputs, fn="generate", **gen_kwargs) as tracer:
+                    for step in tracer.iter[0:int(max_new_tokens)]:
+                        self._body(edits, record_sites, visit)
+                        prefill_done[0] = True
+                    out["sequences"] = tracer.result
+        if stats is not None:
+            stats.add_tokens(weights)
+        seq = out.get("sequences")
+        if seq is not None and not isinstance(seq, Tensor):
+            seq = getattr(seq, "sequences", seq)
+        return TraceOutput(out.get("logits"), cache, seq, out.get("audio"))
+
+    # ------------------------------------------------------------------ conveniences
+    def run_with_cache(self, batch: Batch, names: Iterable[str] | None = None, *, edits: Sequence[Edit] = ()
+                       ) -> tuple[Float[Tensor, "batch pos vocab"], dict[str, Tensor]]:
+        """All logits and a dict of cached site values (default: every layer's ``hook_act``)."""
+        o = self.trace(batch, record=names if names is not None else self.hook_names("act"), edits=edits, logits="all")
+        return o.logits, o.cache
+
+    def new_stats(self, emotions: Sequence[str], site: str = "act", positions: str = "valid") -> NeuronStats:
+        """Empty NeuronStats shaped and fingerprinted for this model."""
+        check_site(site)
+        return NeuronStats(tuple(emotions), self.n_layers, self.d_mlp, site=site, positions=positions,
+                           model_fingerprint=self.fingerprint, adapter=self.adapter.name,
+                           device=self.adapter.device)
+
+    def collect_stats(self, clips: Sequence[EmotionClip], prompt: str, emotions: Sequence[str], *, site: str = "act",
+                      positions: str = "valid", batch_size: int = 8, stats: NeuronStats | None = None,
+                      progress: bool = True, edits: Sequence[Edit] = ()) -> NeuronStats:
+        """Stream ``clips`` through the model and accumulate per-emotion neuron statistics (one trace per batch)."""
+        from tqdm.auto import tqdm
+
+        stats = stats or self.new_stats(emotions, site, positions)
+        clips = list(clips)
+        idx_all = stats.emotion_index([c.emotion for c in clips])
+        bar = tqdm(total=len(clips), desc="collect stats", unit="clip", disable=not progress)
+        for start in range(0, len(clips), batch_size):
+            chunk = clips[start:start + batch_size]
+            b = self.batch_clips(chunk, prompt)
+            self.trace(b, stats=stats, emotion_index=idx_all[start:start + len(chunk)], logits="none", edits=edits)
+            bar.update(len(chunk))
+        bar.close()
+        return stats
+
+
+@dataclass
+class AudioCache:
+    """The audio encoder's output for a batch of ``rows`` clips, reusable for tiled copies of that batch."""
+
+    output: Any
+    rows: int
+
+    def tiled(self, rows: int) -> Any:
+        """The output for ``rows`` = k * self.rows rows (k row-major copies; packed outputs concatenate the same way)."""
+        if rows % self.rows:
+            raise InputError(f"audio cache is for {self.rows} clips; a batch of {rows} rows is not a tiling of it")
+        k = rows // self.rows
+        return _map_tensors(self.output, lambda t: torch.cat([t] * k, dim=0) if k > 1 else t)
+
+
+def _map_tensors(obj: Any, fn: Callable[[Tensor], Tensor]) -> Any:
+    if isinstance(obj, Tensor):
+        return fn(obj)
+    if hasattr(obj, "items") and hasattr(obj, "__setitem__"):
+        new = copy.copy(obj)
+        for k, v in obj.items():
+            new[k] = _map_tensors(v, fn)
+        return new
+    if isinstance(obj, tuple):
+        return type(obj)(_map_tensors(v, fn) for v in obj)
+    return obj

@@ -1,0 +1,242 @@
+"""Streaming, mergeable per-emotion statistics of every MLP neuron (baukit-style running stats).
+
+For each emotion ``e``, layer ``l`` and neuron ``n`` over the counted token positions:
+
+* ``K[e, l, n]``  -- firing count: tokens with value > 0 (the paper's K_e(n)),
+* ``T[e]``        -- number of counted tokens (the paper's T_e),
+* ``sum``, ``sumsq`` -- float64 sums of the value and of its square.
+
+Activations are reduced batch by batch with one einsum each; no per-token tensor is kept.
+Statistics from shards merge exactly (they are sums).
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import einops
+import torch
+from jaxtyping import Bool, Float, Float64, Int64
+from torch import Tensor
+
+from .errors import IncompatibleError, InputError
+from .io import load_tensors, save_tensors
+
+STATS_KIND = "neuron_stats"
+
+
+def emotion_weights(
+    emotion_index: Int64[Tensor, " batch"], mask: Bool[Tensor, "batch pos"], n_emotions: int
+) -> Float[Tensor, "batch pos emotion"]:
+    """One-hot weights of each counted position for its row's emotion (0 where not counted).
+
+    Example: ``emotion_weights(torch.tensor([1]), torch.ones(1, 3, dtype=torch.bool), 2)[0, :, 1] == 1``.
+    """
+    if emotion_index.numel() and (int(emotion_index.min()) < 0 or int(emotion_index.max()) >= n_emotions):
+        raise InputError(f"emotion index out of range: expected 0..{n_emotions - 1}, got {emotion_index.tolist()}")
+    onehot = torch.nn.functional.one_hot(emotion_index.long(), n_emotions).to(torch.float32)
+    return mask.to(torch.float32).unsqueeze(-1) * onehot.unsqueeze(1)
+
+
+def reduce_site(
+    acts: Float[Tensor, "batch pos neuron"], weights: Float[Tensor, "batch pos emotion"]
+) -> tuple[Float64[Tensor, "emotion neuron"], Float64[Tensor, "emotion neuron"], Float64[Tensor, "emotion neuron"]]:
+    """The one reduction kernel: per-emotion firing counts, sums and sums of squares of one layer's site.
+
+    Returns ``(k, s, ss)`` each of shape (emotion, neuron), float64. Counts are exact integers.
+    """
+    w = weights.to(device=acts.device, dtype=torch.float64)
+    a = acts.detach().to(torch.float64)
+    k = einops.einsum((a > 0).to(torch.float64), w, "b p n, b p e -> e n")
+    s = einops.einsum(a, w, "b p n, b p e -> e n")
+    ss = einops.einsum(a * a, w, "b p n, b p e -> e n")
+    return k, s, ss
+
+
+@dataclass
+class NeuronStats:
+    """Running per-emotion statistics of (layer, neuron) units at one MLP site.
+
+    Example::
+
+        stats = NeuronStats(("angry", "happy"), n_layers=2, d_mlp=8)
+        stats.add(acts, emotion_index, mask)     # acts: (layer, batch, pos, neuron)
+        stats.firing_rate                         # P_e(n), shape (emotion, layer, neuron)
+    """
+
+    emotions: tuple[str, ...]
+    n_layers: int
+    d_mlp: int
+    site: str = "act"
+    positions: str = "valid"
+    model_fingerprint: str = ""
+    adapter: str = ""
+    device: str | torch.device = "cpu"
+    K: Tensor = field(init=False, repr=False)
+    T: Tensor = field(init=False, repr=False)
+    sum: Tensor = field(init=False, repr=False)
+    sumsq: Tensor = field(init=False, repr=False)
+    n_clips: Tensor = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.emotions = tuple(self.emotions)
+        if len(self.emotions) == 0 or len(set(self.emotions)) != len(self.emotions):
+            raise InputError(f"emotions must be distinct and non-empty, got {self.emotions}")
+        if self.n_layers <= 0 or self.d_mlp <= 0:
+            raise InputError(f"n_layers and d_mlp must be positive, got {self.n_layers}, {self.d_mlp}")
+        E, L, N = len(self.emotions), self.n_layers, self.d_mlp
+        z = dict(device=self.device, dtype=torch.float64)
+        self.K = torch.zeros(E, L, N, **z)
+        self.T = torch.zeros(E, **z)
+        self.sum = torch.zeros(E, L, N, **z)
+        self.sumsq = torch.zeros(E, L, N, **z)
+        self.n_clips = torch.zeros(E, **z)
+
+    # ------------------------------------------------------------------ accumulation
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(emotion, layer, neuron)."""
+        return (len(self.emotions), self.n_layers, self.d_mlp)
+
+    def emotion_index(self, labels: Sequence[str]) -> Int64[Tensor, " batch"]:
+        """Map emotion labels to indices, refusing unknown labels with the known set."""
+        idx = {e: i for i, e in enumerate(self.emotions)}
+        bad = [l for l in labels if l not in idx]
+        if bad:
+            raise InputError(f"unknown emotion label(s) {sorted(set(bad))}; expected one of {list(self.emotions)}")
+        return torch.tensor([idx[l] for l in labels], dtype=torch.long)
+
+    def add_layer(self, layer: int, acts: Float[Tensor, "batch pos neuron"], weights: Float[Tensor, "batch pos emotion"]) -> None:
+        """Accumulate one layer's site values; call :meth:`add_tokens` once per batch for T."""
+        if not 0 <= layer < self.n_layers:
+            raise InputError(f"layer {layer} out of range 0..{self.n_layers - 1}")
+        if acts.shape[-1] != self.d_mlp:
+            raise InputError(f"activations have {acts.shape[-1]} neurons, these stats expect d_mlp={self.d_mlp}")
+        k, s, ss = reduce_site(acts, weights)
+        dev = self.K.device
+        self.K[:, layer] += k.to(dev)
+        self.sum[:, layer] += s.to(dev)
+        self.sumsq[:, layer] += ss.to(dev)
+
+    def add_tokens(self, weights: Float[Tensor, "batch pos emotion"]) -> None:
+        """Count the batch's counted tokens (T) and clips per emotion."""
+        w = weights.to(device=self.T.device, dtype=torch.float64)
+        self.T += einops.reduce(w, "b p e -> e", "sum")
+        self.n_clips += einops.reduce((w.sum(1) > 0).to(torch.float64), "b e -> e", "sum")
+
+    def add(
+        self,
+        acts: Float[Tensor, "layer batch pos neuron"],
+        emotion_index: Int64[Tensor, " batch"],
+        mask: Bool[Tensor, "batch pos"],
+    ) -> None:
+        """Accumulate a batch of all layers' site values (a convenience over :meth:`add_layer`)."""
+        if acts.shape[0] != self.n_layers:
+            raise InputError(f"activations have {acts.shape[0]} layers, these stats expect {self.n_layers}")
+        w = emotion_weights(emotion_index, mask, len(self.emotions))
+        for layer in range(self.n_layers):
+            self.add_layer(layer, acts[layer], w)
+        self.add_tokens(w)
+
+    # ------------------------------------------------------------------ derived
+    def _require_tokens(self) -> Float64[Tensor, " emotion"]:
+        empty = [e for e, t in zip(self.emotions, self.T.tolist()) if t == 0]
+        if empty:
+            raise InputError(f"no counted tokens for emotion(s) {empty}: add clips of every emotion before scoring")
+        return self.T
+
+    @property
+    def firing_rate(self) -> Float64[Tensor, "emotion layer neuron"]:
+        """P_e(n) = K_e(n) / T_e."""
+        return self.K / self._require_tokens()[:, None, None]
+
+    @property
+    def mean(self) -> Float64[Tensor, "emotion layer neuron"]:
+        """Mean value per emotion."""
+        return self.sum / self._require_tokens()[:, None, None]
+
+    @property
+    def var(self) -> Float64[Tensor, "emotion layer neuron"]:
+        """Unbiased variance per emotion (0 where fewer than 2 tokens)."""
+        T = self._require_tokens()[:, None, None]
+        v = (self.sumsq - self.sum**2 / T) / (T - 1).clamp(min=1)
+        return v.clamp(min=0)
+
+    @property
+    def overall_mean(self) -> Float64[Tensor, "layer neuron"]:
+        """Mean value over all counted tokens of all emotions (for mean-ablation)."""
+        return self.sum.sum(0) / self._require_tokens().sum()
+
+    # ------------------------------------------------------------------ merging and files
+    def check_compatible(self, other: "NeuronStats") -> None:
+        """Raise :class:`IncompatibleError` unless ``other`` describes the same units."""
+        for name in ("emotions", "n_layers", "d_mlp", "site", "positions", "model_fingerprint"):
+            a, b = getattr(self, name), getattr(other, name)
+            if a != b:
+                raise IncompatibleError(f"cannot combine stats: {name} differs ({a!r} vs {b!r})")
+
+    def merge(self, other: "NeuronStats") -> "NeuronStats":
+        """Add ``other``'s sums into these (in place) and return self."""
+        self.check_compatible(other)
+        for name in ("K", "T", "sum", "sumsq", "n_clips"):
+            getattr(self, name).add_(getattr(other, name).to(getattr(self, name).device))
+        return self
+
+    def _meta(self) -> dict[str, Any]:
+        return dict(
+            emotions=list(self.emotions), n_layers=self.n_layers, d_mlp=self.d_mlp, site=self.site,
+            positions=self.positions, model_fingerprint=self.model_fingerprint, adapter=self.adapter,
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        """Tensors and metadata, enough to rebuild these stats."""
+        return {"meta": self._meta(), **{n: getattr(self, n).clone() for n in ("K", "T", "sum", "sumsq", "n_clips")}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> "NeuronStats":
+        """Restore sums from :meth:`state_dict` (refusing different units)."""
+        other = NeuronStats.from_state_dict(state)
+        self.check_compatible(other)
+        for n in ("K", "T", "sum", "sumsq", "n_clips"):
+            getattr(self, n).copy_(getattr(other, n))
+        return self
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any], device: str | torch.device = "cpu") -> "NeuronStats":
+        meta = dict(state["meta"])
+        s = cls(tuple(meta.pop("emotions")), device=device, **meta)
+        for n in ("K", "T", "sum", "sumsq", "n_clips"):
+            t = state[n]
+            if tuple(t.shape) != tuple(getattr(s, n).shape):
+                raise IncompatibleError(f"stats tensor {n} has shape {tuple(t.shape)}, expected {tuple(getattr(s, n).shape)}")
+            getattr(s, n).copy_(t.to(torch.float64))
+        return s
+
+    def save(self, path: str | Path) -> None:
+        """Write to a safetensors file (atomic)."""
+        sd = self.state_dict()
+        save_tensors(path, {k: v for k, v in sd.items() if k != "meta"}, STATS_KIND, sd["meta"])
+
+    @classmethod
+    def load(cls, path: str | Path, *, expect_fingerprint: str | None = None, expect_site: str | None = None) -> "NeuronStats":
+        """Read stats; refuse a corrupt file, or stats of another model or site when expectations are given."""
+        tensors, meta = load_tensors(path, STATS_KIND)
+        s = cls.from_state_dict({"meta": meta, **tensors})
+        if expect_fingerprint is not None and s.model_fingerprint != expect_fingerprint:
+            raise IncompatibleError(f"{path}: stats were recorded from model {s.model_fingerprint!r}, not {expect_fingerprint!r}")
+        if expect_site is not None and s.site != expect_site:
+            raise IncompatibleError(f"{path}: stats were recorded at site {s.site!r}, not {expect_site!r}")
+        return s
+
+    def __repr__(self) -> str:
+        T = ", ".join(f"{e}={int(t)}" for e, t in zip(self.emotions, self.T.tolist()))
+        return (f"NeuronStats(site={self.site!r}, layers={self.n_layers}, d_mlp={self.d_mlp}, "
+                f"positions={self.positions!r}, tokens: {T})")
+
+
+def fingerprint_of(config_dict: dict[str, Any], extra: str = "") -> str:
+    """A short stable hash of a model's architecture (config) used to match saved stats and neuron sets."""
+    keys = sorted(k for k in config_dict if k not in {"_name_or_path", "transformers_version", "torch_dtype", "dtype"})
+    text = repr([(k, repr(config_dict[k])) for k in keys]) + extra
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
