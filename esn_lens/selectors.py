@@ -12,7 +12,8 @@ Built-ins register themselves through the public decorator, exactly as a user's 
     ns = find_neurons(stats, "my_selector", top_frac=0.005)
 
 Every built-in is a handful of whole-tensor torch/einops reductions over (E, L, N); nothing loops over
-layers, neurons or emotions. Notation: P_e(n) = K_e(n) / T_e (``stats.firing_rate``), E emotions.
+layers, neurons or emotions. Sums over emotions run in emotion order (see ``_sum_emotions``) so that
+units with identical profiles get bit-identical scores and ties are broken by index, deterministically. Notation: P_e(n) = K_e(n) / T_e (``stats.firing_rate``), E emotions.
 """
 from __future__ import annotations
 
@@ -51,6 +52,16 @@ def _percentile(x: Float64[Tensor, "..."], q: float) -> float:
     return v_lo + (v_hi - v_lo) * (pos - lo)
 
 
+def _sum_emotions(x: Float64[Tensor, "emotion *rest"]) -> Float64[Tensor, "1 *rest"]:
+    """Sum over the emotion axis in emotion order, ``((x0 + x1) + x2) + ...``, as the last row of a cumsum.
+
+    Unlike ``x.sum(0)``, whose vectorised reduction may add in another order for some columns (tails),
+    this gives every unit the same rounding, so units with identical profiles tie exactly and the
+    deterministic index tie-break applies (and a plain sequential reference reproduces it bit for bit).
+    """
+    return x.cumsum(dim=0)[-1:]
+
+
 def _top_emotion(P: Float64[Tensor, "emotion layer neuron"]) -> Bool[Tensor, "emotion layer neuron"]:
     """One-hot (over emotions) of each unit's argmax emotion; ties go to the first emotion."""
     top = P.max(dim=0).indices  # documented: first maximal index on ties
@@ -61,9 +72,9 @@ def _one_vs_rest(stats: NeuronStats):
     """Per-emotion (T, S, Q) and the pooled (T, S, Q) of all the other emotions, broadcast to (E, L, N)."""
     T = stats._require_tokens()[:, None, None]
     S, Q = stats.sum, stats.sumsq
-    T_r = T.sum(0, keepdim=True) - T
-    S_r = einops.reduce(S, "e l n -> 1 l n", "sum") - S
-    Q_r = einops.reduce(Q, "e l n -> 1 l n", "sum") - Q
+    T_r = _sum_emotions(T) - T
+    S_r = _sum_emotions(S) - S
+    Q_r = _sum_emotions(Q) - Q
     return T, S, Q, T_r, S_r, Q_r
 
 
@@ -88,11 +99,11 @@ def lape(
     under-filled. The entropy sums the sorted p so units with permuted profiles tie exactly.
     """
     P = stats.firing_rate
-    tot = einops.reduce(P, "e l n -> l n", "sum")
+    tot = _sum_emotions(P)[0]
     eligible = tot > 0
     p = P / torch.where(eligible, tot, torch.ones_like(tot))
     ps = p.sort(dim=0).values
-    neg_h = einops.reduce(torch.xlogy(ps, ps), "e l n -> l n", "sum") + 0.0  # -H; "+ 0.0" turns -0.0 into 0.0
+    neg_h = _sum_emotions(torch.xlogy(ps, ps))[0] + 0.0  # -H; "+ 0.0" turns -0.0 into 0.0
     if filter_percentile is not None:
         q = float(filter_percentile)
         if not 0.0 <= q <= 100.0:
@@ -106,7 +117,7 @@ def lape(
 def mad(stats: NeuronStats, *, seed: int = 0) -> Float64[Tensor, "emotion layer neuron"]:
     """MAD: absolute deviation from the mean firing rate over emotions, ``|P_e(n) - (1/E) sum_e' P_e'(n)|``."""
     P = stats.firing_rate
-    mean = einops.reduce(P, "e l n -> 1 l n", "sum") / P.shape[0]
+    mean = _sum_emotions(P) / P.shape[0]
     return (P - mean).abs()
 
 

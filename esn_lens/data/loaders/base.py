@@ -192,6 +192,8 @@ def audio_files(folder: Path, suffixes: tuple[str, ...] = (".wav",)) -> list[Pat
 def read_text(path: Path, encodings: tuple[str, ...] = ("utf-8-sig", "cp1252", "latin-1")) -> str:
     """A text file decoded with the first encoding that works (corpus files are not all UTF-8)."""
     data = path.read_bytes()
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):  # UTF-16 only with a BOM: without one it decodes anything
+        return data.decode("utf-16")
     for enc in encodings:
         try:
             return data.decode(enc)

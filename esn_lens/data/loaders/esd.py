@@ -19,7 +19,7 @@ def _transcripts(speaker_dir: Path) -> dict[str, str]:
     if not path.is_file():
         return {}
     out = {}
-    for line in read_text(path, ("utf-8-sig", "utf-16", "gb18030", "latin-1")).splitlines():
+    for line in read_text(path, ("utf-8-sig", "gb18030", "latin-1")).splitlines():
         fields = re.split(r"\t+", line.strip())
         if len(fields) >= 2:
             out[fields[0]] = fields[1].strip()
