@@ -52,7 +52,7 @@ class Batch:
 class TraceOutput:
     """What one traced run returns: last-position logits or all logits, the cache, generated ids."""
 
-    logits: Float[Tensor, "batch pos vocab"] | None
+    logits: Float[Tensor, "batch *pos vocab"] | None
     cache: dict[str, Tensor] = field(default_factory=dict)
     sequences: Int[Tensor, "batch seq"] | None = None
     audio: Any = None

@@ -118,7 +118,7 @@ def mad(stats: NeuronStats, *, seed: int = 0) -> Float64[Tensor, "emotion layer 
     """MAD: absolute deviation from the mean firing rate over emotions, ``|P_e(n) - (1/E) sum_e' P_e'(n)|``."""
     P = stats.firing_rate
     mean = _sum_emotions(P) / P.shape[0]
-    return (P - mean).abs()
+    return (P - mean).abs_()
 
 
 @SELECTORS.register("conact")
@@ -158,10 +158,10 @@ def cohens_d(stats: NeuronStats, *, seed: int = 0, eps: float = 1e-12) -> Float6
     T, S, Q, T_r, S_r, Q_r = _one_vs_rest(stats)
     T_rc = T_r.clamp(min=1)
     diff = S / T - S_r / T_rc
-    m2_e = (Q - S * S / T).clamp(min=0)
-    m2_r = (Q_r - S_r * S_r / T_rc).clamp(min=0)
-    s2 = (m2_e + m2_r) / (T + T_r - 2).clamp(min=1)
-    return diff / torch.sqrt(s2 + float(eps))
+    m2 = (Q - S * S / T).clamp_(min=0)  # M2_e
+    m2 += (Q_r - S_r * S_r / T_rc).clamp_(min=0)  # + M2_rest
+    m2 /= (T + T_r - 2).clamp(min=1)  # pooled variance s2
+    return diff.div_(m2.add_(float(eps)).sqrt_())
 
 
 # ---------------------------------------------------------------------- scoring
@@ -243,15 +243,24 @@ def top_k_mask(scores: Float64[Tensor, "row unit"], k: int) -> Bool[Tensor, "row
     R, M = scores.shape
     if k <= 0 or M == 0:
         return torch.zeros(R, M, dtype=torch.bool, device=scores.device)
-    finite = scores > _NEG_INF
     if k >= M:
-        return finite
-    kth = scores.topk(k, dim=1, sorted=False).values.amin(dim=1, keepdim=True)
-    above = scores > kth
+        return scores > _NEG_INF
+    kth = scores.topk(k, dim=1, sorted=False).values.amin(dim=1, keepdim=True)  # the k-th largest value per row
+    mask = scores > kth  # fewer than k per row
     tied = scores == kth
-    need = k - above.sum(dim=1, keepdim=True)
-    take = tied & (tied.cumsum(dim=1) <= need)
-    return (above | take) & finite
+    need = k - mask.sum(dim=1)  # >= 1: how many tied units each row still takes
+    n_tied = tied.sum(dim=1)
+    if bool((n_tied <= need).all()):
+        mask |= tied
+    else:  # take the first `need` tied units of each row in index order
+        rows, cols = tied.nonzero(as_tuple=True)  # row-major, so index order within a row
+        start = n_tied.cumsum(0) - n_tied
+        rank = torch.arange(rows.numel(), device=rows.device) - start[rows]
+        keep = rank < need[rows]
+        mask[rows[keep], cols[keep]] = True
+    if bool((kth == _NEG_INF).any()):
+        mask &= scores > _NEG_INF
+    return mask
 
 
 def select(

@@ -139,10 +139,22 @@ class Adapter:
 
     @property
     def fingerprint(self) -> str:
-        """A stable hash of the architecture, used to match saved stats and neuron sets to this model."""
+        """A stable hash of the model: family, shape, and the sign pattern of some decoder weights.
+
+        Identical for a model and its reloaded copy (any dtype), different for another architecture or
+        another training run; used to match saved stats and neuron sets to this model.
+        """
+        layers = self.layers()
         cfg = self.config
-        d = cfg.to_dict() if hasattr(cfg, "to_dict") else {}
-        return fingerprint_of(d, extra=f"{self.name}:{self.n_layers}x{self.d_mlp}")
+        text_cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+        shape = dict(adapter=self.name, layers=self.n_layers, d_mlp=self.d_mlp,
+                     hidden=getattr(text_cfg, "hidden_size", None), vocab=getattr(text_cfg, "vocab_size", None))
+        signs = []
+        for layer in (layers[0], layers[-1]):
+            w = layer.mlp.gate_proj.weight.detach().reshape(-1)[:256]
+            if w.device.type != "meta":
+                signs.append("".join("1" if v > 0 else "0" for v in w.float().cpu().tolist()))
+        return fingerprint_of(shape, extra="|".join(signs))
 
     # -------------------------------------------------------------- module paths
     def layers(self) -> nn.ModuleList:

@@ -26,6 +26,14 @@ class AudioOnlyOmniProcessor(Qwen2_5OmniProcessor):
         super().__init__(image_processor=image_processor, video_processor=video_processor,
                          feature_extractor=feature_extractor, tokenizer=tokenizer, chat_template=chat_template, **kwargs)
 
+    def save_pretrained(self, save_directory, **kwargs):
+        """Save the tokenizer (with the chat template) and the feature extractor; there are no vision processors."""
+        if self.chat_template and not getattr(self.tokenizer, "chat_template", None):
+            self.tokenizer.chat_template = self.chat_template
+        self.tokenizer.save_pretrained(save_directory)
+        self.feature_extractor.save_pretrained(save_directory)
+        return [str(save_directory)]
+
     @classmethod
     def from_pretrained(cls, path: str, **kwargs) -> "AudioOnlyOmniProcessor":
         """Load the tokenizer and feature extractor of a Qwen2.5-Omni checkpoint, skipping vision processors."""

@@ -187,11 +187,16 @@ class LabelMapper:
                 raise InputError(f"label_map[{raw!r}] must be an emotion name or None, got {emotion!r}")
             self.overrides[str(raw).strip().lower()] = emotion
         self.drop_unmapped = drop_unmapped
+        for raw, emotion in self.overrides.items():
+            if (emotion is not None and self.label_set is not None and emotion not in self.label_set
+                    and emotion not in CANONICAL_EMOTIONS):
+                raise InputError(f"{corpus}: label_map maps {raw!r} to {emotion!r}, which is neither in label set "
+                                 f"{self.label_set} nor a canonical emotion ({', '.join(CANONICAL_EMOTIONS)})")
 
     @property
     def label_set_name(self) -> str:
-        """The label set's name (``"all"`` when every found emotion is kept)."""
-        return "all" if self.label_set is None else self.label_set.name
+        """The label set with its emotions, e.g. ``"iemocap4 [neutral, happy, sad, angry]"`` (or ``"all"``)."""
+        return "all" if self.label_set is None else str(self.label_set)
 
     def known_labels(self) -> list[str]:
         """Raw labels this corpus knows (for error messages)."""

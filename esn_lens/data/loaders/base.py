@@ -28,7 +28,7 @@ import numpy as np
 
 from ...errors import InputError
 from ...registry import Registry
-from ..clip import EmotionClip, prepare_audio
+from ..clip import EmotionClip
 from ..dataset import DROP_REASONS, EmotionDataset, Manifest
 from ..labels import LabelMapper, LabelSet, order_emotions
 

@@ -36,7 +36,8 @@ def esd(root: Path, *, language: Literal["en", "zh"] | None = None,
     subfolders (e.g. ``("test",)``). Left-out files are counted as ``filtered``.
     """
     root = find_corpus_root(root, "[0-9][0-9][0-9][0-9]/*/")
-    for speaker_dir in sorted(d for d in root.iterdir() if d.is_dir() and _SPEAKER.match(d.name)):
+    speaker_dirs = sorted(d for d in root.iterdir() if d.is_dir() and _SPEAKER.match(d.name)) if root.is_dir() else []
+    for speaker_dir in speaker_dirs:
         keep_speaker = language is None or int(speaker_dir.name) in _LANGUAGES[language]
         text = _transcripts(speaker_dir) if keep_speaker else {}
         for emotion_dir in sorted(d for d in speaker_dir.iterdir() if d.is_dir()):

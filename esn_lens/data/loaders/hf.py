@@ -63,11 +63,11 @@ def _audio_loader(ds: Any, index: int, column: str) -> Callable[[EmotionClip], t
 @DATASETS.register("hf")
 @corpus_layout(LAYOUT, takes_path=False)
 def hf(ds: Any, *, audio_column: str = "audio", label_column: str | None = None, speaker_column: str | None = None,
-       id_column: str | None = None, text_column: str | None = None, name: str = "hf") -> Iterator[Record]:
+       id_column: str | None = None, text_column: str | None = None, id_prefix: str = "hf") -> Iterator[Record]:
     """A Hugging Face dataset (or any object with ``len`` and ``ds[i] -> dict``): labels from
     ``label_column`` (default: the first of :data:`LABEL_COLUMNS` present; ClassLabel ints mapped with
     ``ds.features[col].int2str``), audio decoded only when a clip is loaded. Speaker, id and text columns
-    are found the same way (ids default to ``<name>_<row>``).
+    are found the same way (ids default to ``<id_prefix>_<row>``).
 
     Example: ``load_dataset("hf", hf_ds, label_column="emotion", label_set="basic4")``.
     """
@@ -83,7 +83,7 @@ def hf(ds: Any, *, audio_column: str = "audio", label_column: str | None = None,
     ids = _column(ds, _pick(id_column, ID_COLUMNS, columns, "id", False))
     texts = _column(ds, _pick(text_column, TEXT_COLUMNS, columns, "text", False))
     for i, label in enumerate(labels):
-        utt = str(ids[i]) if ids is not None and ids[i] not in (None, "") else f"{name}_{i}"
+        utt = str(ids[i]) if ids is not None and ids[i] not in (None, "") else f"{id_prefix}_{i}"
         yield Record(utt, "" if label is None else to_name(label), speaker="" if speakers is None else str(speakers[i] or ""),
                      text="" if texts is None else str(texts[i] or ""), where=f"row {i}",
                      loader=_audio_loader(ds, i, audio_column))

@@ -1,0 +1,967 @@
+"""discover -> validate -> analyse as one resumable run with a run folder.
+
+A run reads labelled clips, keeps those the un-edited model answers correctly (the identification pool),
+accumulates :class:`~esn_lens.stats.NeuronStats` over them, selects neurons with every requested
+selector, deactivates and steers each selection on held-out clips, and analyses the result::
+
+    from esn_lens.pipeline import RunConfig, run_pipeline
+    cfg = RunConfig(model="Qwen/Qwen2.5-Omni-7B", dataset="iemocap", data_dir="/data/IEMOCAP", dtype="bfloat16")
+    results = run_pipeline(cfg, "runs/omni_iemocap")          # run_pipeline(..., resume=True) continues a run
+
+The run folder::
+
+    config.json              the configuration (what the run computes) and the runtime options
+    progress.json            completed stages with their seconds; the run's identity (config + model)
+    clips.json               the identification / evaluation clip ids and counts
+    pool.json                the identification pool (clips answered correctly, balanced per emotion)
+    stats.safetensors        NeuronStats over the pool
+    neurons/<name>.safetensors   one NeuronSet per selector (and per transferred set)
+    eval/<stage>.json        per-condition predictions of each evaluation stage
+    checkpoints/             partial stats / predictions of an interrupted stage (removed when it completes)
+    results.json             metrics, layer analysis, clip counts, timing
+    figures/*.png, report.md, report.html
+
+Every file is written atomically; a stage is marked done in ``progress.json`` only after its output is
+complete. Stats collection and every evaluation stage checkpoint every ``checkpoint_every`` batches at
+batch boundaries, so a killed run resumes from the last checkpoint and gives results identical to an
+uninterrupted run. A run folder (or checkpoint) made with another model or configuration is refused.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from .data.clip import EmotionClip
+from .errors import ESNLensError, IncompatibleError, InputError
+from .io import atomic_write_json, load_tensors, save_tensors
+
+#: The paper's selectors, run by default (``mean_diff``/``cohens_d`` and user selectors on request).
+PAPER_SELECTORS = ("lap", "lape", "mad", "conact", "random")
+#: Stages in order; which of them a run executes depends on ``RunConfig.discover`` / ``.validate``.
+STAGES = ("data", "pool", "stats", "neurons", "deactivation", "steering", "analysis", "report")
+RESULTS_VERSION = 1
+STATS_CHECKPOINT_KIND = "stats_checkpoint"
+#: Testing aid: seconds to sleep after each checkpoint is written (lets a test kill a run mid-stage).
+CHECKPOINT_PAUSE_ENV = "ESN_LENS_CHECKPOINT_PAUSE"
+
+
+class RunError(InputError):
+    """A run folder cannot be started or resumed as asked (exists, differs, incomplete)."""
+
+
+# ---------------------------------------------------------------------------------------------- config
+@dataclass
+class RunConfig:
+    """What a run computes (identity fields) and how it runs (runtime fields, free to change on resume).
+
+    Identity: model, data, selectors, budget, alphas, SER protocol, seeds, bootstrap. Runtime: dtype,
+    device, device_map, checkpoint_every, progress, threads. ``model="demo"`` / ``dataset="demo"`` use the
+    shipped demo model and clips. ``neurons``: NeuronSet files (or folders of them) found elsewhere, e.g.
+    on another corpus, validated next to (or, with ``discover=False``, instead of) the discovered sets.
+    """
+
+    model: str = "demo"
+    dataset: str = "demo"
+    data_dir: str | None = None
+    label_set: str | None = None
+    selectors: tuple[str, ...] = PAPER_SELECTORS
+    top_frac: float = 0.005
+    alphas: tuple[float, ...] = (0.5, 1.0, 2.0)
+    site: str = "act"
+    positions: str = "valid"
+    mode: str = "generate"
+    answer: str = "digit"
+    max_new_tokens: int = 20
+    batch_size: int = 8
+    seed: int = 0
+    eval_fraction: float = 0.5
+    eval_per_emotion: int | None = 200
+    ident_per_emotion: int | None = None
+    pool_cap: int | None = None
+    eval_split: str = "eval"
+    discover: bool = True
+    validate: bool = True
+    neurons: tuple[str, ...] = ()
+    bootstrap: int = 1000
+    # runtime
+    dtype: str | None = None
+    device: str | None = None
+    device_map: str | None = None
+    checkpoint_every: int = 4
+    progress: bool = True
+    threads: int | None = None
+
+    RUNTIME = ("dtype", "device", "device_map", "checkpoint_every", "progress", "threads")
+
+    def __post_init__(self) -> None:
+        self.selectors = tuple(self.selectors)
+        self.alphas = tuple(float(a) for a in self.alphas)
+        self.neurons = tuple(str(p) for p in self.neurons)
+
+    def check(self) -> "RunConfig":
+        """Refuse bad values with one clear message each (before any model is loaded)."""
+        from .adapters.base import check_site
+        from .selectors import SELECTORS
+
+        if not self.discover and not self.validate:
+            raise InputError("a run must discover, validate, or both")
+        unknown = [s for s in self.selectors if s not in SELECTORS]
+        if unknown:
+            raise InputError(f"unknown selector(s) {unknown}; registered: {', '.join(SELECTORS.names())}")
+        if len(set(self.selectors)) != len(self.selectors):
+            raise InputError(f"selectors repeat: {list(self.selectors)}")
+        if self.discover and not self.selectors:
+            raise InputError("discovery needs at least one selector")
+        if not self.discover and not self.neurons:
+            raise InputError("validation without discovery needs neuron files (--neurons FILE)")
+        if not (isinstance(self.top_frac, (int, float)) and 0 < float(self.top_frac) <= 1):
+            raise InputError(f"top fraction must be in (0, 1] (0.005 = top 0.5%), got {self.top_frac}")
+        if any(not math.isfinite(a) for a in self.alphas):
+            raise InputError(f"alphas must be finite numbers, got {list(self.alphas)}")
+        if len(set(self.alphas)) != len(self.alphas):
+            raise InputError(f"alphas repeat: {list(self.alphas)}")
+        check_site(self.site)
+        if self.positions not in ("valid", "audio", "no_prompt", "last"):
+            raise InputError(f"unknown positions {self.positions!r}; expected valid, audio, no_prompt or last")
+        if self.mode not in ("generate", "constrained"):
+            raise InputError(f"mode must be 'generate' or 'constrained', got {self.mode!r}")
+        if self.answer not in ("digit", "word"):
+            raise InputError(f"answer must be 'digit' or 'word', got {self.answer!r}")
+        if self.eval_split not in ("eval", "all"):
+            raise InputError(f"eval_split must be 'eval' or 'all', got {self.eval_split!r}")
+        for name in ("batch_size", "checkpoint_every", "max_new_tokens"):
+            if int(getattr(self, name)) < 1:
+                raise InputError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.bootstrap < 0:
+            raise InputError(f"bootstrap must be >= 0, got {self.bootstrap}")
+        if not 0 < self.eval_fraction < 1:
+            raise InputError(f"eval_fraction must be in (0, 1), got {self.eval_fraction}")
+        if self.dataset != "demo":
+            from .data.loaders import DATASETS
+
+            DATASETS.get(self.dataset)  # KeyError listing the loaders
+            if self.data_dir is None:
+                raise InputError(f"dataset {self.dataset!r} needs a data folder (--data-dir PATH)")
+            if not Path(self.data_dir).expanduser().exists():
+                raise InputError(f"data folder {self.data_dir} does not exist")
+        for p in self.neurons:
+            if not Path(p).exists():
+                raise InputError(f"neuron file {p} does not exist")
+        return self
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that determine the results (compared when a run is resumed)."""
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in self.RUNTIME}
+        d["selectors"], d["alphas"] = list(self.selectors), list(self.alphas)
+        d["neurons"] = [str(Path(p).expanduser().resolve()) for p in self.neurons]
+        if d["data_dir"] is not None:
+            d["data_dir"] = str(Path(d["data_dir"]).expanduser().resolve())
+        return d
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["selectors"], d["alphas"], d["neurons"] = list(self.selectors), list(self.alphas), list(self.neurons)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def weights_digest(model: torch.nn.Module, samples: int = 64) -> str:
+    """A cheap digest of a model's weights: names, shapes, dtypes and ``samples`` strided values per tensor.
+
+    Tells two checkpoints of one architecture apart (the architecture fingerprint cannot) without reading
+    every weight; works for models spread over devices (values of meta/offloaded tensors are skipped).
+    """
+    h = hashlib.sha256()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            h.update(f"{name}:{tuple(p.shape)}:{p.dtype}".encode())
+            if p.device.type == "meta" or p.numel() == 0:
+                continue
+            flat = p.detach().reshape(-1)
+            idx = torch.linspace(0, flat.numel() - 1, min(samples, flat.numel()), device=flat.device).long()
+            h.update(flat[idx].float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------------- data
+@dataclass
+class ClipSplit:
+    """Identification and evaluation clips of one run, with the emotions they are scored on."""
+
+    identification: list[EmotionClip]
+    evaluation: list[EmotionClip]
+    emotions: tuple[str, ...]
+    source: dict[str, Any] = field(default_factory=dict)
+
+
+def _counts(clips: Sequence[EmotionClip], emotions: Sequence[str]) -> dict[str, int]:
+    return {e: sum(c.emotion == e for c in clips) for e in emotions}
+
+
+def load_clips(cfg: RunConfig) -> ClipSplit:
+    """The run's clips: the demo's shipped splits, or a registered corpus split speaker-disjointly."""
+    if cfg.dataset == "demo":
+        from .demo_model import demo_clips
+
+        ident, evaluation = list(demo_clips("identification")), list(demo_clips("evaluation"))
+        emotions = tuple(dict.fromkeys(c.emotion for c in ident + evaluation))
+        from .demo_model import DEMO_EMOTIONS  # the fixed label order of the demo
+
+        emotions = tuple(e for e in DEMO_EMOTIONS if e in emotions)
+        if cfg.ident_per_emotion is not None:
+            ident = _cap(ident, emotions, cfg.ident_per_emotion, cfg.seed)
+        if cfg.eval_per_emotion is not None:
+            evaluation = _cap(evaluation, emotions, cfg.eval_per_emotion, cfg.seed)
+        src = {"dataset": "demo"}
+    else:
+        from .data.loaders import load_dataset
+        from .data.splits import split_identification_evaluation
+
+        ds = load_dataset(cfg.dataset, cfg.data_dir, label_set=cfg.label_set)
+        emotions = ds.emotions
+        if cfg.discover:
+            ident, evaluation = split_identification_evaluation(
+                ds, eval_fraction=cfg.eval_fraction, eval_per_emotion=cfg.eval_per_emotion,
+                identification_per_emotion=cfg.ident_per_emotion, seed=cfg.seed, unknown_speakers="drop")
+            if cfg.eval_split == "all":
+                raise InputError("eval_split='all' only applies to validation without discovery")
+        elif cfg.eval_split == "eval":
+            ident, evaluation = split_identification_evaluation(
+                ds, eval_fraction=cfg.eval_fraction, eval_per_emotion=cfg.eval_per_emotion, seed=cfg.seed,
+                unknown_speakers="drop")
+            ident = ident[:0]
+        else:
+            ident, evaluation = ds[:0], (ds.cap_per_emotion(cfg.eval_per_emotion, seed=cfg.seed)
+                                         if cfg.eval_per_emotion is not None else ds)
+        ident, evaluation = list(ident), list(evaluation)
+        src = {"dataset": cfg.dataset, "data_dir": str(cfg.data_dir), "label_set": ds.manifest.label_set,
+               "manifest": ds.manifest.summary() if hasattr(ds.manifest, "summary") else ""}
+    return _restrict_emotions(ClipSplit(ident, evaluation, tuple(emotions), src), cfg)
+
+
+def _cap(clips: list[EmotionClip], emotions: Sequence[str], n: int, seed: int) -> list[EmotionClip]:
+    rng = np.random.default_rng(seed)
+    keep: set[int] = set()
+    for e in emotions:
+        idx = [i for i, c in enumerate(clips) if c.emotion == e]
+        if len(idx) > n:
+            idx = [idx[j] for j in sorted(rng.permutation(len(idx))[:n])]
+        keep.update(idx)
+    return [c for i, c in enumerate(clips) if i in keep]
+
+
+def _restrict_emotions(split: ClipSplit, cfg: RunConfig) -> ClipSplit:
+    """Keep the emotions that have clips wherever the run needs them (at least two)."""
+    need_ident, need_eval = cfg.discover, cfg.validate
+    keep = [e for e in split.emotions
+            if (not need_ident or any(c.emotion == e for c in split.identification))
+            and (not need_eval or any(c.emotion == e for c in split.evaluation))]
+    dropped = [e for e in split.emotions if e not in keep]
+    if len(keep) < 2:
+        raise InputError(f"{split.source.get('dataset')}: fewer than 2 emotions have clips on both sides of the "
+                         f"identification/evaluation split (emotions {list(split.emotions)}); use more clips or speakers")
+    if dropped:
+        split.source["dropped_emotions"] = dropped
+    ks = set(keep)
+    return ClipSplit([c for c in split.identification if c.emotion in ks],
+                     [c for c in split.evaluation if c.emotion in ks], tuple(keep), split.source)
+
+
+def load_lens(cfg: RunConfig):
+    """The run's :class:`~esn_lens.lens.Lens`: the shipped demo model, or a local folder / hub id."""
+    from .lens import Lens
+
+    if cfg.model == "demo":
+        from .demo_model import load_demo_model
+
+        model, processor = load_demo_model()
+        if cfg.device is not None:
+            model = model.to(cfg.device)
+        return Lens(model, processor)
+    m = cfg.model
+    looks_local = m.startswith((os.sep, ".", "~")) or os.path.exists(os.path.expanduser(m)) or m.count("/") > 1
+    if looks_local:
+        path = Path(m).expanduser()
+        if not path.is_dir():
+            raise InputError(f"model folder {m} does not exist")
+        if not (path / "config.json").is_file():
+            raise InputError(f"model folder {m} has no config.json (expected a transformers save_pretrained folder)")
+        m = str(path)
+    try:
+        return Lens.from_pretrained(m, dtype=cfg.dtype, device=cfg.device, device_map=cfg.device_map)
+    except ESNLensError:
+        raise
+    except Exception as e:  # transformers/hub raise many types; name the model and the cause in one line
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise InputError(f"cannot load model {cfg.model!r}: {msg}") from None
+
+
+# ---------------------------------------------------------------------------------------------- the run
+def _log_default(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.@+-]", "_", name)
+
+
+class Run:
+    """One run folder: executes the stages not yet done, in order, and returns the results dict.
+
+    ``lens`` / ``clips`` may be given directly (Python API, tutorials, tests); otherwise they are loaded
+    from ``config.model`` and ``config.dataset``. ``resume=True`` continues a run folder made with the same
+    identity; without it an existing run folder is refused.
+    """
+
+    def __init__(self, out: str | Path, config: RunConfig, *, resume: bool = False, lens=None,
+                 clips: ClipSplit | None = None, log: Callable[[str], None] | None = None):
+        self.dir = Path(out).expanduser()
+        self.cfg = config
+        self.resume = resume
+        self._lens = lens
+        self._clips = clips
+        self.log = log or (_log_default if config.progress else (lambda msg: None))
+        self.timing: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ files
+    def path(self, *parts: str) -> Path:
+        return self.dir.joinpath(*parts)
+
+    def _read_json(self, *parts: str) -> Any:
+        with open(self.path(*parts)) as f:
+            return json.load(f)
+
+    @property
+    def progress_path(self) -> Path:
+        return self.path("progress.json")
+
+    def _save_progress(self) -> None:
+        atomic_write_json(self.progress_path, self.progress)
+
+    def done(self, stage: str) -> bool:
+        return bool(self.progress["stages"].get(stage, {}).get("done"))
+
+    def _mark(self, stage: str, seconds: float, **extra: Any) -> None:
+        self.progress["stages"][stage] = {"done": True, "seconds": round(seconds, 4), **extra}
+        self._save_progress()
+
+    def _pause(self) -> None:
+        p = os.environ.get(CHECKPOINT_PAUSE_ENV)
+        if p:
+            time.sleep(float(p))
+
+    # ------------------------------------------------------------------ identity
+    def _open(self, model_id: dict[str, Any]) -> None:
+        """Start a new run folder, or check that the existing one is this run (config and model)."""
+        ident = self.cfg.identity()
+        key = _digest({"config": ident, "model": model_id})
+        if self.progress_path.exists():
+            if not self.resume:
+                raise RunError(f"{self.dir} already holds a run; pass --resume to continue it, or choose another --out")
+            try:
+                prog = self._read_json("progress.json")
+            except (OSError, json.JSONDecodeError) as e:
+                raise RunError(f"{self.progress_path}: unreadable ({e}); choose another --out") from None
+            if prog.get("key") != key:
+                diffs = [f"{k}: {prog.get('config', {}).get(k)!r} there, {v!r} now"
+                         for k, v in ident.items() if prog.get("config", {}).get(k) != v]
+                diffs += [f"model {k}: {prog.get('model', {}).get(k)!r} there, {v!r} now"
+                          for k, v in model_id.items() if prog.get("model", {}).get(k) != v]
+                raise IncompatibleError(f"{self.dir} was started with another model or configuration "
+                                        f"({'; '.join(diffs) or 'different identity'}); resume with the same options "
+                                        "or choose another --out")
+            self.progress = prog
+            self.log(f"resuming {self.dir}: done {[s for s in STAGES if self.done(s)] or 'nothing yet'}")
+        else:
+            if self.dir.exists() and any(self.dir.iterdir()) and not self.resume:
+                raise RunError(f"{self.dir} exists and is not empty; choose another --out")
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self.progress = {"version": RESULTS_VERSION, "key": key, "config": ident, "model": model_id,
+                             "stages": {}, "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+            self._save_progress()
+        self.key = key
+        atomic_write_json(self.path("config.json"), self.cfg.to_dict())
+
+    # ------------------------------------------------------------------ main
+    def execute(self) -> dict[str, Any]:
+        """Run every stage not yet done; return the results (also written to ``results.json``)."""
+        cfg = self.cfg.check()
+        t_all = time.perf_counter()
+        if cfg.threads:
+            torch.set_num_threads(int(cfg.threads))
+        if self.resume and not self.progress_path.exists() and self.dir.exists() and any(self.dir.iterdir()):
+            raise RunError(f"{self.dir} holds no run to resume (no progress.json)")
+        t0 = time.perf_counter()
+        self.log(f"loading model {cfg.model}" + (" (given)" if self._lens is not None else ""))
+        lens = self._lens if self._lens is not None else load_lens(cfg)
+        self.lens = lens
+        model_id = {"name": cfg.model, "class": type(lens.model).__name__, "adapter": lens.adapter.name,
+                    "fingerprint": lens.fingerprint, "weights": weights_digest(lens.model),
+                    "n_layers": lens.n_layers, "d_mlp": lens.d_mlp,
+                    "dtype": str(next(lens.model.parameters()).dtype).replace("torch.", "")}
+        self.model_id = model_id
+        self.timing["load"] = time.perf_counter() - t0
+        self._open(model_id)
+        from .evaluate import SEREvaluator
+
+        self._stage_data()
+        self.evaluator = SEREvaluator(lens, self.split.emotions, mode=cfg.mode, answer=cfg.answer, seed=cfg.seed,
+                                      max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size)
+        if cfg.discover:
+            self._stage_pool()
+            self._stage_stats()
+        self._stage_neurons()
+        if cfg.validate:
+            self._stage_deactivation()
+            self._stage_steering()
+        results = self._stage_analysis()
+        self._stage_report(results)
+        results["timing"] = self._timing(time.perf_counter() - t_all)
+        atomic_write_json(self.path("results.json"), results)
+        self.log(f"done: {self.path('report.md')}")
+        return results
+
+    def _timing(self, session_total: float) -> dict[str, float]:
+        t = {s: float(self.progress["stages"][s]["seconds"]) for s in STAGES if self.done(s)}
+        t["load"] = round(self.timing.get("load", 0.0), 4)
+        t["total"] = round(sum(v for k, v in t.items()), 4)
+        t["this_session"] = round(session_total, 4)
+        return t
+
+    # ------------------------------------------------------------------ stage: data
+    def _stage_data(self) -> None:
+        t0 = time.perf_counter()
+        split = self._clips if self._clips is not None else load_clips(self.cfg)
+        if self._clips is not None:
+            split = _restrict_emotions(ClipSplit(list(split.identification), list(split.evaluation),
+                                                 tuple(split.emotions), dict(split.source)), self.cfg)
+        self.split = split
+        ids = {"identification": [c.utterance_id for c in split.identification],
+               "evaluation": [c.utterance_id for c in split.evaluation]}
+        for side, lst in ids.items():
+            if len(set(lst)) != len(lst):
+                raise InputError(f"{side} clips repeat utterance ids; every clip needs a distinct id")
+        if self.done("data"):
+            prev = self._read_json("clips.json")
+            if prev["emotions"] != list(split.emotions) or prev["ids"] != ids:
+                raise IncompatibleError(f"the clips differ from those {self.dir} was started with (the corpus "
+                                        "changed on disk?); choose another --out")
+            return
+        info = {"emotions": list(split.emotions), "source": split.source, "ids": ids,
+                "counts": {"identification": _counts(split.identification, split.emotions),
+                           "evaluation": _counts(split.evaluation, split.emotions)}}
+        atomic_write_json(self.path("clips.json"), info)
+        self.log(f"[data] {len(split.identification)} identification / {len(split.evaluation)} evaluation clips, "
+                 f"emotions {list(split.emotions)}")
+        self._mark("data", time.perf_counter() - t0)
+
+    # ------------------------------------------------------------------ resumable evaluation
+    def _evaluate(self, stage: str, clips: list[EmotionClip], conditions: list) -> dict[str, Any]:
+        """Run ``conditions`` over ``clips`` with checkpoints; returns {condition: {pred, answers}} as stored."""
+        final = self.path("eval", f"{stage}.json")
+        names = [c.name for c in conditions]
+        ids = [c.utterance_id for c in clips]
+        sig = _digest({"conditions": names, "clips": ids, "key": self.key})
+        if self.done(stage):
+            return self._read_json("eval", f"{stage}.json")
+        ckpt = self.path("checkpoints", f"{stage}.json")
+        state = {"sig": sig, "consumed": 0, "elapsed": 0.0, "pred": {n: [] for n in names},
+                 "answers": {n: [] for n in names}}
+        if ckpt.exists():
+            prev = json.loads(ckpt.read_text())
+            if prev.get("sig") != sig:
+                raise IncompatibleError(f"checkpoint {ckpt} belongs to another model, configuration or clip list; "
+                                        "choose another --out")
+            state = prev
+            self.log(f"[{stage}] resuming from clip {state['consumed']} of {len(clips)}")
+        from tqdm.auto import tqdm
+
+        step = self.cfg.batch_size * self.cfg.checkpoint_every
+        bar = tqdm(total=len(clips), initial=state["consumed"], desc=f"{stage} ({len(conditions)} conditions)",
+                   unit="clip", disable=not self.cfg.progress, file=sys.stderr)
+        t0 = time.perf_counter()
+        for start in range(state["consumed"], len(clips), step):
+            chunk = clips[start:start + step]
+            res = self.evaluator.run(chunk, conditions)
+            for n in names:
+                state["pred"][n].extend(res[n].predictions)
+                state["answers"][n].extend(res[n].answers)
+            state["consumed"] = start + len(chunk)
+            bar.update(len(chunk))
+            if state["consumed"] < len(clips):
+                state["elapsed"] = state.get("elapsed", 0.0) + time.perf_counter() - t0
+                t0 = time.perf_counter()
+                atomic_write_json(ckpt, state)
+                self._pause()
+        bar.close()
+        elapsed = state.get("elapsed", 0.0) + time.perf_counter() - t0
+        out = {"conditions": names, "clips": ids, "labels": [c.emotion for c in clips],
+               "pred": state["pred"], "answers": state["answers"]}
+        atomic_write_json(final, out)
+        self._mark(stage, elapsed)
+        if ckpt.exists():
+            ckpt.unlink()
+        return out
+
+    def _results_of(self, stored: dict[str, Any]):
+        from .evaluate import SERResult
+
+        E = self.split.emotions
+        return {n: SERResult(n, E, stored["labels"], stored["pred"][n], stored["answers"][n]) for n in stored["conditions"]}
+
+    # ------------------------------------------------------------------ stage: pool
+    def _stage_pool(self) -> None:
+        if self.done("pool"):
+            self.pool_ids = self._read_json("pool.json")["ids"]
+            return
+        clips = self.split.identification
+        self.log(f"[pool] SER on {len(clips)} identification clips")
+        from .interventions import Condition
+
+        stored = self._evaluate("identification", clips, [Condition("baseline", [])])
+        t0 = time.perf_counter()
+        res = self._results_of(stored)["baseline"]
+        pool = balanced_pool(clips, res.correct(), self.split.emotions, cap=self.cfg.pool_cap, seed=self.cfg.seed)
+        counts = _counts(pool, self.split.emotions)
+        info = {"ids": [c.utterance_id for c in pool], "counts": counts, "accuracy": res.accuracy,
+                "per_class": res.per_class(), "unparsed": res.n_unparsed,
+                "correct": _counts([c for c, ok in zip(clips, res.correct()) if ok], self.split.emotions)}
+        atomic_write_json(self.path("pool.json"), info)
+        self.pool_ids = info["ids"]
+        self.log(f"[pool] identification accuracy {res.accuracy:.3f}; pool {counts}")
+        self._mark("pool", time.perf_counter() - t0 + float(self.progress["stages"]["identification"]["seconds"]))
+
+    # ------------------------------------------------------------------ stage: stats
+    def _stage_stats(self) -> None:
+        from .stats import NeuronStats
+
+        if self.done("stats"):
+            self.stats = NeuronStats.load(self.path("stats.safetensors"), expect_fingerprint=self.lens.fingerprint)
+            return
+        by_id = {c.utterance_id: c for c in self.split.identification}
+        pool = [by_id[i] for i in self.pool_ids]
+        ckpt = self.path("checkpoints", "stats.safetensors")
+        stats = self.lens.new_stats(self.split.emotions, self.cfg.site, self.cfg.positions)
+        consumed, elapsed = 0, 0.0
+        if ckpt.exists():
+            tensors, meta = load_tensors(ckpt, STATS_CHECKPOINT_KIND)
+            if meta.get("key") != self.key or meta.get("model_fingerprint") != self.lens.fingerprint:
+                raise IncompatibleError(f"checkpoint {ckpt} was written by another model or configuration "
+                                        f"(model {meta.get('model_fingerprint')!r}, this model {self.lens.fingerprint!r}); "
+                                        "choose another --out")
+            stats = NeuronStats.from_state_dict({"meta": meta["stats"], **tensors}, device=stats.K.device)
+            consumed, elapsed = int(meta["consumed"]), float(meta.get("elapsed", 0.0))
+            self.log(f"[stats] resuming from clip {consumed} of {len(pool)}")
+        else:
+            self.log(f"[stats] {self.cfg.site} statistics over {len(pool)} pool clips")
+        from tqdm.auto import tqdm
+
+        bs = self.cfg.batch_size
+        idx_all = stats.emotion_index([c.emotion for c in pool])
+        bar = tqdm(total=len(pool), initial=consumed, desc="stats", unit="clip", disable=not self.cfg.progress,
+                   file=sys.stderr)
+        t0 = time.perf_counter()
+        n_batches = 0
+        for start in range(consumed, len(pool), bs):
+            chunk = pool[start:start + bs]
+            batch = self.lens.batch_clips(chunk, [self.evaluator.prompt(c).text for c in chunk])
+            self.lens.trace(batch, stats=stats, emotion_index=idx_all[start:start + len(chunk)], logits="none")
+            consumed = start + len(chunk)
+            bar.update(len(chunk))
+            n_batches += 1
+            if n_batches % self.cfg.checkpoint_every == 0 and consumed < len(pool):
+                elapsed += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                sd = stats.state_dict()
+                save_tensors(ckpt, {k: v for k, v in sd.items() if k != "meta"}, STATS_CHECKPOINT_KIND,
+                             {"stats": sd["meta"], "consumed": consumed, "elapsed": elapsed, "key": self.key,
+                              "model_fingerprint": self.lens.fingerprint})
+                self._pause()
+        bar.close()
+        elapsed += time.perf_counter() - t0
+        stats.save(self.path("stats.safetensors"))
+        self.stats = stats
+        self._mark("stats", elapsed)
+        if ckpt.exists():
+            ckpt.unlink()
+
+    # ------------------------------------------------------------------ stage: neurons
+    def _stage_neurons(self) -> None:
+        from .neurons import NeuronSet
+        from .selectors import find_neurons
+
+        t0 = time.perf_counter()
+        self.sets: dict[str, NeuronSet] = {}
+        self.sources: dict[str, str] = {}
+        names = self.progress["stages"].get("neurons", {}).get("names")
+        if self.cfg.discover:
+            for sel in self.cfg.selectors:
+                f = self.path("neurons", f"{_safe_name(sel)}.safetensors")
+                if self.done("neurons"):
+                    ns = NeuronSet.load(f, expect_fingerprint=self.lens.fingerprint)
+                else:
+                    ns = find_neurons(self.stats, sel, top_frac=float(self.cfg.top_frac), seed=self.cfg.seed,
+                                      meta={"corpus": self.split.source.get("dataset", ""), "model": self.cfg.model,
+                                            "run": self.dir.name})
+                    ns.save(f)
+                self.sets[sel] = ns
+                self.sources[sel] = "discovered"
+        transferred = self._load_transfer()
+        for name, (ns, src) in transferred.items():
+            if not self.done("neurons"):
+                ns.save(self.path("neurons", f"{_safe_name(name)}.safetensors"))
+            self.sets[name] = ns
+            self.sources[name] = src
+        if self.cfg.validate and transferred and "random" not in self.sets:
+            ref = next(iter(transferred.values()))[0]
+            self.sets["random"] = random_like(ref, self.split.emotions, seed=self.cfg.seed)
+            self.sources["random"] = "random units, same budget as " + next(iter(transferred))
+            if not self.done("neurons"):
+                self.sets["random"].save(self.path("neurons", "random.safetensors"))
+        if names is not None and names != list(self.sets):
+            raise IncompatibleError(f"{self.dir}: neuron sets {list(self.sets)} differ from the run's {names}")
+        if not self.done("neurons"):
+            counts = {n: ns.counts for n, ns in self.sets.items()}
+            self.log(f"[neurons] {', '.join(f'{n}: {sum(c.values())}' for n, c in counts.items())} units")
+            self._mark("neurons", time.perf_counter() - t0, names=list(self.sets))
+
+    def _load_transfer(self) -> dict[str, tuple[Any, str]]:
+        from .neurons import NeuronSet
+
+        files: list[Path] = []
+        for p in self.cfg.neurons:
+            p = Path(p).expanduser()
+            found = sorted(p.glob("*.safetensors")) if p.is_dir() else [p]
+            if not found:
+                raise InputError(f"no neuron files (*.safetensors) in {p}")
+            files.extend(found)
+        out: dict[str, tuple[Any, str]] = {}
+        for f in files:
+            ns = NeuronSet.load(f, expect_fingerprint=self.lens.fingerprint)
+            if (ns.n_layers, ns.d_mlp) != (self.lens.n_layers, self.lens.d_mlp):
+                raise IncompatibleError(f"{f}: neuron set is for {ns.n_layers}x{ns.d_mlp} units, the model has "
+                                        f"{self.lens.n_layers}x{self.lens.d_mlp}")
+            shared = [e for e in self.split.emotions if e in ns.emotions]
+            if len(shared) < 2:
+                raise InputError(f"{f}: its emotions {list(ns.emotions)} share fewer than 2 with the run's "
+                                 f"{list(self.split.emotions)}")
+            tag = ns.meta.get("corpus") or f.parent.parent.name or f.stem
+            name = f"{ns.selector}@{tag}"
+            base, k = name, 2
+            while name in out or name in self.sets:
+                name, k = f"{base}#{k}", k + 1
+            out[name] = (ns, str(f))
+        return out
+
+    # ------------------------------------------------------------------ stages: interventions
+    def _deactivation_conditions(self) -> list:
+        from .interventions import Condition, make_edit
+
+        conds = [Condition("baseline", [])]
+        for name, ns in self.sets.items():
+            for e in self.split.emotions:
+                if e in ns.emotions:
+                    conds.append(Condition(f"{name}|mask:{e}", [make_edit("deactivate", ns[e], site=ns.site)]))
+        return conds
+
+    def _steering_conditions(self) -> list:
+        from .interventions import Condition, make_edit
+
+        conds = [Condition("baseline", [])]
+        for name, ns in self.sets.items():
+            for e in self.split.emotions:
+                if e in ns.emotions:
+                    for a in self.cfg.alphas:
+                        conds.append(Condition(f"{name}|steer:{e}:{a:g}",
+                                               [make_edit("steer", ns[e], alpha=a, site=ns.site)]))
+        return conds
+
+    def _stage_deactivation(self) -> None:
+        conds = self._deactivation_conditions()
+        if not self.done("deactivation"):
+            self.log(f"[deactivation] baseline + {len(conds) - 1} masks on {len(self.split.evaluation)} clips")
+        self.deact = self._evaluate("deactivation", self.split.evaluation, conds)
+
+    def _stage_steering(self) -> None:
+        if not self.cfg.alphas:
+            self.steer = None
+            return
+        conds = self._steering_conditions()
+        if not self.done("steering"):
+            self.log(f"[steering] baseline + {len(conds) - 1} steered conditions on {len(self.split.evaluation)} clips")
+        self.steer = self._evaluate("steering", self.split.evaluation, conds)
+
+    # ------------------------------------------------------------------ stage: analysis
+    def _stage_analysis(self) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        res = analyse(self)
+        atomic_write_json(self.path("results.json"), res)
+        prev = self.progress["stages"].get("analysis", {}).get("seconds")
+        self._mark("analysis", prev if prev is not None else time.perf_counter() - t0)
+        return res
+
+    def _stage_report(self, results: dict[str, Any]) -> None:
+        t0 = time.perf_counter()
+        from .report import write_report
+
+        results = dict(results)
+        results["timing"] = self._timing(0.0)
+        write_report(self.dir, results)
+        prev = self.progress["stages"].get("report", {}).get("seconds")
+        self._mark("report", prev if prev is not None else time.perf_counter() - t0)
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def balanced_pool(clips: Sequence[EmotionClip], correct: Sequence[bool], emotions: Sequence[str], *,
+                  cap: int | None = None, seed: int = 0, min_per_emotion: int = 1) -> list[EmotionClip]:
+    """The identification pool from per-clip correctness: correct clips, balanced to the smallest emotion
+    (or ``cap``), drawn with ``seed`` -- the same draw as :func:`esn_lens.evaluate.identification_pool`.
+
+    Raises :class:`InputError` naming the emotions with fewer than ``min_per_emotion`` correct clips.
+    """
+    ok = [c for c, good in zip(clips, correct) if good]
+    by = {e: [c for c in ok if c.emotion == e] for e in emotions}
+    short = {e: len(v) for e, v in by.items() if len(v) < min_per_emotion}
+    if short:
+        total = _counts(clips, emotions)
+        raise InputError("identification pool: the un-edited model answered too few clips correctly for "
+                         + ", ".join(f"{e} ({n} of {total[e]})" for e, n in short.items())
+                         + "; use more identification clips, another --answer/--mode, or check the model")
+    rng = np.random.default_rng(seed)
+    n = min(len(v) for v in by.values())
+    if cap is not None:
+        n = min(n, cap)
+    pool: list[EmotionClip] = []
+    for e, v in by.items():
+        order = rng.permutation(len(v))
+        pool.extend(v[i] for i in order[:n])
+    return pool
+
+
+def random_like(ns, emotions: Sequence[str], seed: int = 0):
+    """Random units with the same per-emotion budget as ``ns`` (the random baseline of a transferred set)."""
+    from .neurons import NeuronSet
+
+    g = torch.Generator().manual_seed(int(seed))
+    masks = torch.zeros(len(emotions), ns.n_layers, ns.d_mlp, dtype=torch.bool)
+    counts = ns.counts
+    k_default = max(counts.values()) if counts else 0
+    for i, e in enumerate(emotions):
+        k = counts.get(e, k_default)
+        perm = torch.randperm(ns.n_layers * ns.d_mlp, generator=g)[:k]
+        masks[i].view(-1)[perm] = True
+    return NeuronSet(masks, tuple(emotions), selector="random", top_frac=ns.top_frac, site=ns.site,
+                     model_fingerprint=ns.model_fingerprint, meta={"random_like": ns.selector, "seed": seed})
+
+
+def _f(x: float) -> float | None:
+    x = float(x)
+    return None if math.isnan(x) else round(x, 6)
+
+
+def _bootstrap_indices(labels: np.ndarray, emotions: Sequence[str], n_boot: int, seed: int) -> np.ndarray:
+    """Stratified (per emotion) bootstrap resamples of clip indices: (n_boot, n_clips)."""
+    rng = np.random.default_rng(seed)
+    cols = []
+    for e in emotions:
+        idx = np.flatnonzero(labels == e)
+        if idx.size:
+            cols.append(idx[rng.integers(0, idx.size, size=(n_boot, idx.size))])
+    return np.concatenate(cols, axis=1)
+
+
+def _heatmap_reps(correct: dict[str, np.ndarray], labels: np.ndarray, rows: Sequence[str], cols: Sequence[str],
+                  cond_of: Callable[[str], str], boot: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Accuracy-change heatmap (rows: masked emotion, cols: evaluated emotion) and its bootstrap replicates."""
+    base = correct["baseline"]
+    H = np.zeros((len(rows), len(cols)))
+    reps = None if boot is None else np.zeros((boot.shape[0], len(rows), len(cols)))
+    for j, e in enumerate(cols):
+        m = labels == e
+        b = base[m].mean()
+        if reps is not None:
+            bl, bm = labels[boot], base[boot]
+            cnt = (bl == e).sum(1)
+            b_rep = (bm * (bl == e)).sum(1) / np.maximum(cnt, 1)
+        for i, r in enumerate(rows):
+            c = correct[cond_of(r)]
+            H[i, j] = c[m].mean() - b
+            if reps is not None:
+                reps[:, i, j] = (c[boot] * (bl == e)).sum(1) / np.maximum(cnt, 1) - b_rep
+    return H, reps
+
+
+def _spec(H: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """SE, ACE, ESS of a square heatmap (or of a stack of them, last two axes)."""
+    E = H.shape[-1]
+    se = np.diagonal(H, axis1=-2, axis2=-1)
+    ace = (H.sum(-2) - se) / (E - 1)
+    return se, ace, se - ace
+
+
+def _ci(x: np.ndarray) -> list[float]:
+    lo, hi = np.quantile(x, [0.025, 0.975])
+    return [_f(lo), _f(hi)]
+
+
+def analyse(run: Run) -> dict[str, Any]:
+    """Turn a run's stored predictions, neuron sets and pool into the results dict (deterministic)."""
+    from .evaluate import specificity
+
+    cfg, split = run.cfg, run.split
+    E = list(split.emotions)
+    clips_info = run._read_json("clips.json")
+    res: dict[str, Any] = {
+        "version": RESULTS_VERSION,
+        "config": cfg.identity(),
+        "model": run.model_id,
+        "emotions": E,
+        "clips": {"identification": clips_info["counts"]["identification"],
+                  "evaluation": clips_info["counts"]["evaluation"], "source": clips_info.get("source", {})},
+    }
+    if cfg.discover:
+        pool = run._read_json("pool.json")
+        res["clips"]["pool"] = pool["counts"]
+        res["identification"] = {"accuracy": _f(pool["accuracy"]),
+                                 "per_class": {e: _f(v) for e, v in pool["per_class"].items()},
+                                 "unparsed": pool["unparsed"], "correct": pool["correct"]}
+    L, N = run.lens.n_layers, run.lens.d_mlp
+    sel: dict[str, Any] = {}
+    for name, ns in run.sets.items():
+        lc = ns.layer_counts()
+        sel[name] = {"source": run.sources[name], "selector": ns.selector, "top_frac": ns.top_frac,
+                     "emotions": list(ns.emotions), "counts": ns.counts, "units": L * N,
+                     "layer_counts": {"per_emotion": {e: lc[i].tolist() for i, e in enumerate(ns.emotions)},
+                                      "total": lc.sum(0).tolist()}}
+    if cfg.validate:
+        labels = np.array(run.deact["labels"])
+        correct = {n: np.array([p == y for p, y in zip(run.deact["pred"][n], labels)], dtype=float)
+                   for n in run.deact["conditions"]}
+        base = run._results_of(run.deact)["baseline"]
+        res["baseline"] = {"accuracy": _f(base.accuracy), "per_class": {e: _f(v) for e, v in base.per_class().items()},
+                           "unparsed": base.n_unparsed, "n": len(labels)}
+        boot = _bootstrap_indices(labels, E, cfg.bootstrap, cfg.seed) if cfg.bootstrap else None
+        if boot is not None:
+            res["baseline"]["ci"] = _ci(correct["baseline"][boot].mean(1))
+        ess_reps: dict[str, np.ndarray] = {}
+        for name, ns in run.sets.items():
+            rows = [e for e in E if e in ns.emotions]
+            H, reps = _heatmap_reps(correct, labels, rows, rows, lambda r, n=name: f"{n}|mask:{r}", boot)
+            sp = specificity(H)
+            d = {"emotions": rows, "heatmap": [[_f(v) for v in row] for row in H],
+                 "se": {e: _f(v) for e, v in zip(rows, sp["se"])}, "ace": {e: _f(v) for e, v in zip(rows, sp["ace"])},
+                 "ess": {e: _f(v) for e, v in zip(rows, sp["ess"])}, "se_mean": _f(sp["se_mean"]),
+                 "ace_mean": _f(sp["ace_mean"]), "ess_mean": _f(sp["ess_mean"]),
+                 "accuracy": {e: _f(correct[f"{name}|mask:{e}"].mean()) for e in rows},
+                 "unparsed": {e: int(sum(p is None for p in run.deact["pred"][f"{name}|mask:{e}"])) for e in rows}}
+            if reps is not None:
+                se_r, ace_r, ess_r = _spec(reps)
+                d["ci"] = {"se": {e: _ci(se_r[:, i]) for i, e in enumerate(rows)},
+                           "ess": {e: _ci(ess_r[:, i]) for i, e in enumerate(rows)},
+                           "se_mean": _ci(se_r.mean(1)), "ace_mean": _ci(ace_r.mean(1)), "ess_mean": _ci(ess_r.mean(1))}
+                if rows == E:
+                    ess_reps[name] = ess_r.mean(1)
+            sel[name]["deactivation"] = d
+        if "random" in ess_reps:
+            for name, r in ess_reps.items():
+                if name != "random":
+                    diff = r - ess_reps["random"]
+                    sel[name]["deactivation"]["ci"]["ess_mean_minus_random"] = _ci(diff)
+        if run.steer is not None:
+            sres = run._results_of(run.steer)
+            s_correct = {n: np.array([p == y for p, y in zip(run.steer["pred"][n], labels)], dtype=float)
+                         for n in run.steer["conditions"]}
+            for name, ns in run.sets.items():
+                rows = [e for e in E if e in ns.emotions]
+                shift = {}
+                for e in rows:
+                    b = sres["baseline"].share(e)
+                    shift[e] = [_f(sres[f"{name}|steer:{e}:{a:g}"].share(e) - b) for a in cfg.alphas]
+                mean = [_f(np.mean([shift[e][i] for e in rows])) for i in range(len(cfg.alphas))]
+                heat = {}
+                for a in cfg.alphas:
+                    H, _ = _heatmap_reps(s_correct, labels, rows, rows, lambda r, n=name, a=a: f"{n}|steer:{r}:{a:g}", None)
+                    heat[f"{a:g}"] = [[_f(v) for v in row] for row in H]
+                sel[name]["steering"] = {
+                    "alphas": list(cfg.alphas), "emotions": rows, "target_shift": shift, "target_shift_mean": mean,
+                    "heatmaps": heat,
+                    "unparsed": {f"{e}:{a:g}": int(sres[f"{name}|steer:{e}:{a:g}"].n_unparsed) for e in rows
+                                 for a in cfg.alphas}}
+    res["selectors"] = sel
+    res["layers"] = layer_analysis(run.sets, L)
+    return res
+
+
+def layer_analysis(sets: dict[str, Any], n_layers: int) -> dict[str, Any]:
+    """Per-layer counts of every set and the Jaccard overlap between sets (per emotion and mean)."""
+    names = list(sets)
+    out: dict[str, Any] = {"n_layers": n_layers, "counts": {n: sets[n].layer_counts().sum(0).tolist() for n in names}}
+    comparable = [n for n in names if sets[n].emotions == sets[names[0]].emotions
+                  and sets[n].model_fingerprint == sets[names[0]].model_fingerprint and sets[n].site == sets[names[0]].site]
+    if len(comparable) >= 1:
+        emotions = sets[comparable[0]].emotions
+        per = {e: [[1.0] * len(comparable) for _ in comparable] for e in emotions}
+        mean = [[1.0] * len(comparable) for _ in comparable]
+        for i, a in enumerate(comparable):
+            for j, b in enumerate(comparable):
+                if i < j:
+                    jac = sets[a].jaccard(sets[b])
+                    for e in emotions:
+                        per[e][i][j] = per[e][j][i] = _f(jac[e])
+                    mean[i][j] = mean[j][i] = _f(np.mean(list(jac.values())))
+        out["overlap"] = {"metric": "jaccard", "selectors": comparable, "mean": mean, "per_emotion": per}
+    cross = {}
+    for n in names:
+        if "@" in n:
+            own = n.split("@")[0]
+            if own in sets and "@" not in own:
+                m = sets[own].overlap_matrix(sets[n], "jaccard", same_model=False)
+                cross[n] = {"own": own, "rows": list(sets[own].emotions), "cols": list(sets[n].emotions),
+                            "jaccard": [[_f(v) for v in row] for row in m.tolist()]}
+    if cross:
+        out["cross_dataset"] = cross
+    return out
+
+
+def run_pipeline(config: RunConfig, out: str | Path, *, resume: bool = False, lens=None,
+                 clips: ClipSplit | None = None, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Execute (or resume) a run in ``out``; returns the results dict (see the module docstring)."""
+    return Run(out, config, resume=resume, lens=lens, clips=clips, log=log).execute()
+
+
+def load_results(run_dir: str | Path) -> dict[str, Any]:
+    """``results.json`` of a finished run, with a clear error for a folder that is not one."""
+    p = Path(run_dir).expanduser()
+    if not p.is_dir():
+        raise InputError(f"run folder {run_dir} does not exist")
+    f = p / "results.json"
+    if not f.is_file():
+        hint = " (the run did not finish; continue it with --resume)" if (p / "progress.json").exists() else ""
+        raise InputError(f"{p} holds no results.json{hint}")
+    try:
+        return json.loads(f.read_text())
+    except json.JSONDecodeError as e:
+        raise InputError(f"{f}: damaged results file ({e})") from None
+
+
+__all__ = ["RunConfig", "ClipSplit", "Run", "RunError", "run_pipeline", "load_results", "load_clips", "load_lens",
+           "balanced_pool", "random_like", "analyse", "layer_analysis", "weights_digest", "PAPER_SELECTORS", "STAGES"]

@@ -1,0 +1,301 @@
+#!/usr/bin/env python
+"""Train the shipped demo LALM: a tiny real Qwen2AudioForConditionalGeneration on the synthetic corpus.
+
+The user turn is the audio plus the SER prompt of ``esn_lens.prompts.build_prompt`` (options shuffled per
+clip); the assistant's answer is the emotion word, one token. Training runs the model's own modules
+(audio tower, projector, decoder, lm_head) on the processor's inputs, with the log-mel features cut
+after each clip's valid frames (the audio tower masks padded frames, so this is exact; checked against
+the full 3000-frame forward at the end). See docs/demo_model.md for the choices and their numbers.
+
+Run time (2-core CPU, torch.set_num_threads(1)): the shipped configuration trains in ~4-6 minutes.
+``--smoke`` trains a few steps on a tiny freshly synthesised corpus (< 60 s) for CI.
+
+Example::
+
+    python scripts/train_demo_model.py --corpus /tmp/demo/train --unseen /tmp/demo/unseen --out /tmp/demo/run1
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from esn_lens.lens import Lens
+from esn_lens.demo_model import DEMO_EMOTIONS, demo_prompt, read_manifest
+from esn_lens.testing.tiny import build_tiny
+
+PAD_FRAMES = 8  # feature frames kept after a clip's last valid frame (conv receptive field is 3)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--corpus", help="training corpus folder (manifest.csv); synthesised when absent")
+    p.add_argument("--unseen", help="held-out-speaker corpus folder for the evaluation")
+    p.add_argument("--out", required=True, help="output folder (save_pretrained of model + processor)")
+    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--hidden", type=int, default=32)
+    p.add_argument("--d-mlp", type=int, default=256)
+    p.add_argument("--heads", type=int, default=2)
+    p.add_argument("--kv-heads", type=int, default=1)
+    p.add_argument("--enc-hidden", type=int, default=64)
+    p.add_argument("--freeze-encoder", action="store_true", help="keep the (random) audio encoder fixed")
+    p.add_argument("--l1", type=float, default=0.0, help="L1 penalty on the MLP act_fn outputs (mean |g|)")
+    p.add_argument("--epochs", type=float, default=12)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--wd", type=float, default=0.01)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-clips", type=int, default=None)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--smoke", action="store_true", help="a few steps on a tiny synthesised corpus (CI)")
+    p.add_argument("--eval", action="store_true", help="run the ESN evaluation after training")
+    p.add_argument("--top-frac", type=float, default=0.02)
+    return p.parse_args(argv)
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+# ------------------------------------------------------------------------------------------ data
+def prepare(lens: Lens, clips, batch_size: int = 32):
+    """Per clip: prompt token ids (no padding), log-mel features cut after the valid frames, label."""
+    data = []
+    for s in range(0, len(clips), batch_size):
+        chunk = clips[s:s + batch_size]
+        audio = [c.load(16000)[0] for c in chunk]
+        b = lens.batch(audio, [demo_prompt(c.utterance_id) for c in chunk], sampling_rate=16000)
+        ids, am = b.inputs["input_ids"], b.inputs["attention_mask"].bool()
+        feats, fam = b.inputs["input_features"], b.inputs["feature_attention_mask"]
+        for i, c in enumerate(chunk):
+            n = int(fam[i].sum())
+            keep = min(feats.shape[-1], n + PAD_FRAMES)
+            data.append(dict(ids=ids[i][am[i]].clone(), feats=feats[i, :, :keep].to(torch.float16).clone(), flen=n,
+                             y=DEMO_EMOTIONS.index(c.emotion)))
+    return data
+
+
+def collate(items, pad_id: int):
+    S = max(len(it["ids"]) for it in items)
+    Fm = max(it["feats"].shape[-1] for it in items)
+    Fm += Fm % 2
+    ids = torch.full((len(items), S), pad_id, dtype=torch.long)
+    am = torch.zeros(len(items), S, dtype=torch.long)
+    feats = torch.empty(len(items), items[0]["feats"].shape[0], Fm)
+    for i, it in enumerate(items):
+        n = len(it["ids"])
+        ids[i, S - n:] = it["ids"]  # left padding, as Lens.batch does
+        am[i, S - n:] = 1
+        f = it["feats"].float()
+        feats[i, :, :f.shape[-1]] = f
+        feats[i, :, f.shape[-1]:] = f[:, -1:]  # the padding frames' constant log-mel floor
+    flen = torch.tensor([it["flen"] for it in items])
+    y = torch.tensor([it["y"] for it in items])
+    return ids, am, feats, flen, y
+
+
+# ------------------------------------------------------------------------------------------ forward
+def encode_audio(model, feats, flen):
+    """The audio tower + projector on cut features (identical to the 3000-frame forward at valid positions)."""
+    from transformers.masking_utils import create_bidirectional_mask
+
+    tower = model.model.audio_tower
+    x = F.gelu(tower.conv1(feats))
+    x = F.gelu(tower.conv2(x)).permute(0, 2, 1)
+    T = x.shape[1]
+    x = x + tower.embed_positions.weight[:T]
+    feat_len, out_len = tower._get_feat_extract_output_lengths(flen)
+    mask2d = (torch.arange(T)[None, :] < feat_len[:, None]).long()
+    attn = create_bidirectional_mask(config=tower.config, inputs_embeds=x, attention_mask=mask2d)
+    for layer in tower.layers:
+        x = layer(x, attn)
+        if isinstance(x, tuple):
+            x = x[0]
+    x = tower.avg_pooler(x.permute(0, 2, 1)).permute(0, 2, 1)
+    x = tower.layer_norm(x)
+    return x, out_len
+
+
+def forward_last(model, ids, am, enc, out_len):
+    """Last-position logits given encoder outputs (projector, scatter into the audio tokens, decoder, lm_head)."""
+    emb = model.model.get_input_embeddings()(ids)
+    aud = model.model.multi_modal_projector(enc)
+    sel = torch.arange(aud.shape[1])[None, :] < out_len[:, None]
+    audio_pos = (ids == model.config.audio_token_id).unsqueeze(-1)
+    emb = emb.masked_scatter(audio_pos, aud[sel].to(emb.dtype))
+    h = model.model.language_model(inputs_embeds=emb, attention_mask=am).last_hidden_state
+    return model.lm_head(h[:, -1])
+
+
+# ------------------------------------------------------------------------------------------ training
+def train(args) -> dict:
+    torch.set_num_threads(args.threads)
+    set_seed(args.seed)
+    t_start = time.perf_counter()
+    tmp = None
+    corpus = args.corpus
+    if corpus is None or not Path(corpus, "manifest.csv").is_file():
+        from esn_lens.data.synthetic import generate_corpus
+
+        if corpus is None:
+            tmp = tempfile.TemporaryDirectory()
+            corpus = tmp.name
+        n, spk = (3, 4) if args.smoke else (20, 32)
+        generate_corpus(corpus, n_per_emotion_per_speaker=n, speakers=spk, seed=args.seed)
+    clips = read_manifest(corpus)
+    if args.max_clips:
+        clips = random.Random(args.seed).sample(clips, min(args.max_clips, len(clips)))
+
+    model, proc = build_tiny("qwen2_audio", seed=args.seed, n_layers=args.layers, hidden=args.hidden,
+                             d_mlp=args.d_mlp, heads=args.heads, kv_heads=args.kv_heads,
+                             encoder_hidden=args.enc_hidden, extra_words=list(DEMO_EMOTIONS))
+    lens = Lens(model, proc)
+    tok = proc.tokenizer
+    target_ids = torch.tensor([tok.convert_tokens_to_ids(e) for e in DEMO_EMOTIONS])
+    t0 = time.perf_counter()
+    data = prepare(lens, clips)
+    t_prep = time.perf_counter() - t0
+
+    tower_params = list(model.model.audio_tower.parameters())
+    if args.freeze_encoder:
+        for p_ in tower_params:
+            p_.requires_grad_(False)
+        with torch.no_grad():  # encode once: the tower is fixed
+            for s in range(0, len(data), 64):
+                items = data[s:s + 64]
+                _, _, feats, flen, _ = collate(items, tok.pad_token_id)
+                enc, out_len = encode_audio(model, feats, flen)
+                for i, it in enumerate(items):
+                    it["enc"] = enc[i, :int(out_len[i])].clone()
+
+    acts: list[tuple[torch.Tensor]] = []
+    hooks = []
+    if args.l1 > 0:
+        for layer in model.model.language_model.layers:
+            hooks.append(layer.mlp.act_fn.register_forward_hook(lambda m, i, o: acts.append(o)))
+
+    params = [p_ for p_ in model.parameters() if p_.requires_grad]
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.wd)
+    steps_per_epoch = math.ceil(len(data) / args.batch)
+    total = 6 if args.smoke else max(1, int(args.epochs * steps_per_epoch))
+    warm = min(50, total // 10 + 1)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+    model.train()
+    rng = random.Random(args.seed)
+    step, log = 0, []
+    t0 = time.perf_counter()
+    while step < total:
+        order = list(range(len(data)))
+        rng.shuffle(order)
+        for s in range(0, len(order), args.batch):
+            if step >= total:
+                break
+            items = [data[i] for i in order[s:s + args.batch]]
+            ids, am, feats, flen, y = collate(items, tok.pad_token_id)
+            if args.freeze_encoder:
+                T = max(len(it["enc"]) for it in items)
+                enc = torch.zeros(len(items), T, items[0]["enc"].shape[-1])
+                for i, it in enumerate(items):
+                    enc[i, :len(it["enc"])] = it["enc"]
+                out_len = torch.tensor([len(it["enc"]) for it in items])
+            else:
+                enc, out_len = encode_audio(model, feats, flen)
+            acts.clear()
+            logits = forward_last(model, ids, am, enc, out_len)
+            ce = F.cross_entropy(logits, target_ids[y])
+            loss = ce
+            l1 = torch.zeros(())
+            if args.l1 > 0:
+                valid = am.bool().unsqueeze(-1)
+                l1 = sum((a.abs() * valid).sum() / (valid.sum() * a.shape[-1]) for a in acts) / len(acts)
+                loss = loss + args.l1 * l1
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            sched.step()
+            acc = float((logits[:, target_ids].argmax(1) == y).float().mean())
+            log.append((ce.item(), float(l1), acc))
+            step += 1
+            if step % max(1, steps_per_epoch // 2) == 0 or step == total:
+                m = np.mean(log[-steps_per_epoch:], axis=0)
+                print(f"step {step}/{total} ep {step / steps_per_epoch:.1f} ce {m[0]:.3f} l1 {m[1]:.4f} "
+                      f"acc {m[2]:.3f} {time.perf_counter() - t0:.0f}s", flush=True)
+    for h in hooks:
+        h.remove()
+    model.eval()
+    t_train = time.perf_counter() - t0
+
+    # exactness check: the cut-feature training forward equals the real 3000-frame forward (Lens)
+    chk = clips[:4]
+    with torch.no_grad():
+        ids, am, feats, flen, y = collate(data[:4], tok.pad_token_id)
+        enc, out_len = encode_audio(model, feats, flen)
+        mine = forward_last(model, ids, am, enc, out_len)
+    b = lens.batch([c.load(16000)[0] for c in chk], [demo_prompt(c.utterance_id) for c in chk], sampling_rate=16000)
+    ref = lens.trace(b).logits
+    max_diff = float((mine - ref).abs().max())
+    print(f"training forward vs Lens forward: max |diff| = {max_diff:.2e}")
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out / "model")
+    proc.save_pretrained(out / "model")
+    info = dict(vars(args), clips=len(data), prep_s=round(t_prep, 1), train_s=round(t_train, 1), steps=total,
+                final_train=np.mean(log[-steps_per_epoch:], axis=0).round(4).tolist(), check_max_diff=max_diff,
+                total_s=round(time.perf_counter() - t_start, 1))
+    if args.eval and args.unseen:
+        info["eval"] = evaluate(lens, clips, read_manifest(args.unseen), args.top_frac)
+    (out / "train_info.json").write_text(json.dumps(info, indent=1))
+    if tmp is not None:
+        tmp.cleanup()
+    return info
+
+
+def evaluate(lens, train_clips, unseen_clips, top_frac: float, ident_per_emotion: int = 60,
+             ident_candidates: int = 100) -> dict:
+    """Identification on training-speaker clips, deactivation and steering on unseen speakers."""
+    from esn_lens.demo_model import deactivation_effects, identification_stats, per_class_accuracy, predict, \
+        steering_shares
+    from esn_lens.interventions import deactivate
+    from esn_lens.selectors import find_neurons
+
+    t0 = time.perf_counter()
+    rng = random.Random(1)
+    by_e = {e: [c for c in train_clips if c.emotion == e] for e in DEMO_EMOTIONS}
+    cand = [c for e in DEMO_EMOTIONS for c in rng.sample(by_e[e], min(ident_candidates, len(by_e[e])))]
+    stats, pool = identification_stats(lens, cand, per_emotion=ident_per_emotion)
+    audio = [c.load(16000)[0] for c in unseen_clips]
+    sets = {name: find_neurons(stats, name, top_frac=top_frac) for name in ("conact", "mad", "random", "lap")}
+    all_mlp = torch.ones(lens.n_layers, lens.d_mlp, dtype=torch.bool)
+    p = predict(lens, unseen_clips, {"all_mlp_off": [deactivate(all_mlp)]}, audio=audio)
+    res = {"unseen_acc": per_class_accuracy(p["base"], unseen_clips),
+           "all_mlp_off_acc": per_class_accuracy(p["all_mlp_off"], unseen_clips),
+           "pool_per_emotion": len(pool) // len(DEMO_EMOTIONS),
+           "budget_units": int(sets["conact"].masks[0].sum())}
+    res["effects"] = deactivation_effects(lens, unseen_clips, sets, audio=audio)
+    res["steer_conact"] = steering_shares(lens, unseen_clips, sets["conact"], audio=audio)
+    res["eval_s"] = round(time.perf_counter() - t0, 1)
+    eff = res["effects"]
+    print(json.dumps({"unseen": res["unseen_acc"], "all_off": res["all_mlp_off_acc"],
+                      **{k: {m: round(eff[k][m], 2) for m in ("SE", "ACE", "ESS")} | {"se_per": eff[k]["se_per"]}
+                         for k in sets}, "steer": res["steer_conact"]}, indent=1))
+    return res
+
+
+if __name__ == "__main__":
+    info = train(parse_args())
+    print(json.dumps({k: v for k, v in info.items() if k != "eval"}, default=str))
+    sys.exit(0)
