@@ -19,3 +19,7 @@ class UnsupportedModelError(ESNLensError, TypeError):
 
 class CorruptFileError(ESNLensError, ValueError):
     """A file esn_lens wrote cannot be read back (truncated, foreign or damaged)."""
+
+
+class MissingFileError(ESNLensError, FileNotFoundError):
+    """A file esn_lens was asked to read does not exist (still a ``FileNotFoundError``)."""

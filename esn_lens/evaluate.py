@@ -102,12 +102,13 @@ class SEREvaluator:
                              "apart (use answer='digit' or mode='generate')")
         return ids
 
-    def _decide(self, logits: torch.Tensor, prompts: list[SERPrompt]) -> list[str]:
+    def _decide(self, logits: torch.Tensor, prompts: list[SERPrompt]) -> list[str | None]:
         scores = logits[:, self._option_ids]
         best = scores.argmax(-1).tolist()
+        ok = torch.isfinite(scores).all(-1).tolist()  # NaN/inf logits (e.g. fp16 overflow): no answer, counted wrong
         if self.answer == "digit":
-            return [p.options[b] for p, b in zip(prompts, best)]
-        return [self.emotions[b] for b in best]
+            return [p.options[b] if good else UNPARSED for p, b, good in zip(prompts, best, ok)]
+        return [self.emotions[b] if good else UNPARSED for b, good in zip(best, ok)]
 
     # ------------------------------------------------------------------ running
     def run(self, clips: Sequence[EmotionClip], conditions: Sequence[Condition] | None = None, *,
@@ -123,6 +124,8 @@ class SEREvaluator:
         if len(set(names)) != len(names):
             raise InputError(f"condition names must be distinct, got {names}")
         clips = list(clips)
+        if not clips:
+            raise InputError("SER evaluation: no clips given")
         bad = sorted({c.emotion for c in clips} - set(self.emotions))
         if bad:
             raise InputError(f"clips have emotion label(s) {bad} outside the evaluated set {list(self.emotions)}")
@@ -211,6 +214,10 @@ def deactivation_conditions(neurons, kind: str = "deactivate", **kwargs) -> list
 def accuracy_change_heatmap(results: dict[str, SERResult], emotions: Sequence[str]) -> np.ndarray:
     """Rows: emotion whose neurons are edited (``mask:<e>``); columns: evaluated emotion; values: accuracy change."""
     base = results["baseline"].per_class()
+    missing = [e for e in emotions if not np.isfinite(base.get(e, float("nan")))]
+    if missing:  # a NaN cell would poison SE/ACE/ESS
+        raise InputError(f"accuracy_change_heatmap: no evaluation clips of emotion(s) {missing}; "
+                         "evaluate at least one clip of every emotion")
     H = np.zeros((len(emotions), len(emotions)))
     for i, m in enumerate(emotions):
         pc = results[f"mask:{m}"].per_class()

@@ -25,14 +25,15 @@ DIVERGING = "RdBu"  # negative (accuracy drop) red, positive blue, 0 white
 SEQUENTIAL = "Blues"
 #: A colour per built-in selector (others cycle through the tab10 palette).
 SELECTOR_COLORS = {"lap": "#8c8c8c", "lape": "#b07aa1", "mad": "#4e79a7", "conact": "#e15759", "random": "#222222",
-                   "mean_diff": "#59a14f", "cohens_d": "#f28e2b"}
+                   "mean_diff": "#59a14f", "cohens_d": "#f28e2b", "mean-diff": "#59a14f", "cohen's d": "#f28e2b"}
 STYLE = {"font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "xtick.labelsize": 8, "ytick.labelsize": 8,
          "legend.fontsize": 8, "figure.dpi": 110, "savefig.dpi": 130, "axes.spines.top": False,
          "axes.spines.right": False}
 
 
 def color_of(name: str, i: int = 0) -> str:
-    base = name.split("@")[0]
+    """The selector's colour (by name, any case); transferred sets (``mad@iemocap``) and others cycle tab10."""
+    base = name.split("@")[0].lower()
     if base in SELECTOR_COLORS and "@" not in name:
         return SELECTOR_COLORS[base]
     return plt.get_cmap("tab10")(i % 10)
@@ -68,7 +69,7 @@ def heatmaps(panels: Mapping[str, Sequence[Sequence[float]]], emotions: Sequence
     E = max(len(v) for v in labels.values()) if labels else 1
     cell = 0.42 if E <= 6 else 0.3
     with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(1, n, figsize=(max(2.4, E * cell + 0.9) * n + 1.0, E * cell + 1.7), squeeze=False,
+        fig, axes = plt.subplots(1, n, figsize=(max(2.4, E * cell + 0.9) * n + 1.0, E * cell + 2.3), squeeze=False,
                                  layout="constrained")
         norm = TwoSlopeNorm(vcenter=0.0, vmin=-vmax, vmax=vmax)
         im = None
@@ -77,7 +78,9 @@ def heatmaps(panels: Mapping[str, Sequence[Sequence[float]]], emotions: Sequence
             im = ax.imshow(M, cmap=DIVERGING, norm=norm, aspect="equal")
             _annotate(ax, M, ".0f" if vmax >= 10 else ".1f", vmax)
             ax.set_xticks(range(len(lab)), lab, rotation=45, ha="right")
-            ax.set_yticks(range(len(lab)), lab if k == 0 else [""] * len(lab))
+            ax.set_yticks(range(len(lab)), lab)
+            if k > 0:
+                ax.tick_params(axis="y", labelleft=False, left=False)
             ax.set_title(name + (f"\n{subtitles[name]}" if subtitles and name in subtitles else ""))
             ax.set_xlabel(col_label)
             if k == 0:
@@ -97,7 +100,7 @@ def heatmaps(panels: Mapping[str, Sequence[Sequence[float]]], emotions: Sequence
 
 def dose_response(alphas: Sequence[float], curves: Mapping[str, Mapping[str, Sequence[float]]], *,
                   title: str = "Steering: target-emotion shift vs alpha",
-                  ylabel: str = "share predicted as target (points, vs baseline)") -> Figure:
+                  ylabel: str = "target shift (points)") -> Figure:
     """Target shift vs alpha: a panel with each selector's mean over emotions, then one panel per emotion.
 
     ``curves[selector][emotion]`` = shifts per alpha (fractions); ``curves[selector]["mean"]`` optional.
@@ -108,6 +111,12 @@ def dose_response(alphas: Sequence[float], curves: Mapping[str, Mapping[str, Seq
         emotions.extend(e for e in c if e != "mean" and e not in emotions)
     panels = ["mean"] + emotions
     a = np.asarray(alphas, dtype=float)
+    with_origin = 0.0 not in a
+    if with_origin:  # alpha = 0 is the un-edited model: shift 0 by definition
+        a = np.concatenate([[0.0], a])
+    order = np.argsort(a, kind="stable")
+    span = float(a.max() - a.min()) or 1.0
+    dodge = {name: (i - (len(names) - 1) / 2) * 0.012 * span for i, name in enumerate(names)}
     ncol = min(len(panels), 5)
     nrow = math.ceil(len(panels) / ncol)
     with plt.rc_context(STYLE):
@@ -123,8 +132,10 @@ def dose_response(alphas: Sequence[float], curves: Mapping[str, Mapping[str, Seq
                 if y is None:
                     continue
                 y = _points(y)
-                ax.plot(a, y, marker="o", ms=3.5, lw=1.8 if panel == "mean" else 1.3, color=color_of(name, i),
-                        label=name, ls="--" if name == "random" else "-")
+                if with_origin:
+                    y = np.concatenate([[0.0], y])
+                ax.plot(a[order] + dodge[name], y[order], marker="o", ms=3.5, alpha=0.9, lw=1.8 if panel == "mean" else 1.3,
+                        color=color_of(name, i), label=name, ls="--" if name.lower() == "random" else "-")
             ax.set_title("mean over emotions" if panel == "mean" else f"target: {panel}",
                          fontweight="bold" if panel == "mean" else "normal")
             ax.set_xlabel("alpha (gain 1 + alpha)")
@@ -209,7 +220,7 @@ def summary_bars(values: Mapping[str, float], cis: Mapping[str, Sequence[float]]
         fig, ax = plt.subplots(figsize=(0.7 * len(names) + 1.8, 2.6), layout="constrained")
         bars = ax.bar(range(len(names)), v, color=[color_of(n, i) for i, n in enumerate(names)], width=0.65)
         for b, n in zip(bars, names):
-            if n == "random":
+            if n.lower() == "random":
                 b.set_hatch("//")
                 b.set_facecolor("white")
                 b.set_edgecolor("#222222")

@@ -10,8 +10,9 @@ list are applied in order. All built-ins are registered in ``INTERVENTIONS`` exa
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from jaxtyping import Bool, Float
@@ -41,7 +42,7 @@ class Edit:
     Subclasses implement :meth:`edit_` which receives the site's value for one layer.
     """
 
-    units: Bool[Tensor, "layer neuron"]
+    units: Any  # Bool[Tensor, "layer neuron"] or a NeuronSet (union over emotions); validated in __post_init__
     site: str = "act"
     rows: Bool[Tensor, " batch"] | None = None
 
@@ -75,6 +76,16 @@ class Edit:
         raise NotImplementedError
 
 
+def _check_finite_number(name: str, x: Any) -> None:
+    """Refuse a non-finite (or non-numeric) scalar parameter of an edit, naming it."""
+    try:
+        ok = math.isfinite(float(x))
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be a number, got {x!r}") from None
+    if not ok:
+        raise InputError(f"{name} must be finite, got {x!r}")
+
+
 def _finite_(value: Tensor) -> None:
     """Keep low-precision values finite after an amplifying edit (fp16 overflow -> the largest finite value)."""
     if value.dtype in (torch.float16, torch.bfloat16):
@@ -88,10 +99,20 @@ class Gain(Edit):
 
     gain: float = 0.0
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_finite_number("gain", self.gain)
+
     def edit_(self, value, layer, mask):
-        factor = torch.ones(mask.shape, dtype=value.dtype, device=value.device).masked_fill_(mask, float(self.gain))
+        # the factor in float32 (float64 for float64 values): a gain beyond fp16's range saturates instead of
+        # failing to convert; the product is then clamped to the value dtype's finite range
+        fdt = torch.float64 if value.dtype == torch.float64 else torch.float32
+        fi = torch.finfo(fdt)
+        g = min(max(float(self.gain), fi.min), fi.max)
+        factor = torch.ones(mask.shape, dtype=fdt, device=value.device).masked_fill_(mask, g)
         value.mul_(factor[:, None, :])
-        _finite_(value)
+        if abs(g) > 1:
+            _finite_(value)
 
 
 @dataclass
@@ -112,6 +133,14 @@ class AddTo(Edit):
     """Add ``delta`` (a float, or per-unit values of shape (layer, neuron)) to the chosen units."""
 
     delta: float | Float[Tensor, "layer neuron"] = 0.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if isinstance(self.delta, Tensor):
+            if not bool(torch.isfinite(self.delta).all()):
+                raise InputError("delta has NaN or inf entries")
+        else:
+            _check_finite_number("delta", self.delta)
 
     def edit_(self, value, layer, mask):
         d = self.delta[layer].to(value.device, value.dtype) if isinstance(self.delta, Tensor) else torch.tensor(
@@ -142,6 +171,7 @@ def deactivate(units, site: str = "act", rows=None) -> Gain:
 @INTERVENTIONS.register("steer")
 def steer(units, alpha: float = 1.0, site: str = "act", rows=None) -> Gain:
     """Amplify the units, g <- g * (1 + alpha). Example: ``steer(neurons["happy"], alpha=2.0)``."""
+    _check_finite_number("steer: alpha", alpha)
     return Gain(units, site=site, rows=rows, gain=1.0 + float(alpha))
 
 

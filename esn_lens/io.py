@@ -11,7 +11,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .errors import CorruptFileError
+from .errors import CorruptFileError, MissingFileError
 
 FORMAT_KEY = "esn_lens_format"
 
@@ -56,7 +56,7 @@ def load_tensors(path: str | os.PathLike, kind: str) -> tuple[dict[str, torch.Te
     """Load a file written by :func:`save_tensors`; refuse a corrupt file or one of another ``kind``."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file (expected an esn_lens {kind} file)")
+        raise MissingFileError(f"{path}: no such file (expected an esn_lens {kind} file)")
     try:
         tensors = load_file(str(path))
         from safetensors import safe_open

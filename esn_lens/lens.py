@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from .adapters import SITE_ORDER, SITES, Adapter, PositionMasks, adapter_for, check_site, hook_name, parse_hook_name
 from .data.clip import EmotionClip, prepare_audio
-from .errors import InputError
+from .errors import IncompatibleError, InputError
 from .interventions import Edit
 from .stats import NeuronStats, emotion_weights
 
@@ -150,13 +150,28 @@ class Lens:
         dev = self.adapter.device
         inputs = {k: (v.to(dev) if isinstance(v, Tensor) else v) for k, v in inputs.items()}
         masks = self.adapter.position_masks({k: v.cpu() for k, v in inputs.items()})
+        if prepared is not None and self.adapter.audio_token is not None:
+            n_audio = masks.audio.sum(1).tolist()
+            short = [f"clip {cid} ({a.size / self.sampling_rate:.3f} s)" for cid, a, k in zip(ids, prepared, n_audio) if k == 0]
+            if short:  # the model would silently see no audio at all
+                raise InputError(f"{', '.join(short)}: too short, the model makes no audio tokens from it; "
+                                 "pad it with silence (about 0.05 s is the shortest usable clip)")
         return Batch(inputs, masks, list(labels) if labels is not None else None, list(clip_ids) if clip_ids else None)
 
-    def batch_clips(self, clips: Sequence[EmotionClip], prompts: str | Sequence[str], **kw) -> Batch:
-        """:meth:`batch` from :class:`EmotionClip` objects (audio read on demand, labels kept)."""
+    def batch_clips(self, clips: Sequence[EmotionClip], prompts: str | Sequence[str], *,
+                    text_template: str = "Transcript: {text}\n{prompt}", **kw) -> Batch:
+        """:meth:`batch` from :class:`EmotionClip` objects (audio read on demand, labels kept).
+
+        For a text-only model (no audio placeholder in its adapter) each clip's transcript is put in
+        the prompt with ``text_template`` instead, so text emotion corpora run through the same protocol.
+        """
+        prompts = [prompts] * len(clips) if isinstance(prompts, str) else list(prompts)
+        labels, ids = [c.emotion for c in clips], [c.utterance_id for c in clips]
+        if self.adapter.audio_token is None:
+            texts = [text_template.format(text=c.text, prompt=p) for c, p in zip(clips, prompts)]
+            return self.batch(None, texts, labels=labels, clip_ids=ids, **kw)
         loaded = [c.load(self.sampling_rate)[0] for c in clips]
-        return self.batch(loaded, prompts, sampling_rate=self.sampling_rate, labels=[c.emotion for c in clips],
-                          clip_ids=[c.utterance_id for c in clips], **kw)
+        return self.batch(loaded, prompts, sampling_rate=self.sampling_rate, labels=labels, clip_ids=ids, **kw)
 
     # ------------------------------------------------------------------ the one trace
     def _site_value(self, layer: int, site: str):
@@ -216,6 +231,9 @@ class Lens:
             if (stats.n_layers, stats.d_mlp) != (self.n_layers, self.d_mlp):
                 raise InputError(f"stats are for {stats.n_layers}x{stats.d_mlp} units, the model has "
                                  f"{self.n_layers}x{self.d_mlp}")
+            if stats.model_fingerprint and stats.model_fingerprint != self.fingerprint:
+                raise IncompatibleError(f"stats were recorded from model {stats.model_fingerprint!r}, this model is "
+                                        f"{self.fingerprint!r}: start new stats with lens.new_stats(...)")
             record_sites.setdefault(stats.site, set()).update(range(self.n_layers))
             mask = batch.masks.select(positions or stats.positions)
             weights = emotion_weights(emotion_index, mask, len(stats.emotions))
@@ -291,6 +309,8 @@ class Lens:
 
         stats = stats or self.new_stats(emotions, site, positions)
         clips = list(clips)
+        if not clips:
+            raise InputError("collect_stats: no clips given")
         idx_all = stats.emotion_index([c.emotion for c in clips])
         bar = tqdm(total=len(clips), desc="collect stats", unit="clip", disable=not progress)
         for start in range(0, len(clips), batch_size):

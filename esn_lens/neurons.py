@@ -52,7 +52,8 @@ class NeuronSet:
 
     ``selector`` names how the set was made, ``top_frac`` the budget r (None for an absolute count or a
     hand-made set), ``site`` the MLP site ("pre", "act" or "post"), ``model_fingerprint`` the model
-    (see :func:`esn_lens.stats.fingerprint_of`); ``meta`` is free JSON-able metadata.
+    (see :func:`esn_lens.stats.fingerprint_of`); ``meta`` is free JSON-able metadata. Masks are kept on
+    the CPU (move them with ``ns.masks.to(device)`` where an intervention needs them).
 
     Example: ``NeuronSet(torch.zeros(2, 4, 8, dtype=torch.bool), ("angry", "sad")).counts == {"angry": 0, "sad": 0}``.
     """

@@ -155,6 +155,8 @@ class RunConfig:
                 raise InputError(f"dataset {self.dataset!r} needs a data folder (--data-dir PATH)")
             if not Path(self.data_dir).expanduser().exists():
                 raise InputError(f"data folder {self.data_dir} does not exist")
+        if self.model != "demo":
+            check_model_arg(self.model)
         for p in self.neurons:
             if not Path(p).exists():
                 raise InputError(f"neuron file {p} does not exist")
@@ -220,13 +222,11 @@ def _counts(clips: Sequence[EmotionClip], emotions: Sequence[str]) -> dict[str, 
 def load_clips(cfg: RunConfig) -> ClipSplit:
     """The run's clips: the demo's shipped splits, or a registered corpus split speaker-disjointly."""
     if cfg.dataset == "demo":
-        from .demo_model import demo_clips
+        from .demo_model import DEMO_EMOTIONS, demo_clips
 
-        ident, evaluation = list(demo_clips("identification")), list(demo_clips("evaluation"))
-        emotions = tuple(dict.fromkeys(c.emotion for c in ident + evaluation))
-        from .demo_model import DEMO_EMOTIONS  # the fixed label order of the demo
-
-        emotions = tuple(e for e in DEMO_EMOTIONS if e in emotions)
+        # identification: the training speakers' clips; evaluation: held-out ("unseen") speakers
+        ident, evaluation = list(demo_clips("identification")), list(demo_clips("unseen"))
+        emotions = DEMO_EMOTIONS  # the demo's fixed label order (it fixes the prompts' option order)
         if cfg.ident_per_emotion is not None:
             ident = _cap(ident, emotions, cfg.ident_per_emotion, cfg.seed)
         if cfg.eval_per_emotion is not None:
@@ -286,6 +286,20 @@ def _restrict_emotions(split: ClipSplit, cfg: RunConfig) -> ClipSplit:
                      [c for c in split.evaluation if c.emotion in ks], tuple(keep), split.source)
 
 
+def check_model_arg(model: str) -> str:
+    """A local model folder (checked: exists, has config.json) as an absolute path, or a hub id unchanged."""
+    m = model
+    looks_local = m.startswith((os.sep, ".", "~")) or os.path.exists(os.path.expanduser(m)) or m.count("/") > 1
+    if looks_local:
+        path = Path(m).expanduser()
+        if not path.is_dir():
+            raise InputError(f"model folder {m} does not exist")
+        if not (path / "config.json").is_file():
+            raise InputError(f"model folder {m} has no config.json (expected a transformers save_pretrained folder)")
+        return str(path)
+    return m
+
+
 def load_lens(cfg: RunConfig):
     """The run's :class:`~esn_lens.lens.Lens`: the shipped demo model, or a local folder / hub id."""
     from .lens import Lens
@@ -297,15 +311,7 @@ def load_lens(cfg: RunConfig):
         if cfg.device is not None:
             model = model.to(cfg.device)
         return Lens(model, processor)
-    m = cfg.model
-    looks_local = m.startswith((os.sep, ".", "~")) or os.path.exists(os.path.expanduser(m)) or m.count("/") > 1
-    if looks_local:
-        path = Path(m).expanduser()
-        if not path.is_dir():
-            raise InputError(f"model folder {m} does not exist")
-        if not (path / "config.json").is_file():
-            raise InputError(f"model folder {m} has no config.json (expected a transformers save_pretrained folder)")
-        m = str(path)
+    m = check_model_arg(cfg.model)
     try:
         return Lens.from_pretrained(m, dtype=cfg.dtype, device=cfg.device, device_map=cfg.device_map)
     except ESNLensError:

@@ -65,8 +65,9 @@ def parse_answer(answer: str, options: Sequence[str]) -> str | None:
     if len(valid) > 1:
         return None
     words = re.findall(r"[a-z]+", text)
-    nums = sorted({NUMBER_WORDS.index(w) for w in words if w in NUMBER_WORDS and 1 <= NUMBER_WORDS.index(w) <= n}
-                  | {ORDINALS[w] for w in words if w in ORDINALS and ORDINALS[w] <= n})
+    ords = sorted({ORDINALS[w] for w in words if w in ORDINALS and ORDINALS[w] <= n})
+    # an ordinal wins over number words ("the third one": "one" is a pronoun there)
+    nums = ords or sorted({NUMBER_WORDS.index(w) for w in words if w in NUMBER_WORDS and 1 <= NUMBER_WORDS.index(w) <= n})
     if len(nums) == 1:
         return options[nums[0] - 1]
     if len(nums) > 1:

@@ -158,8 +158,8 @@ def build_figures(results: dict[str, Any], fig_dir: Path, compare: dict[str, Any
             {pretty(n): deact[n]["heatmap"] for n in order}, {pretty(n): deact[n]["emotions"] for n in order},
             subtitles={pretty(n): f"ESS {pts(deact[n]['ess_mean'])}" for n in order}), fig_dir / "deactivation_heatmaps.png")
         out["ess"] = figures.save(figures.summary_bars(
-            {n: deact[n]["ess_mean"] for n in order},
-            {n: deact[n].get("ci", {}).get("ess_mean") for n in order}), fig_dir / "ess_summary.png")
+            {pretty(n): deact[n]["ess_mean"] for n in order},
+            {pretty(n): deact[n].get("ci", {}).get("ess_mean") for n in order}), fig_dir / "ess_summary.png")
     steer = {n: s["steering"] for n, s in sel.items() if "steering" in s}
     if steer:
         order = _order(steer)

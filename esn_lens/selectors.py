@@ -13,7 +13,9 @@ Built-ins register themselves through the public decorator, exactly as a user's 
 
 Every built-in is a handful of whole-tensor torch/einops reductions over (E, L, N); nothing loops over
 layers, neurons or emotions. Sums over emotions run in emotion order (see ``_sum_emotions``) so that
-units with identical profiles get bit-identical scores and ties are broken by index, deterministically. Notation: P_e(n) = K_e(n) / T_e (``stats.firing_rate``), E emotions.
+units with identical profiles get bit-identical scores and ties are broken by index, deterministically.
+
+Notation: P_e(n) = K_e(n) / T_e (``stats.firing_rate``), E emotions.
 """
 from __future__ import annotations
 
@@ -37,6 +39,7 @@ SELECTORS: Registry = Registry("selector")
 DEFAULT_TOP_FRAC = 0.005
 PER_CHOICES = ("global", "layer")
 _NEG_INF = float("-inf")
+_ENTROPY_GRID = 2.0**40
 
 
 # ---------------------------------------------------------------------- helpers
@@ -96,14 +99,17 @@ def lape(
     Units that never fire (sum_e P = 0) score ``-inf`` for every emotion. With ``filter_percentile=q``
     (the original LAPE filter uses 95) a unit is eligible only if ``max_e P_e(n)`` is strictly above the
     q-th percentile of all P values. Because only one emotion per unit is finite, an emotion's budget may be
-    under-filled. The entropy sums the sorted p so units with permuted profiles tie exactly.
+    under-filled. Each ``p log p`` term is rounded to a multiple of 2**-40 (an error < 1e-12) so that
+    the sum is exact: units with permuted profiles tie exactly and the index tie-break applies.
     """
     P = stats.firing_rate
     tot = _sum_emotions(P)[0]
     eligible = tot > 0
     p = P / torch.where(eligible, tot, torch.ones_like(tot))
-    ps = p.sort(dim=0).values
-    neg_h = _sum_emotions(torch.xlogy(ps, ps))[0] + 0.0  # -H; "+ 0.0" turns -0.0 into 0.0
+    # p log p on a 2**-40 grid: the sum is then exact in any order, so equal profiles in any emotion
+    # order (and on any device) give bit-identical entropies; "+ 0.0" turns -0.0 into 0.0.
+    terms = torch.xlogy(p, p).mul_(_ENTROPY_GRID).round_().div_(_ENTROPY_GRID)
+    neg_h = einops.reduce(terms, "e l n -> l n", "sum") + 0.0  # -H
     if filter_percentile is not None:
         q = float(filter_percentile)
         if not 0.0 <= q <= 100.0:

@@ -21,7 +21,7 @@ import torch
 from jaxtyping import Bool, Float, Float64, Int64
 from torch import Tensor
 
-from .errors import IncompatibleError, InputError
+from .errors import CorruptFileError, IncompatibleError, InputError
 from .io import load_tensors, save_tensors
 
 STATS_KIND = "neuron_stats"
@@ -222,7 +222,7 @@ class NeuronStats:
     def load(cls, path: str | Path, *, expect_fingerprint: str | None = None, expect_site: str | None = None) -> "NeuronStats":
         """Read stats; refuse a corrupt file, or stats of another model or site when expectations are given."""
         tensors, meta = load_tensors(path, STATS_KIND)
-        s = cls.from_state_dict({"meta": meta, **tensors})
+        s = _checked_file_stats(cls, path, tensors, meta)
         if expect_fingerprint is not None and s.model_fingerprint != expect_fingerprint:
             raise IncompatibleError(f"{path}: stats were recorded from model {s.model_fingerprint!r}, not {expect_fingerprint!r}")
         if expect_site is not None and s.site != expect_site:
@@ -233,6 +233,29 @@ class NeuronStats:
         T = ", ".join(f"{e}={int(t)}" for e, t in zip(self.emotions, self.T.tolist()))
         return (f"NeuronStats(site={self.site!r}, layers={self.n_layers}, d_mlp={self.d_mlp}, "
                 f"positions={self.positions!r}, tokens: {T})")
+
+
+def _checked_file_stats(cls, path, tensors: dict[str, Tensor], meta: dict[str, Any]) -> "NeuronStats":
+    """Rebuild stats read from ``path``, turning damaged metadata or tensors into :class:`CorruptFileError`."""
+    from .adapters.base import SITES  # lazy: adapters import this module
+
+    known = {"emotions", "n_layers", "d_mlp", "site", "positions", "model_fingerprint", "adapter"}
+    missing = sorted({"emotions", "n_layers", "d_mlp"} - set(meta)) + sorted(
+        n for n in ("K", "T", "sum", "sumsq", "n_clips") if n not in tensors)
+    if missing:
+        raise CorruptFileError(f"{path}: damaged stats file (missing {missing})")
+    meta = {k: v for k, v in meta.items() if k in known}  # tolerate keys added by later versions
+    try:
+        s = cls.from_state_dict({"meta": meta, **tensors})
+    except (IncompatibleError, InputError, KeyError, TypeError, ValueError, AttributeError) as e:
+        raise CorruptFileError(f"{path}: damaged stats file ({e})") from None
+    if s.site not in SITES:
+        raise CorruptFileError(f"{path}: damaged stats file (unknown site {s.site!r})")
+    for n in ("K", "T", "sum", "sumsq", "n_clips"):
+        t = getattr(s, n)
+        if not bool(torch.isfinite(t).all()) or (n != "sum" and bool((t < 0).any())):
+            raise CorruptFileError(f"{path}: damaged stats file (tensor {n} has NaN, inf or negative entries)")
+    return s
 
 
 def fingerprint_of(config_dict: dict[str, Any], extra: str = "") -> str:

@@ -59,6 +59,7 @@ def parse_args(argv=None):
     p.add_argument("--smoke", action="store_true", help="a few steps on a tiny synthesised corpus (CI)")
     p.add_argument("--eval", action="store_true", help="run the ESN evaluation after training")
     p.add_argument("--top-frac", type=float, default=0.02)
+    p.add_argument("--cache", action="store_true", help="cache the prepared inputs next to the corpus")
     return p.parse_args(argv)
 
 
@@ -164,7 +165,13 @@ def train(args) -> dict:
     tok = proc.tokenizer
     target_ids = torch.tensor([tok.convert_tokens_to_ids(e) for e in DEMO_EMOTIONS])
     t0 = time.perf_counter()
-    data = prepare(lens, clips)
+    cache = Path(corpus) / f".prepared_{len(clips)}_{args.max_clips}_{args.seed}.pt"
+    if args.cache and cache.is_file():
+        data = torch.load(cache)
+    else:
+        data = prepare(lens, clips)
+        if args.cache:
+            torch.save(data, cache)
     t_prep = time.perf_counter() - t0
 
     tower_params = list(model.model.audio_tower.parameters())
@@ -227,7 +234,7 @@ def train(args) -> dict:
             opt.step()
             sched.step()
             acc = float((logits[:, target_ids].argmax(1) == y).float().mean())
-            log.append((ce.item(), float(l1), acc))
+            log.append((ce.item(), float(l1.detach()), acc))
             step += 1
             if step % max(1, steps_per_epoch // 2) == 0 or step == total:
                 m = np.mean(log[-steps_per_epoch:], axis=0)

@@ -5,7 +5,8 @@ sorting ``(-score, flat index)`` tuples. Exact set equality needs the two implem
 the last bit wherever scores tie, so the exact-set tests use *dyadic* stats (T a power of two, integer
 K, sums and squares): then P = K/T and its sums are exact, and every other step is one correctly
 rounded IEEE operation done in the same order (log and sqrt aside, which still map equal inputs to
-equal outputs, so tie groups agree). Non-dyadic stats are checked for close scores and for
+equal outputs, so tie groups agree; LAPE's entropy terms are rounded to a 2**-40 grid, so its sums are
+exact in any order). Non-dyadic stats are checked for close scores and for
 exact selection on the kernel's own scores.
 """
 from __future__ import annotations
@@ -80,8 +81,8 @@ def ref_scores(stats: NeuronStats, name: str, seed: int = 0, **opts) -> list:
                     tot = sum(P)
                     ok = tot > 0 and e == top and (thr is None or max(P) > thr)
                     if ok:
-                        p = sorted(x / tot for x in P)
-                        v = sum(x * math.log(x) if x > 0 else 0.0 for x in p) + 0.0
+                        terms = [x / tot * math.log(x / tot) if x > 0 else 0.0 for x in P]
+                        v = sum(round(t * 2**40) / 2**40 for t in terms) + 0.0  # on the kernel's 2**-40 grid
                     else:
                         v = NEG_INF
                 else:

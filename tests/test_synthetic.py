@@ -60,11 +60,14 @@ def test_classes_differ_in_prosody(corpus):
 
     root, _ = corpus
     rows = list(csv.DictReader(open(root / "a" / "manifest.csv")))
-    f0 = {e: [] for e in RECIPES}
+    feats = {e: [] for e in RECIPES}
     for r in rows:
         x, sr = sf.read(root / "a" / r["path"], dtype="float32")
-        f0[r["emotion"]].append(prosodic_features(x, sr, r["text"])[0])
-    assert np.mean(f0["sad"]) < np.mean(f0["neutral"]) < np.mean(f0["happy"])
+        feats[r["emotion"]].append(prosodic_features(x, sr, r["text"]))
+    f = {e: np.array(v) for e, v in feats.items() if v}
+    assert f["sad"][:, 0].mean() < f["happy"][:, 0].mean() - 0.1  # log-f0: sad lower than happy
+    assert f["sad"][:, 8].mean() < f["angry"][:, 8].mean() - 1.0  # high-band energy: lowpass vs treble
+    assert f["sad"][:, 6].mean() > f["angry"][:, 6].mean()  # duration per character: sad speaks slower
 
 
 def test_flac_and_errors(tmp_path):

@@ -211,8 +211,10 @@ class Adapter:
     def render_prompt(self, prompt: str, with_audio: bool = True, system: str | None = None) -> str:
         """The chat-templated text of one user turn (with the audio placeholder), ready for the processor."""
         templ = getattr(self.processor, "apply_chat_template", None)
-        if templ is None:
-            raise InputError(f"{self.name}: processor has no chat template")
+        if templ is None or not (getattr(self.processor, "chat_template", None)
+                                 or getattr(self.tokenizer, "chat_template", None)):
+            raise InputError(f"{self.name}: the processor/tokenizer has no chat template; set "
+                             "processor.chat_template (a Jinja template) before building inputs")
         return templ(self.conversation(prompt, with_audio, system), add_generation_prompt=True, tokenize=False)
 
     def build_inputs(self, audios: Sequence[np.ndarray] | None, prompts: Sequence[str], *,

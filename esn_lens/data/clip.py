@@ -10,6 +10,10 @@ import numpy as np
 from ..errors import InputError
 
 
+#: Float audio louder than this (24 dB over full scale) is refused as mis-scaled; (1, 16] is accepted as is.
+MAX_FLOAT_PEAK = 16.0
+
+
 def prepare_audio(audio, sampling_rate: int, target_rate: int | None = None, *, name: str = "audio",
                   resample: bool = True, max_seconds: float | None = None) -> np.ndarray:
     """Validate and normalise one clip to mono float32 in [-1, 1] at ``target_rate``.
@@ -17,7 +21,8 @@ def prepare_audio(audio, sampling_rate: int, target_rate: int | None = None, *, 
     Accepts int16/int32/float32/float64 arrays or torch tensors, mono ``(time,)`` or multi-channel
     ``(time, channels)`` / ``(channels, time)`` (multi-channel is refused: pass ``downmix``-ed audio).
     Raises :class:`InputError` naming ``name`` for empty, NaN/inf, multi-channel, or wrong-rate audio
-    (when ``resample`` is False). Resampling uses soxr.
+    (when ``resample`` is False), and for float audio peaking above :data:`MAX_FLOAT_PEAK` (mis-scaled).
+    Resampling uses soxr.
 
     Example: ``prepare_audio(np.zeros(1600, np.int16), 16000, 16000).dtype == np.float32``.
     """
@@ -25,7 +30,8 @@ def prepare_audio(audio, sampling_rate: int, target_rate: int | None = None, *, 
         import torch
 
         if isinstance(audio, torch.Tensor):
-            audio = audio.detach().cpu().numpy()
+            audio = audio.detach().cpu()
+            audio = (audio.float() if audio.dtype == torch.bfloat16 else audio).numpy()  # numpy has no bfloat16
     except ImportError:  # pragma: no cover
         pass
     a = np.asarray(audio)
@@ -45,6 +51,10 @@ def prepare_audio(audio, sampling_rate: int, target_rate: int | None = None, *, 
         if not np.all(np.isfinite(a)):
             raise InputError(f"{name}: audio contains NaN or inf samples")
         a = a.astype(np.float32)
+        peak = float(np.abs(a).max()) if np.all(np.isfinite(a)) else float("inf")
+        if peak > MAX_FLOAT_PEAK:
+            raise InputError(f"{name}: float audio peaks at {peak:.4g}, expected samples in [-1, 1] (at most "
+                             f"{MAX_FLOAT_PEAK:g}); integer PCM stored as float? pass the int16 array or divide by 32768")
     if not isinstance(sampling_rate, (int, np.integer)) or sampling_rate <= 0:
         raise InputError(f"{name}: sampling rate must be a positive integer, got {sampling_rate!r}")
     if target_rate is not None and sampling_rate != target_rate:

@@ -1,0 +1,289 @@
+"""The ``esn-lens`` command.
+
+::
+
+    esn-lens demo [--out DIR] [--quick]                 # the whole pipeline on the shipped demo model
+    esn-lens run      --model M --dataset D --data-dir P --out RUN      # discover + validate + report
+    esn-lens discover --model M --dataset D --data-dir P --out RUN      # stats + neuron sets only
+    esn-lens validate --model M --dataset D2 --data-dir P2 --neurons RUN/neurons --out RUN2   # transfer
+    esn-lens report RUN [--compare OTHER_RUN]
+    esn-lens models | esn-lens datasets
+
+Progress goes to stderr, the summary to stdout. Wrong arguments or inputs print one line to stderr and
+exit with status 2 (no traceback); ``--resume`` continues an interrupted run folder.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from typing import Sequence
+
+DEMO_OUT = "esn_demo_run"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error message (exit 2)."""
+
+    def error(self, message: str):  # noqa: D401
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _fraction(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < v <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1] (0.005 = top 0.5%), got {text}")
+    return v
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return v
+
+
+def _optional_int(text: str) -> int | None:
+    if text.lower() in ("none", "all"):
+        return None
+    return _positive_int(text)
+
+
+def _runtime_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("running")
+    g.add_argument("--out", help="run folder (created; must not hold another run)")
+    g.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    g.add_argument("--batch-size", type=_positive_int, help="clips per forward pass (default 8)")
+    g.add_argument("--checkpoint-every", type=_positive_int,
+                   help="write a checkpoint every N batches (default 4)")
+    g.add_argument("--threads", type=_positive_int, help="torch CPU threads")
+    g.add_argument("--no-progress", action="store_true", help="no progress bars or stage lines")
+    g.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                   help="import a module first (registers your selectors, datasets, adapters); repeatable")
+
+
+def _run_args(p: argparse.ArgumentParser, *, discover: bool, validate: bool) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--model", required=True, help="hub id or local save_pretrained folder ('demo' = the shipped demo)")
+    g.add_argument("--dtype", help="e.g. bfloat16, float16, float32")
+    g.add_argument("--device", help="e.g. cuda, cuda:1, cpu")
+    g.add_argument("--device-map", help="e.g. auto (spread a large model over GPUs)")
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", required=True, help="a dataset loader (see `esn-lens datasets`), or 'demo'")
+    g.add_argument("--data-dir", help="the corpus folder")
+    g.add_argument("--label-set", help="label set name (e.g. iemocap4) or 'all'")
+    g.add_argument("--eval-fraction", type=float, help="share of speakers held out for evaluation (0.5)")
+    g.add_argument("--eval-per-emotion", type=_optional_int, help="evaluation clips per emotion (200)")
+    if discover:
+        g.add_argument("--ident-per-emotion", type=_optional_int,
+                       help="cap identification clips per emotion (default: all)")
+        g.add_argument("--pool-cap", type=_optional_int, help="cap the pool per emotion")
+    else:
+        g.add_argument("--eval-split", choices=("eval", "all"),
+                       help="evaluate on the held-out speakers (eval) or on every clip (all)")
+    g = p.add_argument_group("method")
+    if discover:
+        g.add_argument("--selector", action="append", metavar="NAME",
+                       help="selector (repeatable; default lap, lape, mad, conact, random)")
+        g.add_argument("--top-frac", type=_fraction, help="budget r per emotion (default 0.005)")
+        g.add_argument("--site", choices=("pre", "act", "post"), help="MLP site (default act)")
+        g.add_argument("--positions", choices=("valid", "audio", "no_prompt", "last"),
+                       help="token positions counted in the statistics (default valid)")
+    if validate:
+        g.add_argument("--neurons", action="append", metavar="FILE",
+                       help="a NeuronSet file, or a folder of them (e.g. another run's neurons/): cross-dataset "
+                            "transfer; repeatable")
+        g.add_argument("--alpha", action="append", type=float,
+                       help="steering alpha, gain 1 + alpha (repeatable; default 0.5 1 2)")
+        g.add_argument("--bootstrap", type=int, help="bootstrap resamples for intervals (1000; 0 = off)")
+    g.add_argument("--mode", choices=("generate", "constrained"),
+                   help="SER answers: generated and parsed (the paper's protocol, default) or constrained scoring")
+    g.add_argument("--answer", choices=("digit", "word"), help="constrained options: digits or words")
+    g.add_argument("--max-new-tokens", type=_positive_int, help="generation length (20)")
+    g.add_argument("--seed", type=int, help="seed of splits, option order, random selector (0)")
+
+
+def _suppressing(add_parser):
+    """Sub-parsers whose options are absent from the namespace unless given (so defaults live in RunConfig)."""
+    def add(*a, **kw):
+        kw.setdefault("argument_default", argparse.SUPPRESS)
+        return add_parser(*a, **kw)
+    return add
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    p = _Parser(prog="esn-lens", argument_default=argparse.SUPPRESS,
+                description="Find and causally validate emotion-sensitive neurons (ESNs) in audio-language models.")
+    p.add_argument("--version", action="version", version=f"esn-lens {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.add_parser = _suppressing(sub.add_parser)
+    sub.required = True
+
+    d = sub.add_parser("demo", help="run the whole pipeline on the shipped demo model and clips")
+    d.add_argument("--quick", action="store_true", help="a reduced setting (fewer clips and alphas), for CI")
+    _runtime_args(d)
+
+    r = sub.add_parser("run", help="discover, validate and report in one run folder")
+    _run_args(r, discover=True, validate=True)
+    _runtime_args(r)
+    di = sub.add_parser("discover", help="identification pool, neuron statistics and neuron sets (no interventions)")
+    _run_args(di, discover=True, validate=False)
+    _runtime_args(di)
+    v = sub.add_parser("validate", help="deactivate and steer given neuron sets on a corpus (e.g. another one)")
+    _run_args(v, discover=False, validate=True)
+    _runtime_args(v)
+
+    rep = sub.add_parser("report", help="(re)write figures, report.md and report.html of a run folder")
+    rep.add_argument("run_dir", metavar="RUN_DIR")
+    rep.add_argument("--compare", metavar="OTHER_RUN",
+                     help="add the cross-dataset overlap with another run's neuron sets")
+    sub.add_parser("models", help="list the model adapters")
+    sub.add_parser("datasets", help="list the dataset loaders")
+    return p
+
+
+# ---------------------------------------------------------------------------------------------- configs
+def demo_config(quick: bool = False):
+    """The demo's settings: all paper selectors, constrained word answers; ``quick`` = fewer clips and alphas."""
+    from .pipeline import PAPER_SELECTORS, RunConfig
+
+    base = dict(model="demo", dataset="demo", selectors=PAPER_SELECTORS, mode="constrained", answer="word",
+                top_frac=DEMO_TOP_FRAC, alphas=(1.0, 2.0, 4.0), batch_size=16, eval_per_emotion=None,
+                ident_per_emotion=None, bootstrap=1000)
+    if quick:
+        base.update(alphas=(2.0,), eval_per_emotion=12, ident_per_emotion=16, bootstrap=200)
+    return RunConfig(**base)
+
+
+#: Budget of the demo model (about 1k decoder units: 2% is ~20 units per emotion).
+DEMO_TOP_FRAC = 0.02
+
+#: command-line option (argparse dest) -> RunConfig field, where the names differ
+_RENAME = {"selector": "selectors", "alpha": "alphas"}
+_NOT_CONFIG = {"command", "out", "resume", "no_progress", "plugin", "quick", "run_dir", "compare"}
+
+
+def config_from_args(args: argparse.Namespace):
+    """The RunConfig of a pipeline command: defaults (or the demo's), then every option given."""
+    from .pipeline import RunConfig
+
+    cmd = args.command
+    if cmd == "demo":
+        cfg = demo_config(getattr(args, "quick", False))
+    else:
+        cfg = RunConfig(model=args.model, dataset=args.dataset, discover=cmd in ("run", "discover"),
+                        validate=cmd in ("run", "validate"))
+    for dest, value in vars(args).items():  # options not given are absent (default=SUPPRESS)
+        if dest not in _NOT_CONFIG:
+            setattr(cfg, _RENAME.get(dest, dest), value)
+    cfg.progress = not getattr(args, "no_progress", False)
+    cfg.__post_init__()
+    return cfg
+
+
+# ---------------------------------------------------------------------------------------------- commands
+def _summary(results: dict, out: str) -> str:
+    from .report import pretty, pts
+
+    lines = [f"run folder: {out}"]
+    if "baseline" in results:
+        b = results["baseline"]
+        lines.append(f"baseline accuracy {pts(b['accuracy'], False)}% on {b['n']} held-out clips "
+                     f"({b['unparsed']} unparsed)")
+        lines.append(f"{'selector':<16}{'mean SE':>9}{'mean ACE':>10}{'mean ESS':>10}")
+        for name, s in results["selectors"].items():
+            d = s.get("deactivation")
+            if d:
+                lines.append(f"{pretty(name):<16}{pts(d['se_mean']):>9}{pts(d['ace_mean']):>10}{pts(d['ess_mean']):>10}")
+    else:
+        for name, s in results.get("selectors", {}).items():
+            lines.append(f"{pretty(name):<16}{sum(s['counts'].values()):>6} units  "
+                         f"neurons/{name}.safetensors")
+    t = results.get("timing", {})
+    if "total" in t:
+        lines.append(f"time: {t['total']:.1f} s (stages), report: {os.path.join(out, 'report.html')}")
+    return "\n".join(lines)
+
+
+def cmd_pipeline(args: argparse.Namespace) -> int:
+    from .pipeline import run_pipeline
+
+    cfg = config_from_args(args)
+    out = getattr(args, "out", None) or (DEMO_OUT if args.command == "demo" else None)
+    if out is None:
+        raise _Usage("--out RUN_DIR is required")
+    cfg.check()
+    results = run_pipeline(cfg, out, resume=getattr(args, "resume", False))
+    print(_summary(results, out))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    paths = write_report(args.run_dir, compare=getattr(args, "compare", None))
+    print(f"wrote {paths['report.md']} and {paths['report.html']} ({len(paths) - 2} figures)")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from .adapters import ADAPTERS
+
+    print(f"{'adapter':<18}{'decoder layers at':<28}matches")
+    for name in ADAPTERS.names():
+        cls = ADAPTERS.get(name)
+        what = ", ".join(cls.class_names + cls.model_types) or "(any model with the layout)"
+        print(f"{name:<18}{cls.layers_path:<28}{what}")
+    return 0
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    from .data.loaders import DATASETS
+
+    print(f"{'dataset':<14}layout")
+    for name in DATASETS.names():
+        fn = DATASETS.get(name)
+        layout = getattr(fn, "layout", None) or ((fn.__doc__ or "").strip().splitlines() or [""])[0]
+        print(f"{name:<14}{layout}")
+    return 0
+
+
+class _Usage(Exception):
+    pass
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``esn-lens``; returns the exit status (0 ok, 2 bad arguments or inputs)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from .errors import ESNLensError
+
+    try:
+        for mod in getattr(args, "plugin", []) or []:
+            try:
+                importlib.import_module(mod)
+            except ImportError as e:
+                raise _Usage(f"cannot import plugin {mod!r}: {e}") from None
+        if args.command in ("demo", "run", "discover", "validate"):
+            return cmd_pipeline(args)
+        return {"report": cmd_report, "models": cmd_models, "datasets": cmd_datasets}[args.command](args)
+    except (ESNLensError, _Usage, KeyError, FileNotFoundError, NotADirectoryError, PermissionError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        print(f"esn-lens {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"esn-lens {args.command}: interrupted; continue with the same command and --resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
