@@ -218,10 +218,10 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     from .pipeline import run_pipeline
 
     cfg = config_from_args(args)
+    cfg.check()
     out = getattr(args, "out", None) or (DEMO_OUT if args.command == "demo" else None)
     if out is None:
         raise _Usage("--out RUN_DIR is required")
-    cfg.check()
     results = run_pipeline(cfg, out, resume=getattr(args, "resume", False))
     print(_summary(results, out))
     return 0

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import matplotlib
 
@@ -27,7 +27,7 @@ SEQUENTIAL = "Blues"
 SELECTOR_COLORS = {"lap": "#8c8c8c", "lape": "#b07aa1", "mad": "#4e79a7", "conact": "#e15759", "random": "#222222",
                    "mean_diff": "#59a14f", "cohens_d": "#f28e2b", "mean-diff": "#59a14f", "cohen's d": "#f28e2b"}
 STYLE = {"font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "xtick.labelsize": 8, "ytick.labelsize": 8,
-         "legend.fontsize": 8, "figure.dpi": 110, "savefig.dpi": 130, "axes.spines.top": False,
+         "legend.fontsize": 8, "figure.dpi": 100, "savefig.dpi": 110, "axes.spines.top": False,
          "axes.spines.right": False}
 
 
@@ -54,7 +54,7 @@ def _annotate(ax, M: np.ndarray, fmt: str, vmax: float, *, threshold: float = 0.
                     color="white" if dark else "black")
 
 
-def heatmaps(panels: Mapping[str, Sequence[Sequence[float]]], emotions: Sequence[str] | Mapping[str, Sequence[str]], *,
+def heatmaps(panels: Mapping[str, Any], emotions: Sequence[str] | Mapping[str, Sequence[str]], *,
              subtitles: Mapping[str, str] | None = None, title: str = "Accuracy change under deactivation",
              row_label: str = "deactivated ESNs of", col_label: str = "evaluated emotion",
              cbar_label: str = "accuracy change (points)") -> Figure:
@@ -98,7 +98,7 @@ def heatmaps(panels: Mapping[str, Sequence[Sequence[float]]], emotions: Sequence
     return fig
 
 
-def dose_response(alphas: Sequence[float], curves: Mapping[str, Mapping[str, Sequence[float]]], *,
+def dose_response(alphas: Sequence[float], curves: Mapping[str, Mapping[str, Any]], *,
                   title: str = "Steering: target-emotion shift vs alpha",
                   ylabel: str = "target shift (points)") -> Figure:
     """Target shift vs alpha: a panel with each selector's mean over emotions, then one panel per emotion.
@@ -151,7 +151,7 @@ def dose_response(alphas: Sequence[float], curves: Mapping[str, Mapping[str, Seq
     return fig
 
 
-def layer_counts(counts: Mapping[str, Mapping[str, Sequence[int]]], *, title: str = "ESNs per layer") -> Figure:
+def layer_counts(counts: Mapping[str, Mapping[str, Any]], *, title: str = "ESNs per layer") -> Figure:
     """One panel per selector: ESN count per layer, stacked by emotion. ``counts[selector][emotion]`` = per layer."""
     names = list(counts)
     emotions: list[str] = []
@@ -164,7 +164,7 @@ def layer_counts(counts: Mapping[str, Mapping[str, Sequence[int]]], *, title: st
     L = max((len(v) for c in counts.values() for v in c.values()), default=1)
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(nrow, ncol, figsize=(max(3.2, 0.16 * L + 1.6) * ncol + 0.6, 2.2 * nrow + 0.7),
-                                 squeeze=False, sharex=True, layout="constrained")
+                                 squeeze=False, sharey=True, layout="constrained")
         x = np.arange(L)
         for k, name in enumerate(names):
             ax = axes[k // ncol][k % ncol]
@@ -189,7 +189,7 @@ def layer_counts(counts: Mapping[str, Mapping[str, Sequence[int]]], *, title: st
     return fig
 
 
-def overlap_matrix(M: Sequence[Sequence[float]], rows: Sequence[str], cols: Sequence[str] | None = None, *,
+def overlap_matrix(M: Any, rows: Sequence[str], cols: Sequence[str] | None = None, *,
                    title: str = "Overlap between selectors (Jaccard, mean over emotions)",
                    xlabel: str = "", ylabel: str = "", cbar_label: str = "Jaccard index") -> Figure:
     """An annotated overlap matrix on a 0..1 sequential scale (selectors x selectors, or emotions x emotions)."""
@@ -211,7 +211,7 @@ def overlap_matrix(M: Sequence[Sequence[float]], rows: Sequence[str], cols: Sequ
     return fig
 
 
-def summary_bars(values: Mapping[str, float], cis: Mapping[str, Sequence[float]] | None = None, *,
+def summary_bars(values: Mapping[str, Any], cis: Mapping[str, Any] | None = None, *,
                  title: str = "Specificity (mean ESS = SE - ACE)", ylabel: str = "mean ESS (points)") -> Figure:
     """One bar per selector with optional 95% intervals; the random bar hatched as the reference."""
     names = list(values)
@@ -245,7 +245,7 @@ def save(fig: Figure, path: str | Path) -> Path:
     from .io import atomic_write_bytes
 
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", bbox_inches="tight", facecolor="white")
+    fig.savefig(buf, format="png", facecolor="white")  # constrained layout already fits everything
     plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())
     return Path(path)

@@ -261,7 +261,7 @@ class Lens:
         inputs = batch.inputs
         with torch.inference_mode():
             if max_new_tokens is None:
-                with self.nn.trace(**inputs):
+                with self.nn.trace(**inputs) as tracer:
                     if audio_cache is not None:
                         tower.skip(audio_cache.tiled(batch.size))
                     elif keep_audio:
@@ -270,6 +270,8 @@ class Lens:
                     if logits != "none":
                         lg = self.nn.lm_head.output
                         out["logits"] = (lg[:, -1, :] if logits == "last" else lg).detach().float().cpu()
+                    elif not edits and not record_sites and on_value is None:
+                        tracer.stop()  # only the audio encoder's output was wanted: skip the decoder
             else:
                 gen_kwargs = dict(max_new_tokens=int(max_new_tokens), do_sample=False)
                 tok = self.tokenizer

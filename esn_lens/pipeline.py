@@ -109,8 +109,12 @@ class RunConfig:
         self.alphas = tuple(float(a) for a in self.alphas)
         self.neurons = tuple(str(p) for p in self.neurons)
 
-    def check(self) -> "RunConfig":
-        """Refuse bad values with one clear message each (before any model is loaded)."""
+    def check(self, *, clips_given: bool = False, lens_given: bool = False) -> "RunConfig":
+        """Refuse bad values with one clear message each (before any model is loaded).
+
+        ``clips_given`` / ``lens_given``: the clips / model come from the caller, so ``dataset`` / ``model``
+        are only labels and are not looked up.
+        """
         from .adapters.base import check_site
         from .selectors import SELECTORS
 
@@ -147,7 +151,7 @@ class RunConfig:
             raise InputError(f"bootstrap must be >= 0, got {self.bootstrap}")
         if not 0 < self.eval_fraction < 1:
             raise InputError(f"eval_fraction must be in (0, 1), got {self.eval_fraction}")
-        if self.dataset != "demo":
+        if self.dataset != "demo" and not clips_given:
             from .data.loaders import DATASETS
 
             DATASETS.get(self.dataset)  # KeyError listing the loaders
@@ -155,7 +159,7 @@ class RunConfig:
                 raise InputError(f"dataset {self.dataset!r} needs a data folder (--data-dir PATH)")
             if not Path(self.data_dir).expanduser().exists():
                 raise InputError(f"data folder {self.data_dir} does not exist")
-        if self.model != "demo":
+        if self.model != "demo" and not lens_given:
             check_model_arg(self.model)
         for p in self.neurons:
             if not Path(p).exists():
@@ -304,6 +308,10 @@ def load_lens(cfg: RunConfig):
     """The run's :class:`~esn_lens.lens.Lens`: the shipped demo model, or a local folder / hub id."""
     from .lens import Lens
 
+    if not cfg.progress:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     if cfg.model == "demo":
         from .demo_model import load_demo_model
 
@@ -370,10 +378,14 @@ class Run:
         self.progress["stages"][stage] = {"done": True, "seconds": round(seconds, 4), **extra}
         self._save_progress()
 
-    def _pause(self) -> None:
+    def _pause(self, stage: str) -> None:
+        """Testing aid: ``ESN_LENS_CHECKPOINT_PAUSE="stats:5"`` sleeps 5 s after each stats checkpoint
+        (``"5"``: after every checkpoint), so a test can kill the run at a known point."""
         p = os.environ.get(CHECKPOINT_PAUSE_ENV)
         if p:
-            time.sleep(float(p))
+            where, _, secs = p.rpartition(":")
+            if not where or where == stage:
+                time.sleep(float(secs))
 
     # ------------------------------------------------------------------ identity
     def _open(self, model_id: dict[str, Any]) -> None:
@@ -410,7 +422,7 @@ class Run:
     # ------------------------------------------------------------------ main
     def execute(self) -> dict[str, Any]:
         """Run every stage not yet done; return the results (also written to ``results.json``)."""
-        cfg = self.cfg.check()
+        cfg = self.cfg.check(clips_given=self._clips is not None, lens_given=self._lens is not None)
         t_all = time.perf_counter()
         if cfg.threads:
             torch.set_num_threads(int(cfg.threads))
@@ -517,7 +529,7 @@ class Run:
                 state["elapsed"] = state.get("elapsed", 0.0) + time.perf_counter() - t0
                 t0 = time.perf_counter()
                 atomic_write_json(ckpt, state)
-                self._pause()
+                self._pause(stage)
         bar.close()
         elapsed = state.get("elapsed", 0.0) + time.perf_counter() - t0
         out = {"conditions": names, "clips": ids, "labels": [c.emotion for c in clips],
@@ -601,7 +613,7 @@ class Run:
                 save_tensors(ckpt, {k: v for k, v in sd.items() if k != "meta"}, STATS_CHECKPOINT_KIND,
                              {"stats": sd["meta"], "consumed": consumed, "elapsed": elapsed, "key": self.key,
                               "model_fingerprint": self.lens.fingerprint})
-                self._pause()
+                self._pause("stats")
         bar.close()
         elapsed += time.perf_counter() - t0
         stats.save(self.path("stats.safetensors"))
@@ -626,8 +638,7 @@ class Run:
                     ns = NeuronSet.load(f, expect_fingerprint=self.lens.fingerprint)
                 else:
                     ns = find_neurons(self.stats, sel, top_frac=float(self.cfg.top_frac), seed=self.cfg.seed,
-                                      meta={"corpus": self.split.source.get("dataset", ""), "model": self.cfg.model,
-                                            "run": self.dir.name})
+                                      meta={"corpus": self._corpus_tag(), "model": self.cfg.model, "run": self.dir.name})
                     ns.save(f)
                 self.sets[sel] = ns
                 self.sources[sel] = "discovered"
@@ -649,6 +660,13 @@ class Run:
             counts = {n: ns.counts for n, ns in self.sets.items()}
             self.log(f"[neurons] {', '.join(f'{n}: {sum(c.values())}' for n, c in counts.items())} units")
             self._mark("neurons", time.perf_counter() - t0, names=list(self.sets))
+
+    def _corpus_tag(self) -> str:
+        """A short name of the identification corpus (names transferred sets, e.g. ``mad@iemocap``)."""
+        ds = self.cfg.dataset
+        if ds in ("manifest", "hf") and self.cfg.data_dir:
+            return Path(self.cfg.data_dir).expanduser().resolve().name
+        return ds
 
     def _load_transfer(self) -> dict[str, tuple[Any, str]]:
         from .neurons import NeuronSet
@@ -737,7 +755,7 @@ class Run:
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-def balanced_pool(clips: Sequence[EmotionClip], correct: Sequence[bool], emotions: Sequence[str], *,
+def balanced_pool(clips: Sequence[EmotionClip], correct: Sequence[bool] | np.ndarray, emotions: Sequence[str], *,
                   cap: int | None = None, seed: int = 0, min_per_emotion: int = 1) -> list[EmotionClip]:
     """The identification pool from per-clip correctness: correct clips, balanced to the smallest emotion
     (or ``cap``), drawn with ``seed`` -- the same draw as :func:`esn_lens.evaluate.identification_pool`.
@@ -779,7 +797,7 @@ def random_like(ns, emotions: Sequence[str], seed: int = 0):
                      model_fingerprint=ns.model_fingerprint, meta={"random_like": ns.selector, "seed": seed})
 
 
-def _f(x: float) -> float | None:
+def _f(x: Any) -> float | None:
     x = float(x)
     return None if math.isnan(x) else round(x, 6)
 
@@ -824,7 +842,7 @@ def _spec(H: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return se, ace, se - ace
 
 
-def _ci(x: np.ndarray) -> list[float]:
+def _ci(x: np.ndarray) -> list[float | None]:
     lo, hi = np.quantile(x, [0.025, 0.975])
     return [_f(lo), _f(hi)]
 

@@ -31,14 +31,14 @@ def pretty(name: str) -> str:
     return NAMES.get(base, base) + (f"@{tag}" if tag else "")
 
 
-def pts(v: float | None, sign: bool = True) -> str:
+def pts(v: Any, sign: bool = True) -> str:
     """A fraction as accuracy points: ``pts(-0.135) == "-13.5"``."""
     if v is None or (isinstance(v, float) and np.isnan(v)):
         return "n/a"
     return f"{100 * v:+.1f}" if sign else f"{100 * v:.1f}"
 
 
-def ci_str(ci: Sequence[float] | None) -> str:
+def ci_str(ci: Any) -> str:
     return f"[{pts(ci[0])}, {pts(ci[1])}]" if ci and None not in ci else ""
 
 
@@ -138,7 +138,7 @@ def _units_per_emotion(s: dict[str, Any]) -> str:
     return str(c[0]) if min(c) == max(c) else f"{min(c)}-{max(c)}"
 
 
-def _peak_layers(counts: Sequence[int], k: int = 3) -> str:
+def _peak_layers(counts: Any, k: int = 3) -> str:
     c = np.asarray(counts)
     if c.sum() == 0:
         return "none"

@@ -45,13 +45,15 @@ def reduce_site(
 ) -> tuple[Float64[Tensor, "emotion neuron"], Float64[Tensor, "emotion neuron"], Float64[Tensor, "emotion neuron"]]:
     """The one reduction kernel: per-emotion firing counts, sums and sums of squares of one layer's site.
 
-    Returns ``(k, s, ss)`` each of shape (emotion, neuron), float64. Counts are exact integers.
+    Counts use a float32 batched matmul (exact for integers); sums and sums of squares a float64 one,
+    reduced over positions row by row and then over rows. Returns ``(k, s, ss)``, each (emotion, neuron).
     """
-    w = weights.to(device=acts.device, dtype=torch.float64)
-    a = acts.detach().to(torch.float64)
-    k = einops.einsum((a > 0).to(torch.float64), w, "b p n, b p e -> e n")
-    s = einops.einsum(a, w, "b p n, b p e -> e n")
-    ss = einops.einsum(a * a, w, "b p n, b p e -> e n")
+    a = acts.detach()
+    wt = weights.to(device=a.device, dtype=torch.float32).transpose(1, 2)  # (batch, emotion, pos)
+    k = torch.bmm(wt, (a > 0).to(torch.float32)).sum(0, dtype=torch.float64)
+    a64, wt64 = a.to(torch.float64), wt.to(torch.float64)
+    s = torch.bmm(wt64, a64).sum(0)
+    ss = torch.bmm(wt64, a64 * a64).sum(0)
     return k, s, ss
 
 

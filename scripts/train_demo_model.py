@@ -245,6 +245,11 @@ def train(args) -> dict:
     model.eval()
     t_train = time.perf_counter() - t0
 
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out / "model")
+    proc.save_pretrained(out / "model")
+
     # exactness check: the cut-feature training forward equals the real 3000-frame forward (Lens)
     chk = clips[:4]
     with torch.no_grad():
@@ -256,10 +261,6 @@ def train(args) -> dict:
     max_diff = float((mine - ref).abs().max())
     print(f"training forward vs Lens forward: max |diff| = {max_diff:.2e}")
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out / "model")
-    proc.save_pretrained(out / "model")
     info = dict(vars(args), clips=len(data), prep_s=round(t_prep, 1), train_s=round(t_train, 1), steps=total,
                 final_train=np.mean(log[-steps_per_epoch:], axis=0).round(4).tolist(), check_max_diff=max_diff,
                 total_s=round(time.perf_counter() - t_start, 1))

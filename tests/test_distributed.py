@@ -259,3 +259,61 @@ def test_distributed_entry_points_refuse_empty_and_unknown_labels(reference):
         collect_stats_distributed(lens, odd, ns["PROMPT"], ns["EMOTIONS"], progress=False)
     with pytest.raises(ESNLensError, match="bored"):
         evaluate_distributed(SEREvaluator(lens, ns["EMOTIONS"]), odd)
+
+
+# ---------------------------------------------------------------------- large-model loading path
+@pytest.fixture(scope="module")
+def saved_tiny(tmp_path_factory):
+    from esn_lens.testing import build_tiny
+
+    d = tmp_path_factory.mktemp("tiny_ckpt")
+    model, proc = build_tiny("qwen2_audio", seed=0)
+    model.save_pretrained(d)
+    proc.save_pretrained(d)
+    return d, model, proc
+
+
+def _clips_for_loading():
+    ns: dict = {}
+    exec(SHARED, ns)
+    return ns, ns["make_clips"](4)
+
+
+def test_from_pretrained_bfloat16_records_finite_float64_stats(saved_tiny):
+    from esn_lens.lens import Lens
+
+    d, model, proc = saved_tiny
+    lens = Lens.from_pretrained(str(d), dtype="bfloat16")
+    assert next(lens.model.parameters()).dtype == torch.bfloat16
+    assert lens.fingerprint == Lens(model, proc).fingerprint  # same weights, any dtype
+    ns, clips = _clips_for_loading()
+    s = lens.collect_stats(clips, ns["PROMPT"], ns["EMOTIONS"], batch_size=2, progress=False)
+    assert s.K.dtype == torch.float64 and s.K.device == next(lens.model.parameters()).device
+    for name in ("K", "T", "sum", "sumsq"):
+        assert torch.isfinite(getattr(s, name)).all(), name
+    assert s.T.sum() > 0 and s.K.sum() > 0
+    # bf16 values are close to the fp32 model's: firing rates agree to a few percent
+    ref = Lens(model, proc).collect_stats(clips, ns["PROMPT"], ns["EMOTIONS"], batch_size=2, progress=False)
+    assert torch.equal(s.T, ref.T)
+    assert (s.firing_rate - ref.firing_rate).abs().mean() < 0.05
+
+
+def test_from_pretrained_device_map_auto_matches(saved_tiny):
+    pytest.importorskip("accelerate")
+    from esn_lens.lens import Lens
+
+    d, _, _ = saved_tiny
+    ns, clips = _clips_for_loading()
+    auto = Lens.from_pretrained(str(d), dtype="bfloat16", device_map="auto")
+    plain = Lens.from_pretrained(str(d), dtype="bfloat16")
+    a = auto.collect_stats(clips, ns["PROMPT"], ns["EMOTIONS"], batch_size=2, progress=False)
+    b = plain.collect_stats(clips, ns["PROMPT"], ns["EMOTIONS"], batch_size=2, progress=False)
+    assert torch.equal(a.K, b.K) and torch.equal(a.sum, b.sum)
+
+
+def test_unknown_dtype_is_refused(saved_tiny):
+    from esn_lens.lens import Lens
+
+    d, _, _ = saved_tiny
+    with pytest.raises(InputError, match="unknown dtype 'bf15'"):
+        Lens.from_pretrained(str(d), dtype="bf15")

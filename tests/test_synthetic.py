@@ -65,7 +65,7 @@ def test_classes_differ_in_prosody(corpus):
         x, sr = sf.read(root / "a" / r["path"], dtype="float32")
         feats[r["emotion"]].append(prosodic_features(x, sr, r["text"]))
     f = {e: np.array(v) for e, v in feats.items() if v}
-    assert f["sad"][:, 0].mean() < f["happy"][:, 0].mean() - 0.1  # log-f0: sad lower than happy
+    assert f["sad"][:, 7].mean() < f["happy"][:, 7].mean() - 0.1  # spectral centroid (kHz): sad darker
     assert f["sad"][:, 8].mean() < f["angry"][:, 8].mean() - 1.0  # high-band energy: lowpass vs treble
     assert f["sad"][:, 6].mean() > f["angry"][:, 6].mean()  # duration per character: sad speaks slower
 

@@ -50,11 +50,11 @@ def prepare_audio(audio, sampling_rate: int, target_rate: int | None = None, *, 
     else:
         if not np.all(np.isfinite(a)):
             raise InputError(f"{name}: audio contains NaN or inf samples")
-        a = a.astype(np.float32)
-        peak = float(np.abs(a).max()) if np.all(np.isfinite(a)) else float("inf")
+        peak = float(np.abs(a).max())
         if peak > MAX_FLOAT_PEAK:
             raise InputError(f"{name}: float audio peaks at {peak:.4g}, expected samples in [-1, 1] (at most "
                              f"{MAX_FLOAT_PEAK:g}); integer PCM stored as float? pass the int16 array or divide by 32768")
+        a = a.astype(np.float32)
     if not isinstance(sampling_rate, (int, np.integer)) or sampling_rate <= 0:
         raise InputError(f"{name}: sampling rate must be a positive integer, got {sampling_rate!r}")
     if target_rate is not None and sampling_rate != target_rate:
@@ -63,7 +63,10 @@ def prepare_audio(audio, sampling_rate: int, target_rate: int | None = None, *, 
                              "(resample first, or pass resample=True)")
         import soxr
 
+        n_in = a.size
         a = soxr.resample(a, sampling_rate, target_rate).astype(np.float32)
+        if a.size == 0:
+            raise InputError(f"{name}: {n_in} sample(s) at {sampling_rate} Hz is empty after resampling to {target_rate} Hz")
     if max_seconds is not None and target_rate is not None and a.size > max_seconds * target_rate:
         a = a[: int(max_seconds * target_rate)]
     return a

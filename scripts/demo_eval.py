@@ -1,0 +1,32 @@
+#!/usr/bin/env python
+"""Evaluate a trained demo run (its saved model) with the library's own tools: identification stats on
+training-speaker clips, deactivation of ConAct/MAD/random/LAP neurons and ConAct steering on unseen speakers.
+
+Example: python scripts/demo_eval.py --run /tmp/demo/r1 --train /tmp/demo/train --unseen /tmp/demo/unseen
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from esn_lens.demo_model import load_demo_model, read_manifest  # noqa: E402
+from esn_lens.lens import Lens  # noqa: E402
+from train_demo_model import evaluate  # noqa: E402
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser()
+    p.add_argument("--run", required=True)
+    p.add_argument("--train", required=True)
+    p.add_argument("--unseen", required=True)
+    p.add_argument("--top-frac", type=float, default=0.02)
+    a = p.parse_args()
+    torch.set_num_threads(1)
+    model, proc = load_demo_model(Path(a.run) / "model")
+    res = evaluate(Lens(model, proc), read_manifest(a.train), read_manifest(a.unseen), a.top_frac)
+    (Path(a.run) / f"eval_{a.top_frac}.json").write_text(json.dumps(res, indent=1))
