@@ -109,6 +109,17 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _trim() -> None:
+    """Return freed heap to the OS (glibc), so a run's RSS growth reflects what it needs, not earlier runs."""
+    gc.collect()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def _rss_bytes() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -126,7 +137,7 @@ def peak_memory(device: torch.device, out: dict, sample_s: float = 0.005):
         peak = torch.cuda.max_memory_allocated(device)
         out.update(peak_bytes=peak, peak_over_start_bytes=peak - start)
         return
-    gc.collect()
+    _trim()
     start = _rss_bytes()
     peak = [start]
     stop = threading.Event()
@@ -176,29 +187,44 @@ def mem_runs(variants: dict[str, Callable[[], object]], device: torch.device) ->
     return out
 
 
-def summarise(times: dict[str, list[float]], ref: str, n_clips: int) -> dict:
+def summarise(times: dict[str, list[float]], refs: dict[str, str], n_clips: int) -> dict:
+    """Medians, clips/s and, for each variant in ``refs``, the median per-pair time ratio to its reference."""
     res = {}
     for nm, ts in times.items():
         med = statistics.median(ts)
         res[nm] = dict(median_s=med, clips_per_s=n_clips / med, times_s=ts)
-        if nm != ref:
-            res[nm]["ratio_vs_plain"] = statistics.median(a / b for a, b in zip(ts, times[ref]))
+        if nm in refs:
+            res[nm]["ratio_vs_plain"] = statistics.median(a / b for a, b in zip(ts, times[refs[nm]]))
     return res
 
 
 # ---------------------------------------------------------------------- workloads
 def discovery(lens, model, clips, prompt, emotions, batch_size):
-    """(esn_lens collect_stats, plain forward) over the same clips and batches."""
+    """End to end: ``collect_stats`` vs building the same batches + plain forward; and forward-only on
+    prebuilt batches: the traced forward with statistics vs the plain forward."""
+    chunks = [clips[i:i + batch_size] for i in range(0, len(clips), batch_size)]
+    prebuilt = [lens.batch_clips(ch, prompt) for ch in chunks]
+
     def esn():
         return lens.collect_stats(clips, prompt, emotions, batch_size=batch_size, progress=False)
 
     def plain():
         with torch.inference_mode():
-            for i in range(0, len(clips), batch_size):
-                b = lens.batch_clips(clips[i:i + batch_size], prompt)
+            for ch in chunks:
+                model(**lens.batch_clips(ch, prompt).inputs)
+
+    def esn_fwd():
+        stats = lens.new_stats(emotions)
+        for b in prebuilt:
+            lens.trace(b, stats=stats, emotion_index=stats.emotion_index(b.labels), logits="none")
+        return stats
+
+    def plain_fwd():
+        with torch.inference_mode():
+            for b in prebuilt:
                 model(**b.inputs)
 
-    return {"esn_lens": esn, "plain": plain}
+    return {"esn_lens": esn, "plain": plain, "esn_lens_fwd": esn_fwd, "plain_fwd": plain_fwd}
 
 
 def sweep(lens, model, evaluator, clips, conditions, batch_size):
@@ -311,7 +337,7 @@ def main(argv=None) -> dict:
     assert stats.K.device.type == device.type and stats.K.dtype == torch.float64, "stats must live on the device in float64"
     assert all(torch.isfinite(getattr(stats, n)).all() for n in ("K", "T", "sum", "sumsq")), "non-finite stats"
     times = paired(var, args.repeats, device)
-    disc = summarise(times, "plain", args.clips)
+    disc = summarise(times, {"esn_lens": "plain", "esn_lens_fwd": "plain_fwd"}, args.clips)
     for nm, m in mem_runs(var, device).items():
         disc[nm].update(m)
     t_pre = time.perf_counter()
@@ -319,6 +345,7 @@ def main(argv=None) -> dict:
         lens.batch_clips(clips[i:i + args.batch_size], prompt)
     disc["batch_building_s"] = time.perf_counter() - t_pre
     results["discovery"] = disc
+    report(results, args.json)
 
     # (b) deactivation sweep
     if not args.skip_sweep:
@@ -326,18 +353,22 @@ def main(argv=None) -> dict:
         conditions = deactivation_conditions(ns)
         var = sweep(lens, model, evaluator, clips, conditions, args.batch_size)
         times = paired(var, args.repeats, device)
-        sw = summarise(times, "plain", args.clips)
+        sw = summarise(times, {"esn_lens": "plain", "esn_lens_no_reuse": "plain"}, args.clips)
         for nm, m in mem_runs(var, device).items():
             sw[nm].update(m)
         sw["conditions"] = len(conditions)
         sw["units_per_emotion"] = ns.counts
         results["sweep"] = sw
-
-    print_table(results)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2, default=str)
+        report(results, args.json)
     return results
+
+
+def report(results: dict, path: str | None) -> None:
+    """Print the table so far and (re)write the JSON: a run cut off by a time limit keeps what it measured."""
+    print_table(results)
+    if path:
+        with open(path, "w") as f:
+            json.dump(results, f, indent=2, default=str)
 
 
 def print_table(results: dict) -> None:
@@ -353,10 +384,12 @@ def print_table(results: dict) -> None:
             ratio = f"{m['ratio_vs_plain']:8.3f}" if "ratio_vs_plain" in m else f"{'1':>8}"
             print(f"{wl:<10} {nm:<18} {m['median_s']:9.3f} {m['clips_per_s']:9.2f} {ratio} "
                   f"{mb(m.get('peak_bytes', 0))} {mb(m.get('peak_over_start_bytes', 0))}")
+    print(f"discovery: batch building alone {results['discovery']['batch_building_s']:.3f} s; "
+          "*_fwd = prebuilt batches (forward only)")
     if "sweep" in results:
         print(f"sweep: {results['sweep']['conditions']} conditions (baseline + masks) per clip; "
               f"units per emotion {results['sweep']['units_per_emotion']}")
-    print(f"discovery batch building alone: {results['discovery']['batch_building_s']:.3f} s")
+    sys.stdout.flush()
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import statistics
 import time
 
@@ -90,13 +91,20 @@ def loop_select(scores: list, k: int) -> list[set]:
     return chosen
 
 
-def timings(fn, repeats: int) -> list[float]:
+CPU_TIMES: dict[str, float] = {}
+
+
+def timings(fn, repeats: int, label: str | None = None) -> list[float]:
+    """Wall-clock seconds of ``repeats`` calls after a warm-up; the median process CPU time goes to CPU_TIMES."""
     fn()  # warm-up
-    times = []
+    times, cpu = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fn()
         times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    if label:
+        CPU_TIMES[label] = statistics.median(cpu)
     return times
 
 
@@ -120,15 +128,17 @@ def main() -> None:
           f"median of {args.repeats})")
     per = {}
     for name in builtins:
-        ts = timings(lambda: find_neurons(stats, name, top_frac=r), args.repeats)
+        ts = timings(lambda: find_neurons(stats, name, top_frac=r), args.repeats, name)
         per[name] = statistics.median(ts)
         ns = find_neurons(stats, name, top_frac=r)
-        print(f"  {name:<10} median {per[name] * 1e3:7.1f} ms  (min {min(ts) * 1e3:6.1f})   "
-              f"chosen/emotion: {min(ns.counts.values())}..{max(ns.counts.values())}")
-    ts = timings(lambda: [find_neurons(stats, n, top_frac=r) for n in builtins], args.repeats)
+        print(f"  {name:<10} median {per[name] * 1e3:7.1f} ms  (min {min(ts) * 1e3:6.1f}, CPU {CPU_TIMES[name] * 1e3:6.1f})"
+              f"   chosen/emotion: {min(ns.counts.values())}..{max(ns.counts.values())}")
+    ts = timings(lambda: [find_neurons(stats, n, top_frac=r) for n in builtins], args.repeats, "total")
     total_all = statistics.median(ts)
-    print(f"  {'TOTAL':<10} median {total_all * 1e3:7.1f} ms  (min {min(ts) * 1e3:6.1f}; sum of medians "
-          f"{sum(per.values()) * 1e3:.1f} ms; target <= 500 ms: {'OK' if total_all <= 0.5 else 'OVER'})")
+    print(f"  {'TOTAL':<10} median {total_all * 1e3:7.1f} ms  (min {min(ts) * 1e3:6.1f}, CPU {CPU_TIMES['total'] * 1e3:6.1f}; "
+          f"target <= 500 ms: {'OK' if total_all <= 0.5 else 'OVER'})")
+    print(f"  (CPU = median process CPU time, all threads; with 1 thread it bounds the uncontended wall time. "
+          f"Load average now: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores)")
 
     e, l, n = 5, 4, 512
     small = random_stats(e, l, n, seed=1)

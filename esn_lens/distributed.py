@@ -72,9 +72,10 @@ def _env_int(name: str, default: int) -> int:
         raise InputError(f"environment variable {name}={v!r} is not an integer") from None
 
 
-def _local_device(local_rank: int, backend: str | None) -> torch.device:
-    if torch.cuda.is_available() and (backend is None or "nccl" in backend):
-        return torch.device("cuda", local_rank % max(torch.cuda.device_count(), 1))
+def _local_device(local_rank: int) -> torch.device:
+    """This rank's GPU (``cuda:LOCAL_RANK``) when there are GPUs, else the CPU: where to put its model copy."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
     return torch.device("cpu")
 
 
@@ -82,9 +83,9 @@ def dist_info(group: Any = None) -> DistInfo:
     """The current process group's view (a world of one when none is initialised)."""
     local = _env_int("LOCAL_RANK", 0)
     if not (dist.is_available() and dist.is_initialized()):
-        return DistInfo(0, 1, local, None, _local_device(local, None))
+        return DistInfo(0, 1, local, None, _local_device(local))
     backend = str(dist.get_backend(group))
-    return DistInfo(dist.get_rank(group), dist.get_world_size(group), local, backend, _local_device(local, backend))
+    return DistInfo(dist.get_rank(group), dist.get_world_size(group), local, backend, _local_device(local))
 
 
 def init_distributed(backend: str | None = None, *, timeout_s: float | None = None) -> DistInfo:

@@ -36,7 +36,9 @@ def color_of(name: str, i: int = 0) -> str:
     base = name.split("@")[0].lower()
     if base in SELECTOR_COLORS and "@" not in name:
         return SELECTOR_COLORS[base]
-    return plt.get_cmap("tab10")(i % 10)
+    from matplotlib.colors import to_hex
+
+    return to_hex(plt.get_cmap("tab10")(i % 10))
 
 
 def _points(x) -> np.ndarray:

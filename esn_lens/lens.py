@@ -258,17 +258,20 @@ class Lens:
                 raise InputError(f"{self.adapter.name}: this model has no audio tower to cache")
             tower = _envoy(self.nn, self.adapter.audio_tower_path)
         out: dict[str, Any] = {}
-        inputs = batch.inputs
+        args, inputs = self.adapter.call_args(batch.inputs)
+        if max_new_tokens is not None and not self.adapter.supports_generate:
+            raise InputError(f"{self.adapter.name}: generation is not supported through this backend; "
+                             "use constrained scoring (logits) instead")
         with torch.inference_mode():
             if max_new_tokens is None:
-                with self.nn.trace(**inputs) as tracer:
+                with self.nn.trace(*args, **inputs) as tracer:
                     if audio_cache is not None:
                         tower.skip(audio_cache.tiled(batch.size))
                     elif keep_audio:
                         out["audio"] = AudioCache(tower.output, batch.size)
                     self._body(edits, record_sites, visit)
                     if logits != "none":
-                        lg = self.nn.lm_head.output
+                        lg = _envoy(self.nn, self.adapter.lm_head_path).output
                         out["logits"] = (lg[:, -1, :] if logits == "last" else lg).detach().float().cpu()
                     elif not edits and not record_sites and on_value is None:
                         tracer.stop()  # only the audio encoder's output was wanted: skip the decoder
@@ -277,7 +280,7 @@ class Lens:
                 tok = self.tokenizer
                 if getattr(tok, "pad_token_id", None) is not None:
                     gen_kwargs["pad_token_id"] = tok.pad_token_id
-                with self.nn.trace(**inputs, fn="generate", **gen_kwargs) as tracer:
+                with self.nn.trace(*args, **inputs, fn="generate", **gen_kwargs) as tracer:
                     for step in tracer.iter[0:int(max_new_tokens)]:
                         self._body(edits, record_sites, visit)
                         prefill_done[0] = True

@@ -38,8 +38,9 @@ def pts(v: Any, sign: bool = True) -> str:
     return f"{100 * v:+.1f}" if sign else f"{100 * v:.1f}"
 
 
-def ci_str(ci: Any) -> str:
-    return f"[{pts(ci[0])}, {pts(ci[1])}]" if ci and None not in ci else ""
+def ci_str(ci: Any, sign: bool = True) -> str:
+    """A 95% interval in points: ``ci_str([-0.2, 0.05]) == "[-20.0, +5.0]"``; "" when there is none."""
+    return f"[{pts(ci[0], sign)}, {pts(ci[1], sign)}]" if ci and None not in ci else ""
 
 
 # ---------------------------------------------------------------------------------------------- blocks
@@ -215,7 +216,7 @@ def compare_runs(run_dir: str | Path, other_dir: str | Path) -> dict[str, Any]:
     out = {}
     for f in sorted((a / "neurons").glob("*.safetensors")):
         g = b / "neurons" / f.name
-        if not g.exists() or "@" in f.stem:
+        if not g.exists() or "@" in f.stem or f.stem == "random":  # random vs random says nothing
             continue
         x, y = NeuronSet.load(f), NeuronSet.load(g)
         if x.masks.shape[1:] != y.masks.shape[1:]:
@@ -237,7 +238,12 @@ def build_blocks(results: dict[str, Any], figs: dict[str, Path], root: Path,
     rel = lambda k: str(figs[k].relative_to(root))  # noqa: E731
     B: list[Block] = []
     dataset = cfg.get("dataset", "?")
-    B.append(Block("h1", f"Emotion-sensitive neurons: {model.get('name', '?')} on {dataset}"))
+    if dataset in ("manifest", "hf") and cfg.get("data_dir"):
+        dataset = f"{dataset} ({Path(cfg['data_dir']).name})"
+    name = str(model.get("name", "?"))
+    if name.startswith(("/", ".", "~")):  # a local folder: its name, not the whole path
+        name = Path(name).name
+    B.append(Block("h1", f"Emotion-sensitive neurons: {name} on {dataset}"))
     clips = results.get("clips", {})
     units = model.get("n_layers", 0) * model.get("d_mlp", 0)
     intro = (f"Model `{model.get('class', '?')}` (adapter `{model.get('adapter', '?')}`), {model.get('n_layers')} layers "
@@ -255,7 +261,7 @@ def build_blocks(results: dict[str, Any], figs: dict[str, Path], root: Path,
         b = results["baseline"]
         facts.append(f"Evaluation (held-out): {b['n']} clips ("
                      + ", ".join(f"{e} {n}" for e, n in clips.get("evaluation", {}).items())
-                     + f"); baseline accuracy {pts(b['accuracy'], False)}% {ci_str(b.get('ci'))}, per class "
+                     + f"); baseline accuracy {pts(b['accuracy'], False)}% {ci_str(b.get('ci'), False)}, per class "
                      + ", ".join(f"{e} {pts(v, False)}" for e, v in b["per_class"].items())
                      + f"; {b['unparsed']} unparsed answers.")
     if facts:

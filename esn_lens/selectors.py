@@ -67,18 +67,13 @@ def _sum_emotions(x: Float64[Tensor, "emotion *rest"]) -> Float64[Tensor, "1 *re
 
 def _top_emotion(P: Float64[Tensor, "emotion layer neuron"]) -> Bool[Tensor, "emotion layer neuron"]:
     """One-hot (over emotions) of each unit's argmax emotion; ties go to the first emotion."""
-    top = P.max(dim=0).indices  # documented: first maximal index on ties
-    return torch.arange(P.shape[0], device=P.device)[:, None, None] == top[None]
+    is_max = P == P.amax(dim=0, keepdim=True)
+    return is_max & (is_max.cumsum(dim=0) == 1)
 
 
-def _one_vs_rest(stats: NeuronStats):
-    """Per-emotion (T, S, Q) and the pooled (T, S, Q) of all the other emotions, broadcast to (E, L, N)."""
-    T = stats._require_tokens()[:, None, None]
-    S, Q = stats.sum, stats.sumsq
-    T_r = _sum_emotions(T) - T
-    S_r = _sum_emotions(S) - S
-    Q_r = _sum_emotions(Q) - Q
-    return T, S, Q, T_r, S_r, Q_r
+def _rest(x: Float64[Tensor, "emotion *rest"]) -> Float64[Tensor, "emotion *rest"]:
+    """For each emotion, the pooled total of all the *other* emotions: ``sum_e' x_e' - x_e``."""
+    return _sum_emotions(x) - x
 
 
 # ---------------------------------------------------------------------- built-in selectors
@@ -116,7 +111,7 @@ def lape(
             raise InputError(f"lape filter_percentile must be in [0, 100], got {filter_percentile}")
         eligible = eligible & (P.max(dim=0).values > _percentile(P, q))
     keep = _top_emotion(P) & eligible[None]
-    return torch.where(keep, neg_h[None].expand_as(P), torch.full_like(P, _NEG_INF))
+    return torch.where(keep, neg_h[None], _NEG_INF)
 
 
 @SELECTORS.register("mad")
@@ -135,9 +130,9 @@ def conact(stats: NeuronStats, *, seed: int = 0) -> Float64[Tensor, "emotion lay
     P = stats.firing_rate
     if P.shape[0] == 1:
         return P.clone()
-    top2 = P.topk(2, dim=0).values
-    gap = top2[0] - top2[1]
-    return torch.where(_top_emotion(P), gap[None].expand_as(P), torch.zeros_like(P))
+    is_top = _top_emotion(P)
+    gap = P.amax(dim=0, keepdim=True) - P.masked_fill(is_top, _NEG_INF).amax(dim=0, keepdim=True)
+    return torch.where(is_top, gap, 0.0)
 
 
 @SELECTORS.register("random")
@@ -152,8 +147,8 @@ def mean_diff(stats: NeuronStats, *, seed: int = 0) -> Float64[Tensor, "emotion 
     """Mean difference (magnitude, one-vs-rest): ``mu_e(n) - mu_rest(n)`` with ``mu_e = sum_e / T_e`` and
     ``mu_rest = (sum_tot - sum_e) / (T_tot - T_e)``, the pooled mean of all other emotions' tokens
     (0 when there is no other token, e.g. one emotion). Signed: higher means more active for ``e``."""
-    T, S, _, T_r, S_r, _ = _one_vs_rest(stats)
-    return S / T - S_r / T_r.clamp(min=1)
+    T = stats._require_tokens()[:, None, None]
+    return stats.sum / T - _rest(stats.sum) / _rest(T).clamp(min=1)
 
 
 @SELECTORS.register("cohens_d")
@@ -161,11 +156,14 @@ def cohens_d(stats: NeuronStats, *, seed: int = 0, eps: float = 1e-12) -> Float6
     """Cohen's d (one-vs-rest): ``(mu_e - mu_rest) / sqrt(s2 + eps)`` with pooled variance
     ``s2 = (M2_e + M2_rest) / max(T_e + T_rest - 2, 1)``, ``M2 = max(sumsq - sum**2 / T, 0)`` (the sums of
     squared deviations; 0 when T = 0). ``eps`` keeps zero-variance units finite: never NaN."""
-    T, S, Q, T_r, S_r, Q_r = _one_vs_rest(stats)
+    T = stats._require_tokens()[:, None, None]
+    S, Q = stats.sum, stats.sumsq
+    T_r = _rest(T)
     T_rc = T_r.clamp(min=1)
+    S_r = _rest(S)
     diff = S / T - S_r / T_rc
     m2 = (Q - S * S / T).clamp_(min=0)  # M2_e
-    m2 += (Q_r - S_r * S_r / T_rc).clamp_(min=0)  # + M2_rest
+    m2 += (_rest(Q) - S_r * S_r / T_rc).clamp_(min=0)  # + M2_rest
     m2 /= (T + T_r - 2).clamp(min=1)  # pooled variance s2
     return diff.div_(m2.add_(float(eps)).sqrt_())
 
@@ -252,18 +250,15 @@ def top_k_mask(scores: Float64[Tensor, "row unit"], k: int) -> Bool[Tensor, "row
     if k >= M:
         return scores > _NEG_INF
     kth = scores.topk(k, dim=1, sorted=False).values.amin(dim=1, keepdim=True)  # the k-th largest value per row
-    mask = scores > kth  # fewer than k per row
-    tied = scores == kth
-    need = k - mask.sum(dim=1)  # >= 1: how many tied units each row still takes
-    n_tied = tied.sum(dim=1)
-    if bool((n_tied <= need).all()):
-        mask |= tied
-    else:  # take the first `need` tied units of each row in index order
+    mask = scores >= kth
+    extra = mask.sum(dim=1) - k  # > 0 where units tied at the k-th value straddle the cut
+    if bool((extra > 0).any()):  # drop the last `extra` tied units of those rows, in index order
+        tied = (scores == kth) & (extra > 0)[:, None]
         rows, cols = tied.nonzero(as_tuple=True)  # row-major, so index order within a row
-        start = n_tied.cumsum(0) - n_tied
-        rank = torch.arange(rows.numel(), device=rows.device) - start[rows]
-        keep = rank < need[rows]
-        mask[rows[keep], cols[keep]] = True
+        n_tied = tied.sum(dim=1)
+        rank = torch.arange(rows.numel(), device=rows.device) - (n_tied.cumsum(0) - n_tied)[rows]
+        drop = rank >= (n_tied - extra)[rows]
+        mask[rows[drop], cols[drop]] = False
     if bool((kth == _NEG_INF).any()):
         mask &= scores > _NEG_INF
     return mask

@@ -107,6 +107,8 @@ class Adapter:
     layers_path: ClassVar[str] = "model.layers"
     audio_token: ClassVar[str | None] = None
     audio_tower_path: ClassVar[str | None] = None
+    lm_head_path: ClassVar[str] = "lm_head"
+    supports_generate: ClassVar[bool] = True
     #: Model classes / model_types this adapter claims (checked by the default :meth:`matches`).
     class_names: ClassVar[tuple[str, ...]] = ()
     model_types: ClassVar[tuple[str, ...]] = ()
@@ -117,7 +119,7 @@ class Adapter:
         layers = self.layers()
         if len(layers) == 0:
             raise UnsupportedModelError(f"{type(model).__name__}: no decoder layers at {self.layers_path!r}")
-        mlp = layers[0].mlp
+        mlp = self.mlp_module(0)
         for part in ("gate_proj", "act_fn", "down_proj"):
             if not hasattr(mlp, part):
                 raise UnsupportedModelError(f"{type(model).__name__}: layer MLP has no {part!r} (not a gated MLP)")
@@ -128,6 +130,11 @@ class Adapter:
         """Whether this adapter handles ``model`` (by class name or ``config.model_type``)."""
         mt = getattr(getattr(model, "config", None), "model_type", None)
         return type(model).__name__ in cls.class_names or (mt is not None and mt in cls.model_types)
+
+    @property
+    def family(self) -> str:
+        """The model family (the adapter name; a backend wrapper reports its wrapped model's family)."""
+        return self.name
 
     def root(self) -> nn.Module:
         """The module that is wrapped and called (the model itself by default)."""
@@ -144,14 +151,13 @@ class Adapter:
         Identical for a model and its reloaded copy (any dtype), different for another architecture or
         another training run; used to match saved stats and neuron sets to this model.
         """
-        layers = self.layers()
         cfg = self.config
         text_cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
-        shape = dict(adapter=self.name, layers=self.n_layers, d_mlp=self.d_mlp,
+        shape = dict(adapter=self.family, layers=self.n_layers, d_mlp=self.d_mlp,
                      hidden=getattr(text_cfg, "hidden_size", None), vocab=getattr(text_cfg, "vocab_size", None))
         signs = []
-        for layer in (layers[0], layers[-1]):
-            w = layer.mlp.gate_proj.weight.detach().reshape(-1)[:256]
+        for layer in (0, self.n_layers - 1):
+            w = self.mlp_module(layer).gate_proj.weight.detach().reshape(-1)[:256]
             if w.device.type != "meta":
                 signs.append("".join("1" if v > 0 else "0" for v in w.float().cpu().tolist()))
         return fingerprint_of(shape, extra="|".join(signs))
@@ -172,14 +178,25 @@ class Adapter:
 
     @property
     def d_mlp(self) -> int:
-        return int(self.layers()[0].mlp.gate_proj.out_features)
+        return int(self.mlp_module(0).gate_proj.out_features)
+
+    def mlp_path(self, layer: int) -> str:
+        """Dotted path (from :meth:`root`) of a layer's gated MLP module."""
+        return f"{self.layers_path}.{layer}.mlp"
+
+    def mlp_module(self, layer: int) -> nn.Module:
+        return self.root().get_submodule(self.mlp_path(layer))
+
+    def call_args(self, inputs: dict[str, Tensor]) -> tuple[tuple, dict[str, Tensor]]:
+        """How the root module is called with built inputs: ``root(*args, **kwargs)``."""
+        return (), inputs
 
     def site_path(self, layer: int, site: str) -> tuple[str, str]:
         """``(dotted module path from the root, "output"|"input")`` of a site."""
         if not 0 <= layer < self.n_layers:
             raise InputError(f"layer {layer} out of range 0..{self.n_layers - 1}")
         attr, side = SITES[check_site(site)]
-        return f"{self.layers_path}.{layer}.mlp.{attr}", side
+        return f"{self.mlp_path(layer)}.{attr}", side
 
     def site_module(self, layer: int, site: str) -> nn.Module:
         """The torch module of a site (for plain hooks in references)."""
@@ -291,7 +308,12 @@ def adapter_for(model: nn.Module, processor: Any = None, name: str | None = None
     """Choose the registered adapter for ``model`` (or the one named), with an error listing families."""
     if name is not None:
         return ADAPTERS.get(name)(model, processor)
-    # most specific first: the generic text adapters are registered last
+    # an exact class-name claim wins (a TransformerBridge also carries its model's model_type);
+    # then each adapter's own test, in registration order (the generic text adapter is registered last)
+    for key in ADAPTERS.names():
+        cls = ADAPTERS.get(key)
+        if type(model).__name__ in cls.class_names:
+            return cls(model, processor)
     for key in ADAPTERS.names():
         cls = ADAPTERS.get(key)
         if cls.matches(model):

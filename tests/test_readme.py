@@ -1,0 +1,26 @@
+"""The README's example runs as written."""
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_readme_example_runs(tmp_path):
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    assert blocks, "README has no python example"
+    script = tmp_path / "readme_example.py"
+    script.write_text(blocks[0])
+    res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
+                         env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "NeuronStats(site='act', layers=2, d_mlp=64" in res.stdout
+
+
+def test_readme_setup_commands_match_ci():
+    text = README.read_text()
+    ci = (README.parent / ".ci" / "run").read_text()
+    setup = re.search(r"## Set up\n\n```bash\n(.*?)```", text, flags=re.S).group(1).strip().splitlines()
+    assert setup == ['pip install -e ".[dev]"', "pytest"]
+    assert all(cmd in ci for cmd in setup)

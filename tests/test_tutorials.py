@@ -1,0 +1,56 @@
+"""Every tutorial runs as a script (05 in its check-only mode) and is a valid jupytext percent notebook."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+TUTORIALS = Path(__file__).resolve().parents[1] / "tutorials"
+
+#: tutorial -> (extra argv, regexes its output must contain)
+EXPECT = {
+    "01_quickstart": ([], [r"pool: \d+ of \d+ identification clips", r"ConAct units per emotion: \{",
+                           r"ConAct mean SE [+-]\d+\.\d  ACE [+-]\d+\.\d  ESS [+-]\d+\.\d points",
+                           r"random mean SE", r"heatmap: .*01_quickstart_heatmap\.png"]),
+    "02_custom_selector": ([], [r"log_ratio: recovers 16 of 16 planted units", r"random: recovers [0-3] of 16",
+                                r"log_ratio mean ESS -100\.0 points", r"'log_ratio'\]"]),
+    "03_custom_intervention": ([], [r"'clamp'\]", r"clamp at 0\.0: mean SE -100\.0 points",
+                                    r"'clamp happy, steer sad': 1\.0", r"clamped: mean angry-unit value .*\{1: 0\.1"]),
+    "04_new_adapter": ([], [r"Lens\(TinyChatLM, adapter=tiny_chat, layers=2, d_mlp=64\)",
+                            r"\('backbone\.blocks\.0\.mlp\.act_fn', 'output'\)", r"matches a forward hook: True",
+                            r"MAD units per emotion"]),
+    "05_paper_setup_gpu": (["--check"], [r"configuration ok: 2 models x selectors .* at r = 0\.005",
+                                         r"check-only mode \(--check\): nothing was run"]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECT))
+def test_tutorial_runs(name, tmp_path):
+    argv, patterns = EXPECT[name]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", ESN_LENS_THREADS="1",
+               ESN_LENS_TUTORIAL_OUT=str(tmp_path), MPLBACKEND="Agg")
+    p = subprocess.run([sys.executable, str(TUTORIALS / f"{name}.py"), *argv], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    for pat in patterns:
+        assert re.search(pat, p.stdout), f"{pat!r} not in output:\n{p.stdout}"
+    if name == "01_quickstart":
+        ess = dict(re.findall(r"(\w+) mean SE .* ESS ([+-]\d+\.\d) points", p.stdout))
+        assert float(ess["ConAct"]) < float(ess["random"])  # ConAct's neurons are the specific ones
+        assert (tmp_path / "01_quickstart_heatmap.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_tutorials_are_percent_notebooks():
+    import jupytext
+
+    files = sorted(TUTORIALS.glob("*.py"))
+    assert [f.stem for f in files] == sorted(EXPECT)
+    for f in files:
+        nb = jupytext.read(f)
+        kinds = [c.cell_type for c in nb.cells]
+        assert kinds.count("code") >= 3 and kinds.count("markdown") >= 3, f.name
+        assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# "), f.name
