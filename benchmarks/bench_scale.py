@@ -86,7 +86,7 @@ def build(shape: dict, device: torch.device, dtype: torch.dtype):
     torch.manual_seed(0)
     with torch.device(device):
         model = Qwen2AudioForConditionalGeneration._from_config(cfg, dtype=dtype, attn_implementation="sdpa")
-    model.eval()
+    model = model.to(device).eval()  # no-op when built in place; covers any buffer created off-device
     proc = Qwen2AudioProcessor(feature_extractor=WhisperFeatureExtractor(feature_size=128), tokenizer=tok,
                                chat_template=CHAT_TEMPLATE.replace("AUDIO_PLACEHOLDER",
                                                                    "<|audio_bos|><|AUDIO|><|audio_eos|>"))
@@ -290,6 +290,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--json", default=None, help="write the results here")
     args = ap.parse_args(argv)
 
+    if args.clips < args.emotions:
+        ap.error(f"--clips {args.clips} < --emotions {args.emotions}: every emotion needs a clip")
     torch.set_num_threads(args.threads)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     device = torch.device(args.device)

@@ -153,14 +153,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 # ---------------------------------------------------------------------------------------------- configs
 def demo_config(quick: bool = False):
-    """The demo's settings: all paper selectors, constrained word answers; ``quick`` = fewer clips and alphas."""
+    """The demo's settings: all paper selectors, constrained word answers, held-out speakers for evaluation.
+
+    ``quick``: a reduced setting for CI (8 identification and 6 evaluation clips per emotion, one alpha).
+    """
     from .pipeline import PAPER_SELECTORS, RunConfig
 
     base = dict(model="demo", dataset="demo", selectors=PAPER_SELECTORS, mode="constrained", answer="word",
-                top_frac=DEMO_TOP_FRAC, alphas=(1.0, 2.0, 4.0), batch_size=16, eval_per_emotion=None,
+                top_frac=DEMO_TOP_FRAC, alphas=(1.0, 2.0, 4.0), batch_size=8, eval_per_emotion=None,
                 ident_per_emotion=None, bootstrap=1000)
     if quick:
-        base.update(alphas=(2.0,), eval_per_emotion=12, ident_per_emotion=16, bootstrap=200)
+        base.update(alphas=(2.0,), eval_per_emotion=6, ident_per_emotion=8, bootstrap=200)
     return RunConfig(**base)
 
 

@@ -213,6 +213,17 @@ def overlap_matrix(M: Any, rows: Sequence[str], cols: Sequence[str] | None = Non
     return fig
 
 
+def cross_dataset_overlap(a, b, names: Sequence[str] = ("dataset A", "dataset B"), *, same_model: bool = True) -> Figure:
+    """Emotion x emotion Jaccard overlap of two NeuronSets (e.g. the same selector on two corpora).
+
+    Example: ``cross_dataset_overlap(ns_iemocap, ns_meld, ("IEMOCAP", "MELD"))``.
+    """
+    m = a.overlap_matrix(b, "jaccard", same_model=same_model)
+    label = a.selector if a.selector == b.selector else f"{a.selector} / {b.selector}"
+    return overlap_matrix(m.tolist(), list(a.emotions), list(b.emotions), ylabel=names[0], xlabel=names[1],
+                          title=f"{label}: {names[0]} vs {names[1]} (Jaccard)")
+
+
 def summary_bars(values: Mapping[str, Any], cis: Mapping[str, Any] | None = None, *,
                  title: str = "Specificity (mean ESS = SE - ACE)", ylabel: str = "mean ESS (points)") -> Figure:
     """One bar per selector with optional 95% intervals; the random bar hatched as the reference."""
@@ -253,4 +264,5 @@ def save(fig: Figure, path: str | Path) -> Path:
     return Path(path)
 
 
-__all__ = ["heatmaps", "dose_response", "layer_counts", "overlap_matrix", "summary_bars", "save", "color_of"]
+__all__ = ["heatmaps", "dose_response", "layer_counts", "overlap_matrix", "cross_dataset_overlap", "summary_bars", "save",
+           "color_of"]

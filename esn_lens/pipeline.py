@@ -624,42 +624,41 @@ class Run:
 
     # ------------------------------------------------------------------ stage: neurons
     def _stage_neurons(self) -> None:
+        """Select with every selector (and read transferred sets); a resumed run reads its own saved copies."""
         from .neurons import NeuronSet
         from .selectors import find_neurons
 
         t0 = time.perf_counter()
         self.sets: dict[str, NeuronSet] = {}
         self.sources: dict[str, str] = {}
-        names = self.progress["stages"].get("neurons", {}).get("names")
+        if self.done("neurons"):
+            info = self.progress["stages"]["neurons"]
+            for name in info["names"]:
+                self.sets[name] = NeuronSet.load(self.path("neurons", f"{_safe_name(name)}.safetensors"),
+                                                 expect_fingerprint=self.lens.fingerprint)
+            self.sources = dict(info["sources"])
+            return
         if self.cfg.discover:
             for sel in self.cfg.selectors:
-                f = self.path("neurons", f"{_safe_name(sel)}.safetensors")
-                if self.done("neurons"):
-                    ns = NeuronSet.load(f, expect_fingerprint=self.lens.fingerprint)
-                else:
-                    ns = find_neurons(self.stats, sel, top_frac=float(self.cfg.top_frac), seed=self.cfg.seed,
-                                      meta={"corpus": self._corpus_tag(), "model": self.cfg.model, "run": self.dir.name})
-                    ns.save(f)
-                self.sets[sel] = ns
+                self.sets[sel] = find_neurons(self.stats, sel, top_frac=float(self.cfg.top_frac), seed=self.cfg.seed,
+                                              meta={"corpus": self._corpus_tag(), "model": self.cfg.model,
+                                                    "run": self.dir.name})
                 self.sources[sel] = "discovered"
         transferred = self._load_transfer()
         for name, (ns, src) in transferred.items():
-            if not self.done("neurons"):
-                ns.save(self.path("neurons", f"{_safe_name(name)}.safetensors"))
             self.sets[name] = ns
             self.sources[name] = src
         if self.cfg.validate and transferred and "random" not in self.sets:
-            ref = next(iter(transferred.values()))[0]
-            self.sets["random"] = random_like(ref, self.split.emotions, seed=self.cfg.seed)
-            self.sources["random"] = "random units, same budget as " + next(iter(transferred))
-            if not self.done("neurons"):
-                self.sets["random"].save(self.path("neurons", "random.safetensors"))
-        if names is not None and names != list(self.sets):
-            raise IncompatibleError(f"{self.dir}: neuron sets {list(self.sets)} differ from the run's {names}")
-        if not self.done("neurons"):
-            counts = {n: ns.counts for n, ns in self.sets.items()}
-            self.log(f"[neurons] {', '.join(f'{n}: {sum(c.values())}' for n, c in counts.items())} units")
-            self._mark("neurons", time.perf_counter() - t0, names=list(self.sets))
+            first = next(iter(transferred))
+            self.sets["random"] = random_like(transferred[first][0], self.split.emotions, seed=self.cfg.seed)
+            self.sources["random"] = f"random units, same budget as {first}"
+        names = [_safe_name(n) for n in self.sets]
+        if len(set(names)) != len(names):
+            raise InputError(f"neuron set names {list(self.sets)} collide as file names")
+        for name, ns in self.sets.items():
+            ns.save(self.path("neurons", f"{_safe_name(name)}.safetensors"))
+        self.log(f"[neurons] {', '.join(f'{n}: {sum(ns.counts.values())}' for n, ns in self.sets.items())} units")
+        self._mark("neurons", time.perf_counter() - t0, names=list(self.sets), sources=self.sources)
 
     def _corpus_tag(self) -> str:
         """A short name of the identification corpus (names transferred sets, e.g. ``mad@iemocap``)."""

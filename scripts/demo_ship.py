@@ -88,6 +88,11 @@ def main() -> None:
            "steer_conact": steering_shares(lens, unseen, sets["conact"]),
            "steer_random": steering_shares(lens, unseen, sets["random"])}
     res["unseen_acc"] = res["effects"]["base"]
+    from esn_lens.demo_model import per_class_accuracy, predict
+    from esn_lens.interventions import deactivate
+
+    off = predict(lens, unseen, {"off": [deactivate(torch.ones(lens.n_layers, lens.d_mlp, dtype=torch.bool))]})
+    res["all_mlp_off_acc"] = per_class_accuracy(off["off"], unseen)
     (ASSETS / "metrics.json").write_text(json.dumps(res, indent=1))
     print(json.dumps(res, indent=1))
 

@@ -49,6 +49,9 @@ def parse_args(argv=None):
     p.add_argument("--enc-hidden", type=int, default=64)
     p.add_argument("--freeze-encoder", action="store_true", help="keep the (random) audio encoder fixed")
     p.add_argument("--l1", type=float, default=0.0, help="L1 penalty on the MLP act_fn outputs (mean |g|)")
+    p.add_argument("--mlp-necessity", type=float, default=0.0,
+                   help="weight of an auxiliary loss: with every decoder MLP zeroed the answer must be uniform "
+                        "over the emotion words (removes the attention-only shortcut)")
     p.add_argument("--epochs", type=float, default=12)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--lr", type=float, default=3e-3)
@@ -228,6 +231,15 @@ def train(args) -> dict:
                 valid = am.bool().unsqueeze(-1)
                 l1 = sum((a.abs() * valid).sum() / (valid.sum() * a.shape[-1]) for a in acts) / len(acts)
                 loss = loss + args.l1 * l1
+            if args.mlp_necessity > 0:
+                zero = [layer.mlp.act_fn.register_forward_hook(lambda m, i, o: o * 0)
+                        for layer in model.model.language_model.layers]
+                acts_len = len(acts)
+                lg0 = forward_last(model, ids, am, enc, out_len)[:, target_ids]
+                for h in zero:
+                    h.remove()
+                del acts[acts_len:]
+                loss = loss - args.mlp_necessity * F.log_softmax(lg0, -1).mean()  # CE to uniform
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)

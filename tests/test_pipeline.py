@@ -151,6 +151,31 @@ def test_kill_and_resume_gives_identical_results(assets, reference):
         (reference / "eval" / "steering.json").read_text())
 
 
+def test_interrupted_evaluation_stage_resumes(assets, reference, monkeypatch):
+    """An interruption inside an evaluation stage resumes from its checkpoint (Python API, same identity)."""
+    from esn_lens.pipeline import Run
+
+    out = assets["root"] / "interrupted"
+    cfg = RunConfig(model=str(assets["model"]), dataset="manifest", data_dir=str(assets["corpus"]), mode="constrained",
+                    answer="word", top_frac=float(TOP), alphas=(1.0, 4.0), batch_size=2, checkpoint_every=1,
+                    bootstrap=200, progress=False)
+
+    def interrupt(self, stage):
+        if stage == "steering":
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Run, "_pause", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(cfg, out)
+    prog = json.loads((out / "progress.json").read_text())
+    assert prog["stages"]["deactivation"]["done"] and "steering" not in prog["stages"]
+    assert json.loads((out / "checkpoints" / "steering.json").read_text())["consumed"] == 2
+    monkeypatch.undo()
+    res = run_pipeline(cfg, out, resume=True)
+    assert _without_timing(res) == _without_timing(_results(reference))
+    assert not (out / "checkpoints" / "steering.json").exists()
+
+
 def test_resume_errors_are_one_line(assets, reference, capsys):
     assert main(run_args(assets, reference, "--resume", top="0.0625")) == 2
     err = capsys.readouterr().err.strip()

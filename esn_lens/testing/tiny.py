@@ -68,9 +68,13 @@ def _text_dims(n_layers: int, hidden: int, d_mlp: int, vocab: int, heads: int, k
                 tie_word_embeddings=False)
 
 
+#: number of audio-encoder layers of tiny models (build_tiny(encoder_layers=...) sets it per call)
+_ENCODER_LAYERS = [1]
+
+
 def _whisper_dims(enc_hidden: int) -> dict[str, Any]:
-    return dict(num_mel_bins=128, encoder_layers=1, encoder_attention_heads=2, encoder_ffn_dim=enc_hidden * 2,
-                d_model=enc_hidden)
+    return dict(num_mel_bins=128, encoder_layers=_ENCODER_LAYERS[0], encoder_attention_heads=2,
+                encoder_ffn_dim=enc_hidden * 2, d_model=enc_hidden)
 
 
 def _qwen2_audio(tok, n_layers, hidden, d_mlp, heads, kv_heads, enc_hidden, vocab):
@@ -169,8 +173,8 @@ TINY_FAMILIES: dict[str, Callable[..., tuple[Any, Any]]] = {
 
 
 def build_tiny(family: str = "qwen2_audio", *, seed: int = 0, n_layers: int = 2, hidden: int = 32, d_mlp: int = 64,
-               heads: int = 2, kv_heads: int = 1, encoder_hidden: int = 32, vocab_size: int = 320,
-               extra_words: Sequence[str] = ()) -> tuple[Any, Any]:
+               heads: int = 2, kv_heads: int = 1, encoder_hidden: int = 32, encoder_layers: int = 1,
+               vocab_size: int = 320, extra_words: Sequence[str] = ()) -> tuple[Any, Any]:
     """Build ``(model, processor)`` of a tiny real model of ``family`` with random weights (seeded).
 
     For text-only families the "processor" is the tokenizer. The model is in eval mode, float32.
@@ -179,7 +183,11 @@ def build_tiny(family: str = "qwen2_audio", *, seed: int = 0, n_layers: int = 2,
         raise KeyError(f"unknown tiny family {family!r}; known: {sorted(TINY_FAMILIES)}")
     torch.manual_seed(seed)
     tok = build_tokenizer(extra_words, vocab_size)
-    model, proc = TINY_FAMILIES[family](tok, n_layers, hidden, d_mlp, heads, kv_heads, encoder_hidden, vocab_size)
+    _ENCODER_LAYERS[0] = encoder_layers
+    try:
+        model, proc = TINY_FAMILIES[family](tok, n_layers, hidden, d_mlp, heads, kv_heads, encoder_hidden, vocab_size)
+    finally:
+        _ENCODER_LAYERS[0] = 1
     return model.eval(), proc
 
 
