@@ -50,7 +50,8 @@ def reduce_site(
     """
     a = acts.detach()
     wt = weights.to(device=a.device, dtype=torch.float32).transpose(1, 2)  # (batch, emotion, pos)
-    k = torch.bmm(wt, (a > 0).to(torch.float32)).sum(0, dtype=torch.float64)
+    fires = torch.sign(a).clamp_(min=0).to(torch.float32)  # 1.0 where a > 0 (faster than (a > 0).float())
+    k = torch.bmm(wt, fires).sum(0, dtype=torch.float64)
     a64, wt64 = a.to(torch.float64), wt.to(torch.float64)
     s = torch.bmm(wt64, a64).sum(0)
     ss = torch.bmm(wt64, a64 * a64).sum(0)
