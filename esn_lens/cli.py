@@ -155,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
 def demo_config(quick: bool = False):
     """The demo's settings: all paper selectors, constrained word answers, held-out speakers for evaluation.
 
-    ``quick``: a reduced setting for CI (8 identification and 6 evaluation clips per emotion, one alpha).
+    ``quick``: a reduced setting for CI (8 identification and 4 evaluation clips per emotion, one alpha).
     """
     from .pipeline import PAPER_SELECTORS, RunConfig
 
@@ -163,7 +163,7 @@ def demo_config(quick: bool = False):
                 top_frac=DEMO_TOP_FRAC, alphas=(1.0, 2.0, 4.0), batch_size=8, eval_per_emotion=None,
                 ident_per_emotion=None, bootstrap=1000)
     if quick:
-        base.update(alphas=(2.0,), eval_per_emotion=6, ident_per_emotion=8, bootstrap=200)
+        base.update(alphas=(2.0,), eval_per_emotion=4, ident_per_emotion=8, bootstrap=200)
     return RunConfig(**base)
 
 

@@ -59,14 +59,19 @@ def _annotate(ax, M: np.ndarray, fmt: str, vmax: float, *, threshold: float = 0.
 def heatmaps(panels: Mapping[str, Any], emotions: Sequence[str] | Mapping[str, Sequence[str]], *,
              subtitles: Mapping[str, str] | None = None, title: str = "Accuracy change under deactivation",
              row_label: str = "deactivated ESNs of", col_label: str = "evaluated emotion",
-             cbar_label: str = "accuracy change (points)") -> Figure:
-    """Side-by-side accuracy-change heatmaps (one per selector), one diverging scale centred at 0, annotated."""
+             cbar_label: str = "accuracy change (points)", min_range: float = 10.0) -> Figure:
+    """Side-by-side accuracy-change heatmaps (one per selector), one diverging scale centred at 0, annotated.
+
+    ``panels[name]``: (rows x cols) accuracy changes as fractions; ``emotions``: the labels (one list for all
+    panels, or one per panel). The colour scale spans at least +-``min_range`` points.
+    """
     names = list(panels)
     mats = {n: _points(panels[n]) for n in names}
     labels = {n: list(emotions[n]) if isinstance(emotions, Mapping) else list(emotions) for n in names}
     finite = [np.abs(m[np.isfinite(m)]).max() for m in mats.values() if np.isfinite(m).any()]
-    vmax = max([v for v in finite if v > 0] or [1.0])
-    vmax = math.ceil(vmax)
+    # at least +-10 points: a 2-point wobble stays pale, the paper's 10-15-point effects stand out
+    vmax = max(math.ceil(max(finite or [0.0])), min_range)
+    integral = all(np.allclose(m[np.isfinite(m)], np.round(m[np.isfinite(m)])) for m in mats.values())
     n = len(names)
     E = max(len(v) for v in labels.values()) if labels else 1
     cell = 0.42 if E <= 6 else 0.3
@@ -78,7 +83,7 @@ def heatmaps(panels: Mapping[str, Any], emotions: Sequence[str] | Mapping[str, S
         for k, (ax, name) in enumerate(zip(axes[0], names)):
             M, lab = mats[name], labels[name]
             im = ax.imshow(M, cmap=DIVERGING, norm=norm, aspect="equal")
-            _annotate(ax, M, ".0f" if vmax >= 10 else ".1f", vmax)
+            _annotate(ax, M, ".0f" if integral else ".1f", vmax)
             ax.set_xticks(range(len(lab)), lab, rotation=45, ha="right")
             ax.set_yticks(range(len(lab)), lab)
             if k > 0:

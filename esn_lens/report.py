@@ -35,7 +35,9 @@ def pts(v: Any, sign: bool = True) -> str:
     """A fraction as accuracy points: ``pts(-0.135) == "-13.5"``."""
     if v is None or (isinstance(v, float) and np.isnan(v)):
         return "n/a"
-    return f"{100 * v:+.1f}" if sign else f"{100 * v:.1f}"
+    x = 100 * float(v)
+    x = 0.0 if abs(x) < 0.05 else x  # no "-0.0"
+    return f"{x:+.1f}" if sign else f"{x:.1f}"
 
 
 def ci_str(ci: Any, sign: bool = True) -> str:
@@ -243,6 +245,8 @@ def build_blocks(results: dict[str, Any], figs: dict[str, Path], root: Path,
     name = str(model.get("name", "?"))
     if name.startswith(("/", ".", "~")):  # a local folder: its name, not the whole path
         name = Path(name).name
+    if name == "demo" and dataset == "demo":
+        name, dataset = "the demo model", "its shipped clips"
     B.append(Block("h1", f"Emotion-sensitive neurons: {name} on {dataset}"))
     clips = results.get("clips", {})
     units = model.get("n_layers", 0) * model.get("d_mlp", 0)

@@ -104,7 +104,9 @@ def test_run_folder_results_and_report(reference):
 def test_kill_and_resume_gives_identical_results(assets, reference):
     out = assets["root"] / "killed"
     env = dict(os.environ, ESN_LENS_CHECKPOINT_PAUSE="stats:60", HF_HUB_OFFLINE="1")
-    proc = subprocess.Popen([sys.executable, "-m", "esn_lens.cli", *run_args(assets, out)], env=env,
+    exe = shutil.which("esn-lens")  # the installed console script (else the module)
+    cmd = ([exe] if exe else [sys.executable, "-m", "esn_lens.cli"]) + run_args(assets, out)
+    proc = subprocess.Popen(cmd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     ckpt = out / "checkpoints" / "stats.safetensors"
     deadline = time.time() + 120

@@ -84,7 +84,8 @@ def per_emotion(clips, n):
     return [c for e in EMOTIONS for c in [c for c in clips if c.emotion == e][:n]]
 
 
-identification, held_out = per_emotion(identification, 24), per_emotion(held_out, 24)
+N = int(os.environ.get("ESN_LENS_TUTORIAL_CLIPS", "24"))  # clips per emotion and split (fewer = faster)
+identification, held_out = per_emotion(identification, N), per_emotion(held_out, N)
 ev = SEREvaluator(lens, EMOTIONS, mode="constrained", answer=ANSWER, batch_size=16)
 pool = identification_pool(ev, identification)
 print(f"pool: {len(pool)} of {len(identification)} identification clips answered correctly (balanced)")

@@ -39,7 +39,6 @@ import torch
 
 from esn_lens.adapters import ADAPTERS
 from esn_lens.data.loaders import DATASETS
-from esn_lens.lens import Lens
 from esn_lens.pipeline import PAPER_SELECTORS, RunConfig, run_pipeline
 from esn_lens.selectors import SELECTORS
 
@@ -101,6 +100,8 @@ if check_only or missing:
 # visible GPUs); the run folder is resumable: run the cell again after an interruption.
 
 # %%
+from esn_lens.lens import Lens  # noqa: E402
+
 for cfg in configs:
     lens = Lens.from_pretrained(cfg.model, dtype="bfloat16", device_map="auto")
     print(lens)
