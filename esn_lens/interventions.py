@@ -6,7 +6,7 @@ list are applied in order. All built-ins are registered in ``INTERVENTIONS`` exa
 
     @INTERVENTIONS.register("clip")
     def clip_units(units, limit=1.0, site="act", rows=None):
-        return FunctionEdit(units, lambda v, layer, sel: v.clamp(max=limit), site=site, rows=rows)
+        return FunctionEdit(units, site=site, rows=rows, fn=lambda v, layer, mask: v.clamp(max=limit))
 """
 from __future__ import annotations
 
@@ -109,10 +109,28 @@ class Gain(Edit):
         fdt = torch.float64 if value.dtype == torch.float64 else torch.float32
         fi = torch.finfo(fdt)
         g = min(max(float(self.gain), fi.min), fi.max)
+        block = _row_block(mask)
+        if block is not None and abs(g) <= fi.max and value.dtype in (torch.float32, torch.float64):
+            # the usual case (a condition's rows are one block): touch only the chosen units of those rows
+            units = mask[block[0]].nonzero().squeeze(1)
+            sub = value[block[0]:block[1]]
+            sub[..., units] = sub[..., units] * g
+            return
         factor = torch.ones(mask.shape, dtype=fdt, device=value.device).masked_fill_(mask, g)
         value.mul_(factor[:, None, :])
         if abs(g) > 1:
             _finite_(value)
+
+
+def _row_block(mask: Bool[Tensor, "batch neuron"]) -> tuple[int, int] | None:
+    """``(start, stop)`` when the edited rows are one contiguous block with the same units, else None."""
+    rows = mask.any(1).nonzero().squeeze(1)
+    if rows.numel() == 0:
+        return None
+    start, stop = int(rows[0]), int(rows[-1]) + 1
+    if stop - start != rows.numel() or not bool((mask[start:stop] == mask[start]).all()):
+        return None
+    return start, stop
 
 
 @dataclass

@@ -258,15 +258,24 @@ class Lens:
                 raise InputError(f"{self.adapter.name}: this model has no audio tower to cache")
             tower = _envoy(self.nn, self.adapter.audio_tower_path)
         out: dict[str, Any] = {}
-        args, inputs = self.adapter.call_args(batch.inputs)
+        embeds_path = self.adapter.embeds_reuse_path
+        model_inputs = batch.inputs
+        if audio_cache is not None and audio_cache.kind == "embeds":
+            # the decoder's input embeddings (text + audio) are reused: no audio processing at all
+            model_inputs = {"inputs_embeds": audio_cache.tiled(batch.size), "attention_mask": batch.inputs["attention_mask"]}
+            tower = None
+        args, inputs = self.adapter.call_args(model_inputs)
         if max_new_tokens is not None and not self.adapter.supports_generate:
             raise InputError(f"{self.adapter.name}: generation is not supported through this backend; "
                              "use constrained scoring (logits) instead")
         with torch.inference_mode():
             if max_new_tokens is None:
                 with self.nn.trace(*args, **inputs) as tracer:
-                    if audio_cache is not None:
+                    if audio_cache is not None and tower is not None:
                         tower.skip(audio_cache.tiled(batch.size))
+                    elif keep_audio and embeds_path is not None:
+                        out["audio"] = AudioCache(_envoy(self.nn, embeds_path).inputs[1]["inputs_embeds"], batch.size,
+                                                  "embeds")
                     elif keep_audio:
                         out["audio"] = AudioCache(tower.output, batch.size)
                     self._body(edits, record_sites, visit)
@@ -333,6 +342,7 @@ class AudioCache:
 
     output: Any
     rows: int
+    kind: str = "tower"  # "tower": the audio encoder's output; "embeds": the decoder's input embeddings
 
     def tiled(self, rows: int) -> Any:
         """The output for ``rows`` = k * self.rows rows (k row-major copies; packed outputs concatenate the same way)."""

@@ -40,6 +40,12 @@ class Registry(Generic[T]):
         except KeyError:
             raise KeyError(f"unknown {self.kind} {name!r}; registered: {', '.join(sorted(self._items)) or '(none)'}") from None
 
+    def unregister(self, name: str) -> T:
+        """Remove and return ``name`` (e.g. a test's temporary extension)."""
+        if name not in self._items:
+            raise KeyError(f"unknown {self.kind} {name!r}; registered: {', '.join(sorted(self._items)) or '(none)'}")
+        return self._items.pop(name)
+
     def __contains__(self, name: object) -> bool:
         return name in self._items
 

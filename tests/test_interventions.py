@@ -158,7 +158,7 @@ def test_user_registered_intervention(planted):
         res = SEREvaluator(lens, EM, answer="word").run(clips, [Condition("baseline"), Condition("neg", [e])])
         assert res["neg"].per_class()["sad"] == 0.0 and res["neg"].per_class()["angry"] == 1.0
     finally:
-        INTERVENTIONS._items.pop("negate_test")
+        INTERVENTIONS.unregister("negate_test")
     with pytest.raises(KeyError, match="unknown intervention 'nope'; registered: add, deactivate"):
         make_edit("nope", unit_mask(units["sad"], lens))
 

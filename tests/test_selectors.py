@@ -362,7 +362,8 @@ def registered():
 
     yield reg
     for n in names:
-        SELECTORS._items.pop(n, None)
+        if n in SELECTORS:
+            SELECTORS.unregister(n)
 
 
 def test_user_selector_through_find_neurons(registered):

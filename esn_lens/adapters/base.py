@@ -108,6 +108,10 @@ class Adapter:
     audio_token: ClassVar[str | None] = None
     audio_tower_path: ClassVar[str | None] = None
     lm_head_path: ClassVar[str] = "lm_head"
+    #: module whose ``inputs_embeds`` keyword input holds text + audio embeddings and that the root skips
+    #: audio processing for when given ``inputs_embeds``; lets conditions reuse them (None: reuse the
+    #: audio tower's output instead)
+    embeds_reuse_path: ClassVar[str | None] = None
     supports_generate: ClassVar[bool] = True
     #: Model classes / model_types this adapter claims (checked by the default :meth:`matches`).
     class_names: ClassVar[tuple[str, ...]] = ()

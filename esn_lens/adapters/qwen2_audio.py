@@ -11,5 +11,6 @@ class Qwen2AudioAdapter(Adapter):
     layers_path = "model.language_model.layers"
     audio_token = "<|AUDIO|>"
     audio_tower_path = "model.audio_tower"
+    embeds_reuse_path = "model.language_model"
     class_names = ("Qwen2AudioForConditionalGeneration",)
     model_types = ("qwen2_audio",)
