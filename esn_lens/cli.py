@@ -238,26 +238,27 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_registry(registry, header: str, describe) -> int:
+    """Print one line per registered name: the name and ``describe(entry)``."""
+    width = max([len(header)] + [len(n) for n in registry.names()]) + 2
+    print(f"{header:<{width}}what it reads")
+    for name in registry.names():
+        print(f"{name:<{width}}{describe(registry.get(name))}")
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from .adapters import ADAPTERS
 
-    print(f"{'adapter':<18}{'decoder layers at':<28}matches")
-    for name in ADAPTERS.names():
-        cls = ADAPTERS.get(name)
-        what = ", ".join(cls.class_names + cls.model_types) or "(any model with the layout)"
-        print(f"{name:<18}{cls.layers_path:<28}{what}")
-    return 0
+    return _print_registry(ADAPTERS, "adapter", lambda cls: f"decoder layers at {cls.layers_path}; matches "
+                           + (", ".join(cls.class_names + cls.model_types) or "any model with that layout"))
 
 
 def cmd_datasets(args: argparse.Namespace) -> int:
     from .data.loaders import DATASETS
 
-    print(f"{'dataset':<14}layout")
-    for name in DATASETS.names():
-        fn = DATASETS.get(name)
-        layout = getattr(fn, "layout", None) or ((fn.__doc__ or "").strip().splitlines() or [""])[0]
-        print(f"{name:<14}{layout}")
-    return 0
+    return _print_registry(DATASETS, "dataset", lambda fn: getattr(fn, "layout", None)
+                           or ((fn.__doc__ or "").strip().splitlines() or [""])[0])
 
 
 class _Usage(Exception):
