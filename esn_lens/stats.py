@@ -45,16 +45,20 @@ def reduce_site(
 ) -> tuple[Float64[Tensor, "emotion neuron"], Float64[Tensor, "emotion neuron"], Float64[Tensor, "emotion neuron"]]:
     """The one reduction kernel: per-emotion firing counts, sums and sums of squares of one layer's site.
 
-    Counts use a float32 batched matmul (exact for integers); sums and sums of squares a float64 one,
-    reduced over positions row by row and then over rows. Returns ``(k, s, ss)``, each (emotion, neuron).
+    Each row's positions are reduced by a float32 batched matmul (exact for the integer counts; for sums
+    a relative error of about 1e-7, the float32 rounding of one row's few hundred terms), then rows are
+    added in float64, and the running totals across batches are float64: precision does not degrade with
+    corpus size. (A float64 matmul here costs ~20 % of a small model's forward on CPU; this ~4 %.)
+    Returns ``(k, s, ss)``, each (emotion, neuron).
     """
     a = acts.detach()
     wt = weights.to(device=a.device, dtype=torch.float32).transpose(1, 2)  # (batch, emotion, pos)
     fires = torch.sign(a).clamp_(min=0).to(torch.float32)  # 1.0 where a > 0 (faster than (a > 0).float())
     k = torch.bmm(wt, fires).sum(0, dtype=torch.float64)
-    a64, wt64 = a.to(torch.float64), wt.to(torch.float64)
-    s = torch.bmm(wt64, a64).sum(0)
-    ss = torch.bmm(wt64, a64 * a64).sum(0)
+    if a.dtype != torch.float32:
+        a = a.to(torch.float32)
+    s = torch.bmm(wt, a).sum(0, dtype=torch.float64)
+    ss = torch.bmm(wt, a * a).sum(0, dtype=torch.float64)
     return k, s, ss
 
 

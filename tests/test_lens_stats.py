@@ -80,8 +80,8 @@ def test_stats_equal_hook_reference(tiny, family, site):
     K, T, S, SS = loop_stats(hook_reference(lens, batch, site), valid, idx.tolist(), 2)
     assert np.array_equal(stats.T.numpy(), T)
     assert np.array_equal(stats.K.numpy(), K)
-    np.testing.assert_allclose(stats.sum.numpy(), S, rtol=0, atol=1e-6)
-    np.testing.assert_allclose(stats.sumsq.numpy(), SS, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(stats.sum.numpy(), S, rtol=1e-6, atol=1e-6)  # float32 row partials
+    np.testing.assert_allclose(stats.sumsq.numpy(), SS, rtol=1e-6, atol=1e-6)
     assert 0 < stats.firing_rate.mean() < 1
 
 
