@@ -232,3 +232,20 @@ def test_bad_edit_inputs(planted, tiny):
         deactivate(torch.zeros(2, 64))
     with pytest.raises(InputError, match=r"label\(s\) \['fearful'\] outside the evaluated set"):
         SEREvaluator(lens, EM).run([EmotionClip("x", "fearful", text="eek")])
+
+
+@pytest.mark.parametrize("family", ["qwen2_audio", "audio_flamingo3", "qwen2_5_omni_thinker"])
+def test_audio_reuse_equals_recompute_for_every_audio_family(tiny, family):
+    lens = Lens(*tiny(family))
+    b = lens.batch([tiny_audio(0.3), tiny_audio(0.6, freq=310)], ["Which emotion?", "Emotion?"], sampling_rate=16000)
+    cache = lens.trace(b, logits="none", keep_audio=True).audio
+    expected_kind = "tower" if family == "qwen2_5_omni_thinker" else "embeds"
+    assert cache.kind == expected_kind
+    u = torch.zeros(2, 64, dtype=torch.bool)
+    u[0, :5] = True
+    rows = torch.tensor([False, False, True, True, False, False])
+    edits = [steer(u, 2.0, rows=rows)]
+    reused = lens.trace(b.tile(3), edits=edits, audio_cache=cache).logits
+    recomputed = lens.trace(b.tile(3), edits=edits).logits
+    assert torch.equal(reused, recomputed)
+    assert not torch.equal(reused[2:4], reused[:2])

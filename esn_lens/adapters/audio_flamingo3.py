@@ -11,5 +11,6 @@ class AudioFlamingo3Adapter(Adapter):
     layers_path = "model.language_model.layers"
     audio_token = "<sound>"
     audio_tower_path = "model.audio_tower"
+    embeds_reuse_path = "model.language_model"
     class_names = ("AudioFlamingo3ForConditionalGeneration",)
     model_types = ("audioflamingo3",)
