@@ -72,45 +72,32 @@ def demo_prompt(clip_id: str, emotions: Sequence[str] = DEMO_EMOTIONS) -> str:
     return build_prompt(emotions, clip_id, seed=PROMPT_SEED).text
 
 
-def emotion_token_ids(lens, emotions: Sequence[str] = DEMO_EMOTIONS) -> list[int]:
-    tok = lens.tokenizer
-    ids = [tok.convert_tokens_to_ids(e) for e in emotions]
-    if any(i is None or i == tok.unk_token_id for i in ids):
-        raise InputError(f"emotion words {list(emotions)} are not single tokens of this tokenizer")
-    return ids
+def demo_evaluator(lens, emotions: Sequence[str] = DEMO_EMOTIONS, batch_size: int = 32):
+    """The library's :class:`~esn_lens.evaluate.SEREvaluator` set up as the demo model was trained:
+    constrained scoring over the emotion words, options shuffled per clip with :data:`PROMPT_SEED`."""
+    from .evaluate import SEREvaluator
+
+    return SEREvaluator(lens, emotions, mode="constrained", answer="word", seed=PROMPT_SEED, batch_size=batch_size)
 
 
 # ------------------------------------------------------------------------------------------ evaluation
-def load_audio(clips: Sequence[EmotionClip], rate: int = 16000) -> list[np.ndarray]:
-    return [c.load(rate)[0] for c in clips]
-
-
+# Thin conveniences over esn_lens.evaluate (one implementation of the protocol), used by the training
+# script, the shipping script and the demo tests.
 def predict(lens, clips: Sequence[EmotionClip], conditions: dict[str, list] | None = None, *,
-            emotions: Sequence[str] = DEMO_EMOTIONS, batch_size: int = 32,
-            audio: Sequence[np.ndarray] | None = None) -> dict[str, np.ndarray]:
-    """Constrained-scoring predictions (argmax over the emotion words' logits at the last position).
+            emotions: Sequence[str] = DEMO_EMOTIONS, batch_size: int = 32) -> dict[str, np.ndarray]:
+    """Predicted emotion indices per condition (``"base"`` = the un-edited model), all conditions of a
+    batch in one trace with the audio encoded once. ``conditions``: name -> list of edits."""
+    from .interventions import Condition
 
-    ``conditions``: name -> list of edits; the un-edited model is always run as ``"base"``. The audio
-    encoder runs once per batch and is reused for every condition. Returns name -> (clip,) predicted indices.
-    """
-    conditions = dict(conditions or {})
-    ids = emotion_token_ids(lens, emotions)
-    audio = list(audio) if audio is not None else load_audio(clips, lens.sampling_rate)
-    out: dict[str, list] = {"base": [], **{k: [] for k in conditions}}
-    for s in range(0, len(clips), batch_size):
-        chunk = clips[s:s + batch_size]
-        b = lens.batch(audio[s:s + len(chunk)], [demo_prompt(c.utterance_id, emotions) for c in chunk],
-                       sampling_rate=lens.sampling_rate)
-        o = lens.trace(b, keep_audio=bool(conditions))
-        out["base"].append(o.logits[:, ids].argmax(1).numpy())
-        for name, edits in conditions.items():
-            oc = lens.trace(b, edits=edits, audio_cache=o.audio)
-            out[name].append(oc.logits[:, ids].argmax(1).numpy())
-    return {k: np.concatenate(v) for k, v in out.items()}
+    conds = [Condition("base")] + [Condition(k, list(v)) for k, v in (conditions or {}).items()]
+    res = demo_evaluator(lens, emotions, batch_size).run(clips, conds)
+    idx = {e: i for i, e in enumerate(emotions)}
+    return {k: np.array([idx[p] for p in r.predictions]) for k, r in res.items()}
 
 
 def per_class_accuracy(pred: np.ndarray, clips: Sequence[EmotionClip], emotions: Sequence[str] = DEMO_EMOTIONS
                        ) -> dict[str, float]:
+    """Per-class accuracy of predicted indices (from :func:`predict`)."""
     y = np.array([list(emotions).index(c.emotion) for c in clips])
     return {e: float((pred[y == i] == i).mean()) if (y == i).any() else float("nan") for i, e in enumerate(emotions)}
 
@@ -118,73 +105,48 @@ def per_class_accuracy(pred: np.ndarray, clips: Sequence[EmotionClip], emotions:
 def constrained_accuracy(lens, clips: Sequence[EmotionClip], emotions: Sequence[str] = DEMO_EMOTIONS, **kw
                          ) -> dict[str, float]:
     """Per-class accuracy of the un-edited model under constrained scoring."""
-    return per_class_accuracy(predict(lens, clips, emotions=emotions, **kw)["base"], clips, emotions)
+    return demo_evaluator(lens, emotions, **kw).run(clips)["baseline"].per_class()
 
 
 def identification_stats(lens, clips: Sequence[EmotionClip], *, emotions: Sequence[str] = DEMO_EMOTIONS,
                          per_emotion: int | None = None, batch_size: int = 32, site: str = "act",
-                         positions: str = "valid", audio: Sequence[np.ndarray] | None = None):
-    """NeuronStats over the clips the un-edited model answers correctly, balanced per emotion.
+                         positions: str = "valid", seed: int = 0):
+    """``(stats, pool)``: NeuronStats over the identification pool (correctly answered clips, balanced per
+    emotion, at most ``per_emotion`` each), each clip read with its own SER prompt."""
+    from .evaluate import identification_pool
 
-    Returns ``(stats, pool)``: the pool has ``min(per_emotion, fewest correct)`` clips of each emotion.
-    """
-    audio = list(audio) if audio is not None else load_audio(clips, lens.sampling_rate)
-    pred = predict(lens, clips, emotions=emotions, batch_size=batch_size, audio=audio)["base"]
-    y = np.array([list(emotions).index(c.emotion) for c in clips])
-    correct = [np.flatnonzero((y == i) & (pred == i)) for i in range(len(emotions))]
-    k = min(len(c) for c in correct)
-    if per_emotion is not None:
-        k = min(k, per_emotion)
-    if k == 0:
-        raise InputError("identification: some emotion has no correctly answered clip")
-    keep = np.sort(np.concatenate([c[:k] for c in correct]))
-    stats = lens.new_stats(emotions, site, positions)
-    for s in range(0, len(keep), batch_size):
-        idx = keep[s:s + batch_size]
-        chunk = [clips[i] for i in idx]
-        b = lens.batch([audio[i] for i in idx], [demo_prompt(c.utterance_id, emotions) for c in chunk],
-                       sampling_rate=lens.sampling_rate)
-        lens.trace(b, stats=stats, emotion_index=stats.emotion_index([c.emotion for c in chunk]), logits="none")
-    return stats, [clips[i] for i in keep]
+    ev = demo_evaluator(lens, emotions, batch_size)
+    pool = identification_pool(ev, clips, cap=per_emotion, seed=seed)
+    stats = lens.collect_stats(pool, [ev.prompt(c).text for c in pool], emotions, site=site, positions=positions,
+                               batch_size=batch_size, progress=False)
+    return stats, pool
 
 
 def deactivation_effects(lens, clips: Sequence[EmotionClip], neuron_sets: dict[str, Any], *,
-                         emotions: Sequence[str] = DEMO_EMOTIONS, batch_size: int = 32,
-                         audio: Sequence[np.ndarray] | None = None) -> dict[str, Any]:
-    """Deactivate each emotion's units of each NeuronSet on ``clips``; the paper's metrics.
+                         emotions: Sequence[str] = DEMO_EMOTIONS, batch_size: int = 32) -> dict[str, Any]:
+    """Deactivate each emotion's units of each NeuronSet; the paper's metrics in accuracy points.
 
-    Returns ``{"base": per-class acc, selector: {"delta": (mask, eval) accuracy change in points,
-    "SE": mean self effect, "ACE": mean cross effect, "ESS": SE - ACE, "se_per": {...}}}``.
+    Returns ``{"base": per-class acc, selector: {"delta": (mask, eval) change, "SE", "ACE", "ESS", "se_per"}}``.
     """
-    from .interventions import deactivate
+    from .evaluate import accuracy_change_heatmap, deactivation_conditions, specificity
 
-    conds = {f"{name}:{e}": [deactivate(ns[e])] for name, ns in neuron_sets.items() for e in emotions}
-    preds = predict(lens, clips, conds, emotions=emotions, batch_size=batch_size, audio=audio)
-    base = per_class_accuracy(preds["base"], clips, emotions)
-    res: dict[str, Any] = {"base": base}
-    E = len(emotions)
+    ev = demo_evaluator(lens, emotions, batch_size)
+    conds = [c for name, ns in neuron_sets.items() for c in deactivation_conditions(ns, prefix=f"{name}|")
+             if c.name != "baseline"]
+    res = ev.run(clips, [deactivation_conditions(next(iter(neuron_sets.values())))[0]] + conds)
+    out: dict[str, Any] = {"base": res["baseline"].per_class()}
     for name in neuron_sets:
-        d = np.zeros((E, E))
-        for i, m in enumerate(emotions):
-            acc = per_class_accuracy(preds[f"{name}:{m}"], clips, emotions)
-            d[i] = [100 * (acc[e] - base[e]) for e in emotions]
-        se = np.diag(d)
-        cross = np.array([(d[:, j].sum() - d[j, j]) / (E - 1) for j in range(E)])  # other masks' effect on e
-        res[name] = {"delta": d.round(2).tolist(), "SE": float(se.mean()), "ACE": float(cross.mean()),
-                     "ESS": float(se.mean() - cross.mean()),
-                     "se_per": dict(zip(emotions, se.round(2).tolist()))}
-    return res
+        H = 100 * accuracy_change_heatmap(res, emotions, prefix=f"{name}|")
+        sp = specificity(H)
+        out[name] = {"delta": H.round(2).tolist(), "SE": sp["se_mean"], "ACE": sp["ace_mean"], "ESS": sp["ess_mean"],
+                     "se_per": dict(zip(emotions, sp["se"].round(2).tolist()))}
+    return out
 
 
 def steering_shares(lens, clips: Sequence[EmotionClip], neuron_set, alphas: Sequence[float] = (0, 0.5, 1, 2, 4), *,
-                    emotions: Sequence[str] = DEMO_EMOTIONS, batch_size: int = 32,
-                    audio: Sequence[np.ndarray] | None = None) -> dict[str, list[float]]:
+                    emotions: Sequence[str] = DEMO_EMOTIONS, batch_size: int = 32) -> dict[str, list[float]]:
     """For each emotion, the share of all clips predicted as that emotion when its units get gain 1 + alpha."""
-    from .interventions import steer
+    from .evaluate import steering_conditions
 
-    conds = {f"{e}:{a}": [steer(neuron_set[e], alpha=float(a))] for e in emotions for a in alphas if a != 0}
-    preds = predict(lens, clips, conds, emotions=emotions, batch_size=batch_size, audio=audio)
-    out = {}
-    for i, e in enumerate(emotions):
-        out[e] = [float((preds["base" if a == 0 else f"{e}:{a}"] == i).mean()) for a in alphas]
-    return out
+    res = demo_evaluator(lens, emotions, batch_size).run(clips, steering_conditions(neuron_set, alphas))
+    return {e: [res[f"steer:{e}:{a:g}"].share(e) for a in alphas] for e in emotions}

@@ -190,8 +190,23 @@ def identification_pool(evaluator: SEREvaluator, clips: Sequence[EmotionClip], *
                         balance: bool = True, seed: int = 0, progress: bool = False) -> list[EmotionClip]:
     """Clips the un-edited model answers correctly, balanced per emotion (truncated to the smallest class or ``cap``)."""
     res = evaluator.run(clips, progress=progress)["baseline"]
-    ok = [c for c, good in zip(clips, res.correct()) if good]
-    by = {e: [c for c in ok if c.emotion == e] for e in evaluator.emotions}
+    return balanced_pool(clips, res.correct(), evaluator.emotions, cap=cap, balance=balance, seed=seed)
+
+
+def balanced_pool(clips: Sequence[EmotionClip], correct: Sequence[bool] | np.ndarray, emotions: Sequence[str], *,
+                  cap: int | None = None, balance: bool = True, seed: int = 0, min_per_emotion: int = 0
+                  ) -> list[EmotionClip]:
+    """The identification pool from per-clip correctness: the correct clips, balanced to the smallest emotion
+    (or ``cap``), drawn with ``seed``. Raises :class:`InputError` naming emotions with fewer than
+    ``min_per_emotion`` correct clips."""
+    ok = [c for c, good in zip(clips, correct) if good]
+    by = {e: [c for c in ok if c.emotion == e] for e in emotions}
+    short = {e: len(v) for e, v in by.items() if len(v) < min_per_emotion}
+    if short:
+        total = {e: sum(c.emotion == e for c in clips) for e in emotions}
+        raise InputError("identification pool: the un-edited model answered too few clips correctly for "
+                         + ", ".join(f"{e} ({n} of {total[e]})" for e, n in short.items())
+                         + "; use more identification clips, another answer mode, or check the model")
     rng = np.random.default_rng(seed)
     n = min(len(v) for v in by.values()) if balance else None
     if cap is not None:
@@ -203,16 +218,19 @@ def identification_pool(evaluator: SEREvaluator, clips: Sequence[EmotionClip], *
     return pool
 
 
-def deactivation_conditions(neurons, kind: str = "deactivate", **kwargs) -> list[Condition]:
-    """Baseline + one condition per emotion editing that emotion's neurons (``kind`` = a registered intervention)."""
+def deactivation_conditions(neurons, kind: str = "deactivate", *, prefix: str = "",
+                            emotions: Sequence[str] | None = None, **kwargs) -> list[Condition]:
+    """Baseline + one condition ``{prefix}mask:<e>`` per emotion editing that emotion's neurons
+    (``kind`` = a registered intervention; ``emotions`` restricts to those the set has)."""
     conds = [Condition("baseline", [])]
-    for e in neurons.emotions:
-        conds.append(Condition(f"mask:{e}", [make_edit(kind, neurons[e], site=neurons.site, **kwargs)]))
+    for e in (emotions if emotions is not None else neurons.emotions):
+        if e in neurons.emotions:
+            conds.append(Condition(f"{prefix}mask:{e}", [make_edit(kind, neurons[e], site=neurons.site, **kwargs)]))
     return conds
 
 
-def accuracy_change_heatmap(results: dict[str, SERResult], emotions: Sequence[str]) -> np.ndarray:
-    """Rows: emotion whose neurons are edited (``mask:<e>``); columns: evaluated emotion; values: accuracy change."""
+def accuracy_change_heatmap(results: dict[str, SERResult], emotions: Sequence[str], *, prefix: str = "") -> np.ndarray:
+    """Rows: emotion whose neurons are edited (``{prefix}mask:<e>``); columns: evaluated emotion; values: accuracy change."""
     base = results["baseline"].per_class()
     missing = [e for e in emotions if not np.isfinite(base.get(e, float("nan")))]
     if missing:  # a NaN cell would poison SE/ACE/ESS
@@ -220,7 +238,7 @@ def accuracy_change_heatmap(results: dict[str, SERResult], emotions: Sequence[st
                          "evaluate at least one clip of every emotion")
     H = np.zeros((len(emotions), len(emotions)))
     for i, m in enumerate(emotions):
-        pc = results[f"mask:{m}"].per_class()
+        pc = results[f"{prefix}mask:{m}"].per_class()
         for j, e in enumerate(emotions):
             H[i, j] = pc[e] - base[e]
     return H
@@ -235,11 +253,17 @@ def specificity(heatmap: np.ndarray) -> dict[str, np.ndarray | float]:
     E = H.shape[0]
     if H.shape != (E, E) or E < 2:
         raise InputError(f"heatmap must be square with at least 2 emotions, got shape {H.shape}")
-    se = np.diag(H).copy()
-    ace = (H.sum(0) - se) / (E - 1)
-    ess = se - ace
+    se, ace, ess = se_ace_ess(H)
     return {"se": se, "ace": ace, "ess": ess, "se_mean": float(se.mean()), "ace_mean": float(ace.mean()),
             "ess_mean": float(ess.mean())}
+
+
+def se_ace_ess(H: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """SE, ACE and ESS per evaluated emotion of a heatmap, or of a stack of heatmaps (last two axes)."""
+    E = H.shape[-1]
+    se = np.diagonal(H, axis1=-2, axis2=-1).copy()
+    ace = (H.sum(-2) - se) / (E - 1)
+    return se, ace, se - ace
 
 
 def target_shift(results: dict[str, SERResult], emotion: str, alphas: Sequence[float]) -> list[float]:
@@ -248,12 +272,16 @@ def target_shift(results: dict[str, SERResult], emotion: str, alphas: Sequence[f
     return [results[f"steer:{emotion}:{a:g}"].share(emotion) - base for a in alphas]
 
 
-def steering_conditions(neurons, alphas: Sequence[float]) -> list[Condition]:
-    """Baseline + steer(1 + alpha) of each emotion's neurons for each alpha."""
+def steering_conditions(neurons, alphas: Sequence[float], *, prefix: str = "",
+                        emotions: Sequence[str] | None = None) -> list[Condition]:
+    """Baseline + ``{prefix}steer:<e>:<alpha>``: steer(1 + alpha) of each emotion's neurons for each alpha."""
     conds = [Condition("baseline", [])]
-    for e in neurons.emotions:
+    for e in (emotions if emotions is not None else neurons.emotions):
+        if e not in neurons.emotions:
+            continue
         for a in alphas:
-            conds.append(Condition(f"steer:{e}:{a:g}", [make_edit("steer", neurons[e], alpha=a, site=neurons.site)]))
+            conds.append(Condition(f"{prefix}steer:{e}:{a:g}",
+                                   [make_edit("steer", neurons[e], alpha=a, site=neurons.site)]))
     return conds
 
 

@@ -315,23 +315,36 @@ class Lens:
                            model_fingerprint=self.fingerprint, adapter=self.adapter.name,
                            device=self.adapter.device)
 
-    def collect_stats(self, clips: Sequence[EmotionClip], prompt: str, emotions: Sequence[str], *, site: str = "act",
-                      positions: str = "valid", batch_size: int = 8, stats: NeuronStats | None = None,
-                      progress: bool = True, edits: Sequence[Edit] = ()) -> NeuronStats:
-        """Stream ``clips`` through the model and accumulate per-emotion neuron statistics (one trace per batch)."""
+    def collect_stats(self, clips: Sequence[EmotionClip], prompt: str | Sequence[str], emotions: Sequence[str], *,
+                      site: str = "act", positions: str = "valid", batch_size: int = 8,
+                      stats: NeuronStats | None = None, progress: bool = True, edits: Sequence[Edit] = (),
+                      start: int = 0, on_batch: Callable[[int, NeuronStats], None] | None = None) -> NeuronStats:
+        """Stream ``clips`` through the model and accumulate per-emotion neuron statistics (one trace per batch).
+
+        ``prompt``: one prompt for all clips, or one per clip. To resume, pass the partial ``stats`` and the
+        number of clips already consumed as ``start``; ``on_batch(consumed, stats)`` runs after every batch
+        (e.g. to checkpoint). Example: ``lens.collect_stats(clips, "Which emotion?", ["angry", "sad"])``.
+        """
         from tqdm.auto import tqdm
 
         stats = stats or self.new_stats(emotions, site, positions)
         clips = list(clips)
         if not clips:
             raise InputError("collect_stats: no clips given")
+        prompts = [prompt] * len(clips) if isinstance(prompt, str) else list(prompt)
+        if len(prompts) != len(clips):
+            raise InputError(f"collect_stats: {len(prompts)} prompts for {len(clips)} clips (give one, or one per clip)")
+        if not 0 <= start <= len(clips):
+            raise InputError(f"collect_stats: start={start} outside 0..{len(clips)}")
         idx_all = stats.emotion_index([c.emotion for c in clips])
-        bar = tqdm(total=len(clips), desc="collect stats", unit="clip", disable=not progress)
-        for start in range(0, len(clips), batch_size):
-            chunk = clips[start:start + batch_size]
-            b = self.batch_clips(chunk, prompt)
-            self.trace(b, stats=stats, emotion_index=idx_all[start:start + len(chunk)], logits="none", edits=edits)
+        bar = tqdm(total=len(clips), initial=start, desc="collect stats", unit="clip", disable=not progress)
+        for first in range(start, len(clips), batch_size):
+            chunk = clips[first:first + batch_size]
+            b = self.batch_clips(chunk, prompts[first:first + len(chunk)])
+            self.trace(b, stats=stats, emotion_index=idx_all[first:first + len(chunk)], logits="none", edits=edits)
             bar.update(len(chunk))
+            if on_batch is not None:
+                on_batch(first + len(chunk), stats)
         bar.close()
         return stats
 

@@ -44,6 +44,7 @@ import torch
 
 from .data.clip import EmotionClip
 from .errors import ESNLensError, IncompatibleError, InputError
+from .evaluate import balanced_pool, se_ace_ess
 from .io import atomic_write_json, load_tensors, save_tensors
 
 #: The paper's selectors, run by default (``mean_diff``/``cohens_d`` and user selectors on request).
@@ -558,7 +559,8 @@ class Run:
         stored = self._evaluate("identification", clips, [Condition("baseline", [])])
         t0 = time.perf_counter()
         res = self._results_of(stored)["baseline"]
-        pool = balanced_pool(clips, res.correct(), self.split.emotions, cap=self.cfg.pool_cap, seed=self.cfg.seed)
+        pool = balanced_pool(clips, res.correct(), self.split.emotions, cap=self.cfg.pool_cap, seed=self.cfg.seed,
+                             min_per_emotion=1)
         counts = _counts(pool, self.split.emotions)
         info = {"ids": [c.utterance_id for c in pool], "counts": counts, "accuracy": res.accuracy,
                 "per_class": res.per_class(), "unparsed": res.n_unparsed,
@@ -591,30 +593,23 @@ class Run:
             self.log(f"[stats] resuming from clip {consumed} of {len(pool)}")
         else:
             self.log(f"[stats] {self.cfg.site} statistics over {len(pool)} pool clips")
-        from tqdm.auto import tqdm
+        clock = {"t0": time.perf_counter(), "elapsed": elapsed, "batches": 0}
 
-        bs = self.cfg.batch_size
-        idx_all = stats.emotion_index([c.emotion for c in pool])
-        bar = tqdm(total=len(pool), initial=consumed, desc="stats", unit="clip", disable=not self.cfg.progress,
-                   file=sys.stderr)
-        t0 = time.perf_counter()
-        n_batches = 0
-        for start in range(consumed, len(pool), bs):
-            chunk = pool[start:start + bs]
-            batch = self.lens.batch_clips(chunk, [self.evaluator.prompt(c).text for c in chunk])
-            self.lens.trace(batch, stats=stats, emotion_index=idx_all[start:start + len(chunk)], logits="none")
-            consumed = start + len(chunk)
-            bar.update(len(chunk))
-            n_batches += 1
-            if n_batches % self.cfg.checkpoint_every == 0 and consumed < len(pool):
-                elapsed += time.perf_counter() - t0
-                t0 = time.perf_counter()
+        def checkpoint(consumed: int, stats) -> None:
+            clock["batches"] += 1
+            if clock["batches"] % self.cfg.checkpoint_every == 0 and consumed < len(pool):
+                clock["elapsed"] += time.perf_counter() - clock["t0"]
+                clock["t0"] = time.perf_counter()
                 sd = stats.state_dict()
                 save_tensors(ckpt, {k: v for k, v in sd.items() if k != "meta"}, STATS_CHECKPOINT_KIND,
-                             {"stats": sd["meta"], "consumed": consumed, "elapsed": elapsed, "key": self.key,
+                             {"stats": sd["meta"], "consumed": consumed, "elapsed": clock["elapsed"], "key": self.key,
                               "model_fingerprint": self.lens.fingerprint})
                 self._pause("stats")
-        bar.close()
+
+        self.lens.collect_stats(pool, [self.evaluator.prompt(c).text for c in pool], self.split.emotions,
+                                batch_size=self.cfg.batch_size, stats=stats, progress=self.cfg.progress,
+                                start=consumed, on_batch=checkpoint)
+        elapsed, t0 = clock["elapsed"], clock["t0"]
         elapsed += time.perf_counter() - t0
         stats.save(self.path("stats.safetensors"))
         self.stats = stats
@@ -696,27 +691,22 @@ class Run:
         return out
 
     # ------------------------------------------------------------------ stages: interventions
-    def _deactivation_conditions(self) -> list:
-        from .interventions import Condition, make_edit
-
-        conds = [Condition("baseline", [])]
+    def _conditions(self, build, **kwargs) -> list:
+        """Baseline + every selector's conditions (named ``<selector>|...``), from esn_lens.evaluate."""
+        conds = build(next(iter(self.sets.values())), emotions=(), **kwargs)  # just the baseline
         for name, ns in self.sets.items():
-            for e in self.split.emotions:
-                if e in ns.emotions:
-                    conds.append(Condition(f"{name}|mask:{e}", [make_edit("deactivate", ns[e], site=ns.site)]))
+            conds += build(ns, prefix=f"{name}|", emotions=self.split.emotions, **kwargs)[1:]
         return conds
+
+    def _deactivation_conditions(self) -> list:
+        from .evaluate import deactivation_conditions
+
+        return self._conditions(deactivation_conditions)
 
     def _steering_conditions(self) -> list:
-        from .interventions import Condition, make_edit
+        from .evaluate import steering_conditions
 
-        conds = [Condition("baseline", [])]
-        for name, ns in self.sets.items():
-            for e in self.split.emotions:
-                if e in ns.emotions:
-                    for a in self.cfg.alphas:
-                        conds.append(Condition(f"{name}|steer:{e}:{a:g}",
-                                               [make_edit("steer", ns[e], alpha=a, site=ns.site)]))
-        return conds
+        return self._conditions(steering_conditions, alphas=self.cfg.alphas)
 
     def _stage_deactivation(self) -> None:
         conds = self._deactivation_conditions()
@@ -754,32 +744,6 @@ class Run:
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-def balanced_pool(clips: Sequence[EmotionClip], correct: Sequence[bool] | np.ndarray, emotions: Sequence[str], *,
-                  cap: int | None = None, seed: int = 0, min_per_emotion: int = 1) -> list[EmotionClip]:
-    """The identification pool from per-clip correctness: correct clips, balanced to the smallest emotion
-    (or ``cap``), drawn with ``seed`` -- the same draw as :func:`esn_lens.evaluate.identification_pool`.
-
-    Raises :class:`InputError` naming the emotions with fewer than ``min_per_emotion`` correct clips.
-    """
-    ok = [c for c, good in zip(clips, correct) if good]
-    by = {e: [c for c in ok if c.emotion == e] for e in emotions}
-    short = {e: len(v) for e, v in by.items() if len(v) < min_per_emotion}
-    if short:
-        total = _counts(clips, emotions)
-        raise InputError("identification pool: the un-edited model answered too few clips correctly for "
-                         + ", ".join(f"{e} ({n} of {total[e]})" for e, n in short.items())
-                         + "; use more identification clips, another --answer/--mode, or check the model")
-    rng = np.random.default_rng(seed)
-    n = min(len(v) for v in by.values())
-    if cap is not None:
-        n = min(n, cap)
-    pool: list[EmotionClip] = []
-    for e, v in by.items():
-        order = rng.permutation(len(v))
-        pool.extend(v[i] for i in order[:n])
-    return pool
-
-
 def random_like(ns, emotions: Sequence[str], seed: int = 0):
     """Random units with the same per-emotion budget as ``ns`` (the random baseline of a transferred set)."""
     from .neurons import NeuronSet
@@ -831,14 +795,6 @@ def _heatmap_reps(correct: dict[str, np.ndarray], labels: np.ndarray, rows: Sequ
             if reps is not None:
                 reps[:, i, j] = (c[boot] * (bl == e)).sum(1) / np.maximum(cnt, 1) - b_rep
     return H, reps
-
-
-def _spec(H: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """SE, ACE, ESS of a square heatmap (or of a stack of them, last two axes)."""
-    E = H.shape[-1]
-    se = np.diagonal(H, axis1=-2, axis2=-1)
-    ace = (H.sum(-2) - se) / (E - 1)
-    return se, ace, se - ace
 
 
 def _ci(x: np.ndarray) -> list[float | None]:
@@ -897,7 +853,7 @@ def analyse(run: Run) -> dict[str, Any]:
                  "accuracy": {e: _f(correct[f"{name}|mask:{e}"].mean()) for e in rows},
                  "unparsed": {e: int(sum(p is None for p in run.deact["pred"][f"{name}|mask:{e}"])) for e in rows}}
             if reps is not None:
-                se_r, ace_r, ess_r = _spec(reps)
+                se_r, ace_r, ess_r = se_ace_ess(reps)
                 d["ci"] = {"se": {e: _ci(se_r[:, i]) for i, e in enumerate(rows)},
                            "ess": {e: _ci(ess_r[:, i]) for i, e in enumerate(rows)},
                            "se_mean": _ci(se_r.mean(1)), "ace_mean": _ci(ace_r.mean(1)), "ess_mean": _ci(ess_r.mean(1))}
@@ -987,4 +943,4 @@ def load_results(run_dir: str | Path) -> dict[str, Any]:
 
 
 __all__ = ["RunConfig", "ClipSplit", "Run", "RunError", "run_pipeline", "load_results", "load_clips", "load_lens",
-           "balanced_pool", "random_like", "analyse", "layer_analysis", "weights_digest", "PAPER_SELECTORS", "STAGES"]
+           "random_like", "analyse", "layer_analysis", "weights_digest", "PAPER_SELECTORS", "STAGES"]

@@ -297,16 +297,15 @@ def evaluate(lens, train_clips, unseen_clips, top_frac: float, ident_per_emotion
     by_e = {e: [c for c in train_clips if c.emotion == e] for e in DEMO_EMOTIONS}
     cand = [c for e in DEMO_EMOTIONS for c in rng.sample(by_e[e], min(ident_candidates, len(by_e[e])))]
     stats, pool = identification_stats(lens, cand, per_emotion=ident_per_emotion)
-    audio = [c.load(16000)[0] for c in unseen_clips]
     sets = {name: find_neurons(stats, name, top_frac=top_frac) for name in ("conact", "mad", "random", "lap")}
     all_mlp = torch.ones(lens.n_layers, lens.d_mlp, dtype=torch.bool)
-    p = predict(lens, unseen_clips, {"all_mlp_off": [deactivate(all_mlp)]}, audio=audio)
+    p = predict(lens, unseen_clips, {"all_mlp_off": [deactivate(all_mlp)]})
     res = {"unseen_acc": per_class_accuracy(p["base"], unseen_clips),
            "all_mlp_off_acc": per_class_accuracy(p["all_mlp_off"], unseen_clips),
            "pool_per_emotion": len(pool) // len(DEMO_EMOTIONS),
            "budget_units": int(sets["conact"].masks[0].sum())}
-    res["effects"] = deactivation_effects(lens, unseen_clips, sets, audio=audio)
-    res["steer_conact"] = steering_shares(lens, unseen_clips, sets["conact"], audio=audio)
+    res["effects"] = deactivation_effects(lens, unseen_clips, sets)
+    res["steer_conact"] = steering_shares(lens, unseen_clips, sets["conact"])
     res["eval_s"] = round(time.perf_counter() - t0, 1)
     eff = res["effects"]
     print(json.dumps({"unseen": res["unseen_acc"], "all_off": res["all_mlp_off_acc"],

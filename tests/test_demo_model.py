@@ -55,7 +55,7 @@ def test_adapter_and_splits(lens):
 
 def test_unseen_accuracy_above_chance(lens, unseen):
     clips, audio = unseen
-    acc = per_class_accuracy(predict(lens, clips, audio=audio)["base"], clips)
+    acc = per_class_accuracy(predict(lens, clips)["base"], clips)
     for e, measured in MEASURED_UNSEEN.items():
         assert acc[e] == pytest.approx(measured, abs=0.02), (e, acc)  # deterministic up to float noise
         assert acc[e] > 0.25 + 0.1
@@ -67,9 +67,12 @@ def test_mlps_carry_the_decision_random_units_do_not(lens, unseen):
 
     clips, audio = unseen
     stats = lens.new_stats(DEMO_EMOTIONS)  # random units need only the shape
-    all_units = torch.ones(lens.n_layers, lens.d_mlp, dtype=torch.bool)
-    sets = {"random": find_neurons(stats, "random", top_frac=TOP_FRAC), "all": {e: all_units for e in DEMO_EMOTIONS}}
-    res = deactivation_effects(lens, clips, sets, audio=audio)  # the audio encoder runs once per batch
+    from esn_lens.neurons import NeuronSet
+
+    all_units = NeuronSet(torch.ones(len(DEMO_EMOTIONS), lens.n_layers, lens.d_mlp, dtype=torch.bool), DEMO_EMOTIONS,
+                          selector="all", top_frac=1.0, site="act", model_fingerprint=lens.fingerprint)
+    sets = {"random": find_neurons(stats, "random", top_frac=TOP_FRAC), "all": all_units}
+    res = deactivation_effects(lens, clips, sets)  # the audio encoder runs once per batch
     off = [res["base"][e] + res["all"]["delta"][0][i] / 100 for i, e in enumerate(DEMO_EMOTIONS)]
     assert np.mean(off) < 0.35  # measured 0.225 (chance 0.25)
     assert abs(res["random"]["SE"]) < 3 and abs(res["random"]["ACE"]) < 3

@@ -265,3 +265,25 @@ def test_collect_stats_streams_clips(tiny):
     lens.trace(b, stats=one, emotion_index=one.emotion_index(b.labels), logits="none")
     assert torch.equal(one.K, s.K) and torch.equal(one.T, s.T)
     assert torch.allclose(one.sum, s.sum, atol=1e-9, rtol=0)
+
+
+def test_collect_stats_per_clip_prompts_and_resume(tiny):
+    from esn_lens.data import EmotionClip
+
+    lens = Lens(*tiny("qwen2_audio"))
+    clips = [EmotionClip(f"c{i}", EMOTIONS[i % 2], audio=tiny_audio(0.3, freq=200 + 20 * i, seed=i), sampling_rate=16000)
+             for i in range(5)]
+    prompts = [f"Clip {i}: which emotion?" for i in range(5)]
+    seen = []
+    whole = lens.collect_stats(clips, prompts, EMOTIONS, batch_size=2, progress=False,
+                               on_batch=lambda n, s: seen.append(n))
+    assert seen == [2, 4, 5]
+    # resume after the first batch: partial stats + start reproduce the whole pass exactly
+    part = lens.collect_stats(clips[:2], prompts[:2], EMOTIONS, batch_size=2, progress=False)
+    resumed = lens.collect_stats(clips, prompts, EMOTIONS, batch_size=2, progress=False, stats=part, start=2)
+    assert torch.equal(resumed.K, whole.K) and torch.equal(resumed.sum, whole.sum)
+    # per-clip prompts matter: the prompt text is counted
+    same = lens.collect_stats(clips, "x", EMOTIONS, batch_size=2, progress=False)
+    assert not torch.equal(same.T, whole.T)
+    with pytest.raises(InputError, match="3 prompts for 5 clips"):
+        lens.collect_stats(clips, prompts[:3], EMOTIONS, progress=False)

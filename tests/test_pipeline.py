@@ -15,7 +15,9 @@ import torch
 
 from esn_lens.cli import main
 from esn_lens.neurons import NeuronSet
-from esn_lens.pipeline import STAGES, RunConfig, _digest, balanced_pool, run_pipeline
+from esn_lens.errors import InputError
+from esn_lens.evaluate import balanced_pool
+from esn_lens.pipeline import STAGES, RunConfig, _digest, run_pipeline
 from esn_lens.stats import NeuronStats
 from pipeline_assets import EMOTIONS, planted_model_dir, write_text_corpus
 
@@ -198,5 +200,6 @@ def test_balanced_pool_matches_identification_pool(assets):
     expected = identification_pool(ev, [c for i, c in enumerate(clips) if i != 0], seed=3)
     got = balanced_pool([c for i, c in enumerate(clips) if i != 0], correct[1:], EMOTIONS, seed=3)
     assert [c.utterance_id for c in got] == [c.utterance_id for c in expected]
-    with pytest.raises(Exception, match="too few clips correctly for angry"):
-        balanced_pool(clips, np.zeros(len(clips), bool), EMOTIONS)
+    assert len(got) == 4 * 2 and sorted({c.emotion for c in got}) == sorted(EMOTIONS)  # 2 per emotion
+    with pytest.raises(InputError, match=r"too few clips correctly for angry \(0 of 3\)"):
+        balanced_pool(clips, np.zeros(len(clips), bool), EMOTIONS, min_per_emotion=1)

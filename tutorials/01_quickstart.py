@@ -96,11 +96,8 @@ print(f"pool: {len(pool)} of {len(identification)} identification clips answered
 # fire (value > 0): `K_e(n)`, out of `T_e` counted tokens. Nothing is stored per token.
 
 # %%
-stats = lens.new_stats(EMOTIONS)  # site "act", positions "valid" (no padding / special tokens)
-for start in range(0, len(pool), 16):
-    chunk = pool[start:start + 16]
-    batch = lens.batch_clips(chunk, [ev.prompt(c).text for c in chunk])  # the same prompts as in SER
-    lens.trace(batch, stats=stats, emotion_index=stats.emotion_index([c.emotion for c in chunk]), logits="none")
+# site "act", positions "valid" (no padding / special tokens); each clip read with its own SER prompt
+stats = lens.collect_stats(pool, [ev.prompt(c).text for c in pool], EMOTIONS, batch_size=16, progress=False)
 print(stats)
 print("firing rate P_e(n):", tuple(stats.firing_rate.shape), "(emotion, layer, neuron)")
 
