@@ -69,6 +69,8 @@ def main() -> None:
     if model_dst.exists():
         shutil.rmtree(model_dst)
     shutil.copytree(Path(a.run) / "model", model_dst)
+    if (Path(a.run) / "train_info.json").is_file():
+        shutil.copy(Path(a.run) / "train_info.json", ASSETS / "train_info.json")
     write_split(pick(read_manifest(a.train), a.ident_per_emotion, 0), ASSETS / "clips" / "identification")
     write_split(pick(read_manifest(a.unseen), a.unseen_per_emotion, 1), ASSETS / "clips" / "unseen")
 
@@ -81,11 +83,13 @@ def main() -> None:
     ident, unseen = demo_clips("identification"), demo_clips("unseen")
     stats, pool = identification_stats(lens, ident)
     sets = {n: find_neurons(stats, n, top_frac=a.top_frac) for n in ("conact", "mad", "random", "lap", "lape")}
+    sets |= {f"random_seed{s}": find_neurons(stats, "random", top_frac=a.top_frac, seed=s) for s in (1, 2)}
     res = {"top_frac": a.top_frac, "budget_units": int(sets["conact"].masks[0].sum()),
            "pool_per_emotion": len(pool) // len(DEMO_EMOTIONS),
            "ident_acc": constrained_accuracy(lens, ident),
            "effects": deactivation_effects(lens, unseen, sets),
            "steer_conact": steering_shares(lens, unseen, sets["conact"]),
+           "steer_mad": steering_shares(lens, unseen, sets["mad"]),
            "steer_random": steering_shares(lens, unseen, sets["random"])}
     res["unseen_acc"] = res["effects"]["base"]
     from esn_lens.demo_model import per_class_accuracy, predict

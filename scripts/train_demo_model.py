@@ -33,6 +33,7 @@ from esn_lens.lens import Lens
 from esn_lens.demo_model import DEMO_EMOTIONS, demo_prompt, read_manifest
 from esn_lens.testing.tiny import build_tiny
 
+EMOTIONS: tuple[str, ...] = DEMO_EMOTIONS  # set from --emotions
 PAD_FRAMES = 8  # feature frames kept after a clip's last valid frame (conv receptive field is 3)
 
 
@@ -41,6 +42,7 @@ def parse_args(argv=None):
     p.add_argument("--corpus", help="training corpus folder (manifest.csv); synthesised when absent")
     p.add_argument("--unseen", help="held-out-speaker corpus folder for the evaluation")
     p.add_argument("--out", required=True, help="output folder (save_pretrained of model + processor)")
+    p.add_argument("--emotions", default=",".join(DEMO_EMOTIONS), help="comma-separated emotion classes")
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--hidden", type=int, default=32)
     p.add_argument("--d-mlp", type=int, default=256)
@@ -52,6 +54,26 @@ def parse_args(argv=None):
     p.add_argument("--mlp-necessity", type=float, default=0.0,
                    help="weight of an auxiliary loss: with every decoder MLP zeroed the answer must be uniform "
                         "over the emotion words (removes the attention-only shortcut)")
+    p.add_argument("--act", default=None, help="decoder MLP activation (the Qwen2 config's hidden_act), e.g. relu")
+    p.add_argument("--fire-weight", type=float, default=0.0,
+                   help="weight of a firing-rate penalty: per unit, relu(mean sigmoid(k*gate) - target) over the "
+                        "valid decoder positions")
+    p.add_argument("--fire-target", type=float, default=0.05)
+    p.add_argument("--fire-k", type=float, default=4.0, help="sharpness of the soft firing indicator sigmoid(k*gate)")
+    p.add_argument("--selectivity", type=float, default=0.0,
+                   help="weight of a class-selectivity regulariser (Leavitt & Morcos 2020) on the units' soft "
+                        "firing rates: -mean over units of (top - rest) / (top + rest), top = the highest "
+                        "per-emotion rate in the batch, rest = the mean of the others")
+    p.add_argument("--selectivity-rest", choices=("mean", "second"), default="mean",
+                   help="what the top emotion's rate is compared with: the mean of the other emotions' rates "
+                        "(Leavitt & Morcos) or the runner-up's (also discourages units shared by two emotions)")
+    p.add_argument("--selectivity-weighting", choices=("uniform", "rate"), default="uniform",
+                   help="average the units' selectivity uniformly, or weighted by their firing rate (then a unit "
+                        "that fires for every emotion costs in proportion to how much it fires)")
+    p.add_argument("--probe", type=float, default=0.0,
+                   help="weight of an auxiliary emotion probe (training only, not saved) that reads the clip's "
+                        "mean MLP unit activations through non-negative weights: every emotion must be told by "
+                        "positive evidence from some units (deep supervision)")
     p.add_argument("--epochs", type=float, default=12)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--lr", type=float, default=3e-3)
@@ -79,14 +101,14 @@ def prepare(lens: Lens, clips, batch_size: int = 32):
     for s in range(0, len(clips), batch_size):
         chunk = clips[s:s + batch_size]
         audio = [c.load(16000)[0] for c in chunk]
-        b = lens.batch(audio, [demo_prompt(c.utterance_id) for c in chunk], sampling_rate=16000)
+        b = lens.batch(audio, [demo_prompt(c.utterance_id, EMOTIONS) for c in chunk], sampling_rate=16000)
         ids, am = b.inputs["input_ids"], b.inputs["attention_mask"].bool()
         feats, fam = b.inputs["input_features"], b.inputs["feature_attention_mask"]
         for i, c in enumerate(chunk):
             n = int(fam[i].sum())
             keep = min(feats.shape[-1], n + PAD_FRAMES)
             data.append(dict(ids=ids[i][am[i]].clone(), feats=feats[i, :, :keep].to(torch.float16).clone(), flen=n,
-                             y=DEMO_EMOTIONS.index(c.emotion)))
+                             y=EMOTIONS.index(c.emotion)))
     return data
 
 
@@ -144,6 +166,8 @@ def forward_last(model, ids, am, enc, out_len):
 
 # ------------------------------------------------------------------------------------------ training
 def train(args) -> dict:
+    global EMOTIONS
+    EMOTIONS = tuple(e.strip() for e in args.emotions.split(",") if e.strip())
     torch.set_num_threads(args.threads)
     set_seed(args.seed)
     t_start = time.perf_counter()
@@ -163,10 +187,16 @@ def train(args) -> dict:
 
     model, proc = build_tiny("qwen2_audio", seed=args.seed, n_layers=args.layers, hidden=args.hidden,
                              d_mlp=args.d_mlp, heads=args.heads, kv_heads=args.kv_heads,
-                             encoder_hidden=args.enc_hidden, extra_words=list(DEMO_EMOTIONS))
+                             encoder_hidden=args.enc_hidden, extra_words=list(EMOTIONS))
+    if args.act:
+        from transformers.activations import ACT2FN
+
+        model.config.text_config.hidden_act = args.act
+        for layer in model.model.language_model.layers:
+            layer.mlp.act_fn = ACT2FN[args.act]
     lens = Lens(model, proc)
     tok = proc.tokenizer
-    target_ids = torch.tensor([tok.convert_tokens_to_ids(e) for e in DEMO_EMOTIONS])
+    target_ids = torch.tensor([tok.convert_tokens_to_ids(e) for e in EMOTIONS])
     t0 = time.perf_counter()
     cache = Path(corpus) / f".prepared_{len(clips)}_{args.max_clips}_{args.seed}.pt"
     if args.cache and cache.is_file():
@@ -195,8 +225,21 @@ def train(args) -> dict:
         for layer in model.model.language_model.layers:
             hooks.append(layer.mlp.act_fn.register_forward_hook(lambda m, i, o: acts.append(o)))
 
+    gates: list[torch.Tensor] = []  # each layer's pre-activation gate (batch, seq, d_mlp)
+    probe_w = probe_b = None
+    if args.probe > 0:
+        if args.l1 <= 0:
+            raise SystemExit("--probe reads the MLP activations recorded for --l1; give --l1 > 0")
+        n_units = args.layers * args.d_mlp
+        probe_w = torch.nn.Parameter(torch.full((n_units, len(EMOTIONS)), -3.0))
+        probe_b = torch.nn.Parameter(torch.zeros(len(EMOTIONS)))
+    if args.fire_weight > 0 or args.selectivity > 0:
+        for layer in model.model.language_model.layers:
+            hooks.append(layer.mlp.act_fn.register_forward_hook(lambda m, i, o: gates.append(i[0])))
+
     params = [p_ for p_ in model.parameters() if p_.requires_grad]
-    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.wd)
+    opt = torch.optim.AdamW(params + ([probe_w, probe_b] if probe_w is not None else []), lr=args.lr,
+                            weight_decay=args.wd)
     steps_per_epoch = math.ceil(len(data) / args.batch)
     total = 6 if args.smoke else max(1, int(args.epochs * steps_per_epoch))
     warm = min(50, total // 10 + 1)
@@ -223,6 +266,7 @@ def train(args) -> dict:
             else:
                 enc, out_len = encode_audio(model, feats, flen)
             acts.clear()
+            gates.clear()
             logits = forward_last(model, ids, am, enc, out_len)
             ce = F.cross_entropy(logits, target_ids[y])
             loss = ce
@@ -231,6 +275,36 @@ def train(args) -> dict:
                 valid = am.bool().unsqueeze(-1)
                 l1 = sum((a.abs() * valid).sum() / (valid.sum() * a.shape[-1]) for a in acts) / len(acts)
                 loss = loss + args.l1 * l1
+            hard = float("nan")
+            if gates:
+                gl = gates[:len(model.model.language_model.layers)]
+                valid = am.unsqueeze(-1).float()  # (B, S, 1)
+                soft = [torch.sigmoid(args.fire_k * g) * valid for g in gl]
+                if args.fire_weight > 0:
+                    rates = [s_.sum((0, 1)) / valid.sum() for s_ in soft]  # (d_mlp,) per layer
+                    loss = loss + args.fire_weight * sum(F.relu(r - args.fire_target).mean() for r in rates) / len(rates)
+                if args.selectivity > 0:
+                    per_clip = torch.cat([s_.sum(1) for s_ in soft], -1) / valid.sum(1)  # (B, L * d_mlp)
+                    onehot = F.one_hot(y, len(EMOTIONS)).float()
+                    present = onehot.sum(0) > 0
+                    cls = (onehot.T @ per_clip)[present] / onehot.sum(0)[present, None]  # (E', units)
+                    top = cls.max(0).values
+                    if args.selectivity_rest == "second" and cls.shape[0] > 1:
+                        rest = cls.topk(2, dim=0).values[1]
+                    else:
+                        rest = (cls.sum(0) - top) / max(1, cls.shape[0] - 1)
+                    si = (top - rest) / (top + rest + 1e-4)
+                    if args.selectivity_weighting == "rate":
+                        w = cls.mean(0)
+                        loss = loss + args.selectivity * (w * (1 - si)).sum() / (w.sum() + 1e-6)
+                    else:
+                        loss = loss - args.selectivity * si.mean()
+                with torch.no_grad():
+                    hard = float(sum(((g > 0).float() * valid).sum() / (valid.sum() * g.shape[-1]) for g in gl) / len(gl))
+            if probe_w is not None:
+                valid = am.unsqueeze(-1).float()
+                pooled = torch.cat([(a * valid).sum(1) for a in acts[:args.layers]], -1) / valid.sum(1)  # (B, units)
+                loss = loss + args.probe * F.cross_entropy(pooled @ F.softplus(probe_w) + probe_b, y)
             if args.mlp_necessity > 0:
                 zero = [layer.mlp.act_fn.register_forward_hook(lambda m, i, o: o * 0)
                         for layer in model.model.language_model.layers]
@@ -239,6 +313,7 @@ def train(args) -> dict:
                 for h in zero:
                     h.remove()
                 del acts[acts_len:]
+                gates.clear()
                 loss = loss - args.mlp_necessity * F.log_softmax(lg0, -1).mean()  # CE to uniform
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -246,12 +321,12 @@ def train(args) -> dict:
             opt.step()
             sched.step()
             acc = float((logits[:, target_ids].argmax(1) == y).float().mean())
-            log.append((ce.item(), float(l1.detach()), acc))
+            log.append((ce.item(), float(l1.detach()), acc, hard))
             step += 1
             if step % max(1, steps_per_epoch // 2) == 0 or step == total:
                 m = np.mean(log[-steps_per_epoch:], axis=0)
                 print(f"step {step}/{total} ep {step / steps_per_epoch:.1f} ce {m[0]:.3f} l1 {m[1]:.4f} "
-                      f"acc {m[2]:.3f} {time.perf_counter() - t0:.0f}s", flush=True)
+                      f"acc {m[2]:.3f} fire {m[3]:.3f} {time.perf_counter() - t0:.0f}s", flush=True)
     for h in hooks:
         h.remove()
     model.eval()
@@ -268,7 +343,7 @@ def train(args) -> dict:
         ids, am, feats, flen, y = collate(data[:4], tok.pad_token_id)
         enc, out_len = encode_audio(model, feats, flen)
         mine = forward_last(model, ids, am, enc, out_len)
-    b = lens.batch([c.load(16000)[0] for c in chk], [demo_prompt(c.utterance_id) for c in chk], sampling_rate=16000)
+    b = lens.batch([c.load(16000)[0] for c in chk], [demo_prompt(c.utterance_id, EMOTIONS) for c in chk], sampling_rate=16000)
     ref = lens.trace(b).logits
     max_diff = float((mine - ref).abs().max())
     print(f"training forward vs Lens forward: max |diff| = {max_diff:.2e}")
@@ -294,15 +369,15 @@ def evaluate(lens, train_clips, unseen_clips, top_frac: float, ident_per_emotion
 
     t0 = time.perf_counter()
     rng = random.Random(1)
-    by_e = {e: [c for c in train_clips if c.emotion == e] for e in DEMO_EMOTIONS}
-    cand = [c for e in DEMO_EMOTIONS for c in rng.sample(by_e[e], min(ident_candidates, len(by_e[e])))]
+    by_e = {e: [c for c in train_clips if c.emotion == e] for e in EMOTIONS}
+    cand = [c for e in EMOTIONS for c in rng.sample(by_e[e], min(ident_candidates, len(by_e[e])))]
     stats, pool = identification_stats(lens, cand, per_emotion=ident_per_emotion)
     sets = {name: find_neurons(stats, name, top_frac=top_frac) for name in ("conact", "mad", "random", "lap")}
     all_mlp = torch.ones(lens.n_layers, lens.d_mlp, dtype=torch.bool)
     p = predict(lens, unseen_clips, {"all_mlp_off": [deactivate(all_mlp)]})
     res = {"unseen_acc": per_class_accuracy(p["base"], unseen_clips),
            "all_mlp_off_acc": per_class_accuracy(p["all_mlp_off"], unseen_clips),
-           "pool_per_emotion": len(pool) // len(DEMO_EMOTIONS),
+           "pool_per_emotion": len(pool) // len(EMOTIONS),
            "budget_units": int(sets["conact"].masks[0].sum())}
     res["effects"] = deactivation_effects(lens, unseen_clips, sets)
     res["steer_conact"] = steering_shares(lens, unseen_clips, sets["conact"])

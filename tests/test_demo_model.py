@@ -1,8 +1,10 @@
-"""The shipped demo LALM: loads offline, answers above chance on unseen speakers, and its decoder MLPs carry
-the decision as a whole (zeroing them all takes accuracy to chance; random 2 % of units do nothing).
+"""The shipped demo LALM: loads offline, answers above chance on unseen speakers, its decoder MLPs carry the
+decision, and the ESN claims measured at the documented budget (2 %) hold on the shipped clips: ConAct
+neurons have a self effect of >= 10 points with cross effects <= a third of it, random units move nothing,
+steering ConAct units raises angry's and sad's predicted share monotonically.
 
-NOT yet achieved (see docs/demo_model.md): per-emotion ConAct/MAD neurons at a small budget with a clear
-self effect -- the current model spreads the decision over many units, so no test asserts it."""
+NOT achieved (see docs/demo_model.md): MAD's cross effects exceed a third of its self effect, and happy and
+neutral have no units of their own (ConAct finds none), so their self effect and steering are flat."""
 import subprocess
 import sys
 from pathlib import Path
@@ -11,12 +13,12 @@ import numpy as np
 import pytest
 import torch
 
-from esn_lens.demo_model import (ASSETS, DEMO_EMOTIONS, deactivation_effects, demo_clips,
-                                 load_demo_model, predict, per_class_accuracy)
+from esn_lens.demo_model import (ASSETS, DEMO_EMOTIONS, DEMO_TOP_FRAC, deactivation_effects, demo_clips,
+                                 identification_stats, load_demo_model, predict, per_class_accuracy, steering_shares)
 
 #: per-class accuracy measured on the shipped unseen-speaker clips (esn_lens/assets/demo/metrics.json)
-MEASURED_UNSEEN = {"angry": 0.725, "happy": 0.65, "neutral": 0.675, "sad": 0.9}
-TOP_FRAC = 0.02
+MEASURED_UNSEEN = {"angry": 0.694, "happy": 0.472, "neutral": 0.611, "sad": 0.944}
+TOP_FRAC = DEMO_TOP_FRAC
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +60,8 @@ def test_unseen_accuracy_above_chance(lens, unseen):
     acc = per_class_accuracy(predict(lens, clips)["base"], clips)
     for e, measured in MEASURED_UNSEEN.items():
         assert acc[e] == pytest.approx(measured, abs=0.02), (e, acc)  # deterministic up to float noise
-        assert acc[e] > 0.25 + 0.1
-    assert np.mean(list(acc.values())) > 0.5
+        assert acc[e] > 0.25 + 0.2
+    assert np.mean(list(acc.values())) > 0.6
 
 
 def test_mlps_carry_the_decision_random_units_do_not(lens, unseen):
@@ -74,8 +76,48 @@ def test_mlps_carry_the_decision_random_units_do_not(lens, unseen):
     sets = {"random": find_neurons(stats, "random", top_frac=TOP_FRAC), "all": all_units}
     res = deactivation_effects(lens, clips, sets)  # the audio encoder runs once per batch
     off = [res["base"][e] + res["all"]["delta"][0][i] / 100 for i, e in enumerate(DEMO_EMOTIONS)]
-    assert np.mean(off) < 0.35  # measured 0.225 (chance 0.25)
+    assert np.mean(off) < 0.35  # measured 0.27 (chance 0.25)
     assert abs(res["random"]["SE"]) < 3 and abs(res["random"]["ACE"]) < 3
+
+
+@pytest.fixture(scope="module")
+def esn_sets(lens):
+    """ConAct, MAD and three random sets at the demo budget, from the shipped identification clips."""
+    from esn_lens.selectors import find_neurons
+
+    stats, pool = identification_stats(lens, demo_clips("identification"))
+    assert len(pool) == 21 * len(DEMO_EMOTIONS)  # correctly answered, balanced (limited by happy)
+    sets = {n: find_neurons(stats, n, top_frac=TOP_FRAC) for n in ("conact", "mad")}
+    sets |= {f"random{s}": find_neurons(stats, "random", top_frac=TOP_FRAC, seed=s) for s in range(3)}
+    assert all(int(m.sum()) == 20 for ns in sets.values() for m in ns.masks)  # 2 % of 1,024 units
+    return sets
+
+
+def test_conact_neurons_are_causal_and_specific(lens, unseen, esn_sets):
+    """Deactivation on a reduced unseen set (the first 24 clips of each emotion)."""
+    clips = [c for e in DEMO_EMOTIONS for c in [c for c in unseen[0] if c.emotion == e][:24]]
+    res = deactivation_effects(lens, clips, esn_sets)
+    con = res["conact"]
+    assert con["SE"] <= -10  # measured -28.1 (angry -33.3, happy +4.2, neutral 0, sad -83.3)
+    assert abs(con["ACE"]) <= abs(con["SE"]) / 3  # measured -1.7
+    assert con["se_per"]["angry"] <= -25 and con["se_per"]["sad"] <= -50
+    assert con["SE"] - con["ACE"] < -20  # ESS; random's is within 1.1 of 0
+    for s in range(3):  # random units of the same budget move nothing
+        assert abs(res[f"random{s}"]["SE"]) < 3 and abs(res[f"random{s}"]["ACE"]) < 3
+    mad = res["mad"]  # the documented shortfall (measured SE -17.7, ACE -30.2): MAD's happy/neutral units are
+    # other emotions' units
+    assert mad["SE"] <= -10 and abs(mad["ACE"]) > abs(mad["SE"]) / 3
+
+
+def test_steering_conact_raises_angry_and_sad(lens, unseen, esn_sets):
+    clips = [c for e in DEMO_EMOTIONS for c in [c for c in unseen[0] if c.emotion == e][:24]]
+    alphas = (0, 1, 2, 4)
+    shares = steering_shares(lens, clips, esn_sets["conact"], alphas)
+    for e in ("angry", "sad"):
+        assert all(b >= a for a, b in zip(shares[e], shares[e][1:])), (e, shares[e])
+        assert shares[e][-1] >= shares[e][0] + 0.1, (e, shares[e])
+    rnd = steering_shares(lens, clips, esn_sets["random0"], alphas)
+    assert all(max(v) - min(v) < 0.03 for v in rnd.values()), rnd
 
 
 def test_training_script_smoke(tmp_path):

@@ -65,6 +65,10 @@ RECIPES: dict[str, dict] = {
     "fearful": dict(pitch=16.0, range=0.10, rate=1.20, gain=-1.0, effects={"tremolo": 7.0}),
 }
 
+_RECIPE_KEYS = ("gain", "pitch", "range", "rate")
+#: voice-quality effects a recipe may name (value: treble/overdrive amount, lowpass cutoff Hz, tremolo Hz)
+EFFECTS = ("treble", "lowpass", "overdrive", "tremolo")
+
 #: espeak voices (language + variant) the speakers are drawn from.
 ACCENTS = ("en", "en-us", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-us-nyc")
 VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5", "adam", "linda", "john",
@@ -195,11 +199,13 @@ def tremolo(x: np.ndarray, freq: float, sr: int, depth: float = 0.35) -> np.ndar
 
 
 def render_clip(es: _Espeak, speaker: Speaker, emotion: str, text: str, rng: np.random.Generator, *,
-                difficulty: float = 1.0, sample_rate: int = 16000) -> np.ndarray:
-    """One clip (float32, ``sample_rate``): the recipe of ``emotion`` with per-clip jitter, level and noise."""
+                difficulty: float = 1.0, sample_rate: int = 16000, recipes: dict[str, dict] | None = None
+                ) -> np.ndarray:
+    """One clip (float32, ``sample_rate``): the recipe of ``emotion`` (from ``recipes``, default
+    :data:`RECIPES`) with per-clip jitter, level and noise."""
     import soxr
 
-    r = RECIPES[emotion]
+    r = (RECIPES if recipes is None else recipes)[emotion]
     d = float(difficulty)
     pitch = np.clip(speaker.pitch + r["pitch"] + rng.normal(0, 7 * d), 0, 99)
     range_ = np.clip(speaker.range * (1 + r["range"] + rng.normal(0, 0.35 * d)), 0, 99)
@@ -231,19 +237,25 @@ def render_clip(es: _Espeak, speaker: Speaker, emotion: str, text: str, rng: np.
 def generate_corpus(out_dir: str | Path, n_per_emotion_per_speaker: int = 10, speakers: int | Sequence[Speaker] = 8,
                     emotions: Sequence[str] = ("angry", "happy", "neutral", "sad"), difficulty: float = 1.0,
                     seed: int = 0, sample_rate: int = 16000, audio_format: str = "wav",
-                    speaker_offset: int = 0) -> dict:
+                    speaker_offset: int = 0, recipes: dict[str, dict] | None = None) -> dict:
     """Write a synthetic corpus to ``out_dir`` (``<speaker>/<utterance_id>.wav`` + ``manifest.csv``).
 
     ``speakers``: a count (voices drawn by ``make_speakers(count + speaker_offset, seed)``, the last ``count``
     used) or explicit :class:`Speaker` objects. ``audio_format``: ``"wav"`` (int16) or ``"flac"``.
-    Returns ``{"clips", "seconds", "clips_per_s", "audio_seconds", "manifest"}``.
+    ``recipes``: emotion -> recipe, in the format of :data:`RECIPES` (the default), e.g. to give each class
+    its own voice-quality cue. Returns ``{"clips", "seconds", "clips_per_s", "audio_seconds", "manifest"}``.
     Raises :class:`InputError` for unknown emotions or when espeak-ng is not installed.
     """
     import soundfile as sf
 
-    unknown = [e for e in emotions if e not in RECIPES]
+    book = RECIPES if recipes is None else recipes
+    unknown = [e for e in emotions if e not in book]
     if unknown:
-        raise InputError(f"no synthetic recipe for {unknown}; known: {sorted(RECIPES)}")
+        raise InputError(f"no synthetic recipe for {unknown}; known: {sorted(book)}")
+    bad = {e: sorted(set(book[e].get("effects", {})) - set(EFFECTS)) for e in emotions}
+    if any(bad.values()) or any(set(k for k in book[e] if k != "effects") != set(_RECIPE_KEYS) for e in emotions):
+        raise InputError(f"each recipe needs exactly the keys {_RECIPE_KEYS} (+ 'effects' from {EFFECTS}); "
+                         f"got {{{', '.join(f'{e!r}: {sorted(book[e])}' for e in emotions)}}}")
     if audio_format not in ("wav", "flac"):
         raise InputError(f"audio_format must be 'wav' or 'flac', got {audio_format!r}")
     spk = (make_speakers(int(speakers) + speaker_offset, seed)[speaker_offset:] if isinstance(speakers, int)
@@ -260,7 +272,7 @@ def generate_corpus(out_dir: str | Path, n_per_emotion_per_speaker: int = 10, sp
             for j in range(n_per_emotion_per_speaker):
                 text = SENTENCES[(j + hash_int(s.name)) % len(SENTENCES)]
                 rng = np.random.default_rng([seed, hash_int(s.name), hash_int(e), j])
-                x = render_clip(es, s, e, text, rng, difficulty=difficulty, sample_rate=sample_rate)
+                x = render_clip(es, s, e, text, rng, difficulty=difficulty, sample_rate=sample_rate, recipes=book)
                 audio_s += x.size / sample_rate
                 uid = f"{s.name}_{e}_{j:03d}"
                 rel = f"{s.name}/{uid}.{audio_format}"
