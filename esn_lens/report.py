@@ -117,7 +117,8 @@ def _html(blocks: list[Block], title: str, root: Path) -> str:
 
 # ---------------------------------------------------------------------------------------------- content
 def verdict(results: dict[str, Any], name: str) -> str | None:
-    """One sentence: is ``name``'s mean ESS clearly below random's (95% CI of the paired difference < 0)?"""
+    """One sentence: is ``name``'s mean ESS clearly below random's (95% CI of the paired difference < 0),
+    clearly above it (CI > 0), or neither?"""
     sel = results.get("selectors", {})
     if name not in sel or "random" not in sel or "deactivation" not in sel[name] or "deactivation" not in sel["random"]:
         return None
@@ -127,10 +128,13 @@ def verdict(results: dict[str, Any], name: str) -> str | None:
     head = (f"{pretty(name)}: mean ESS {pts(d['ess_mean'])} points vs random {pts(r['ess_mean'])} "
             f"(difference {pts(diff)}")
     if diff_ci and None not in diff_ci:
-        clearly = diff_ci[1] < 0
-        return (head + f", 95% CI {ci_str(diff_ci)}) -- **{'clearly below' if clearly else 'not clearly below'} "
-                f"random's**: the interval {'excludes' if clearly else 'includes'} 0"
-                + ("." if clearly else "; no specific effect is shown at this sample size."))
+        if diff_ci[1] < 0:
+            return head + f", 95% CI {ci_str(diff_ci)}) -- **clearly below random's**: the interval excludes 0."
+        if diff_ci[0] > 0:
+            return (head + f", 95% CI {ci_str(diff_ci)}) -- **clearly above random's**: the interval excludes 0; "
+                    "the set is not specific (its cross effects exceed its self effect).")
+        return (head + f", 95% CI {ci_str(diff_ci)}) -- **not clearly below random's**: the interval includes 0; "
+                "no specific effect is shown at this sample size.")
     return head + ") -- no bootstrap interval (bootstrap=0), so no claim either way."
 
 

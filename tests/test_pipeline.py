@@ -203,3 +203,17 @@ def test_balanced_pool_matches_identification_pool(assets):
     assert len(got) == 4 * 2 and sorted({c.emotion for c in got}) == sorted(EMOTIONS)  # 2 per emotion
     with pytest.raises(InputError, match=r"too few clips correctly for angry \(0 of 3\)"):
         balanced_pool(clips, np.zeros(len(clips), bool), EMOTIONS, min_per_emotion=1)
+
+
+def test_verdict_below_above_or_neither():
+    from esn_lens.report import verdict
+
+    def res(ci):
+        return {"selectors": {"mad": {"deactivation": {"ess_mean": -5.0, "ci": {"ess_mean_minus_random": ci}}},
+                              "random": {"deactivation": {"ess_mean": 0.0}}}}
+
+    assert "**clearly below random's**: the interval excludes 0." in verdict(res([-9.0, -1.0]), "mad")
+    above = verdict(res([7.4, 16.4]), "mad")
+    assert "**clearly above random's**" in above and "not specific" in above
+    assert "**not clearly below random's**: the interval includes 0" in verdict(res([-3.0, 2.0]), "mad")
+    assert "no bootstrap interval" in verdict(res(None), "mad")
