@@ -52,11 +52,11 @@ OUT.mkdir(parents=True, exist_ok=True)
 
 # %%
 try:
-    from esn_lens.demo_model import DEMO_EMOTIONS, demo_clips, load_demo_model
+    from esn_lens.demo_model import DEMO_EMOTIONS, DEMO_TOP_FRAC, demo_clips, load_demo_model
 
     model, processor = load_demo_model()
     identification, held_out = demo_clips("identification"), demo_clips("unseen")
-    EMOTIONS, ANSWER, TOP_FRAC = DEMO_EMOTIONS, "word", 0.02
+    EMOTIONS, ANSWER, TOP_FRAC = DEMO_EMOTIONS, "word", DEMO_TOP_FRAC
     print("model: the shipped demo model")
 except Exception as e:  # the demo's assets are not installed: a tiny model with planted emotion units
     from esn_lens.testing.planted import build_planted, planted_clips
