@@ -9,6 +9,13 @@ encoder ~0.64B vs 7.6B decoder; the encoder always reads 30 s = 1500 positions);
 knows the prompt's words as single tokens (with their leading space), as a real BPE vocabulary does: the
 byte-level tiny tokenizer alone would spell the prompt letter by letter and double the decoder's length
 (``--byte-tokens`` shows that case). Target: >= 3x faster with identical predictions.
+
+What reuse can buy: each condition must recompute the decoder, so with E masks the speed-up is at most
+(E + 1)(enc + dec) / (enc + (E + 1) dec) where enc/dec is the cost of the audio side (log-mel + encoder) per
+clip relative to the decoder. Here enc/dec is about 5 (the tiny encoder's 1,500-position attention is cheap in
+parameters but not in time). For Qwen2-Audio-7B on a 2.5 s clip it is about 1.5 (encoder ~2.3 TFLOP over 1,500
+positions, decoder ~1.5 TFLOP over ~100 positions), which caps a 5-condition heatmap near 1.9x on
+compute-bound hardware; batching conditions adds what the hardware gains from larger batches.
 """
 from __future__ import annotations
 
