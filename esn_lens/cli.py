@@ -168,7 +168,6 @@ def demo_config(quick: bool = False):
     return RunConfig(**base)
 
 
-
 #: command-line option (argparse dest) -> RunConfig field, where the names differ
 _RENAME = {"selector": "selectors", "alpha": "alphas"}
 _NOT_CONFIG = {"command", "out", "resume", "no_progress", "plugin", "quick", "run_dir", "compare"}

@@ -132,11 +132,11 @@ def deactivation_effects(lens, clips: Sequence[EmotionClip], neuron_sets: dict[s
     Returns ``{"base": per-class acc, selector: {"delta": (mask, eval) change, "SE", "ACE", "ESS", "se_per"}}``.
     """
     from .evaluate import accuracy_change_heatmap, deactivation_conditions, specificity
+    from .interventions import Condition
 
-    ev = demo_evaluator(lens, emotions, batch_size)
-    conds = [c for name, ns in neuron_sets.items() for c in deactivation_conditions(ns, prefix=f"{name}|")
-             if c.name != "baseline"]
-    res = ev.run(clips, [deactivation_conditions(next(iter(neuron_sets.values())))[0]] + conds)
+    conds = [Condition("baseline")] + [c for name, ns in neuron_sets.items()
+                                       for c in deactivation_conditions(ns, prefix=f"{name}|")[1:]]
+    res = demo_evaluator(lens, emotions, batch_size).run(clips, conds)
     out: dict[str, Any] = {"base": res["baseline"].per_class()}
     for name in neuron_sets:
         H = 100 * accuracy_change_heatmap(res, emotions, prefix=f"{name}|")

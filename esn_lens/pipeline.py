@@ -693,7 +693,9 @@ class Run:
     # ------------------------------------------------------------------ stages: interventions
     def _conditions(self, build, **kwargs) -> list:
         """Baseline + every selector's conditions (named ``<selector>|...``), from esn_lens.evaluate."""
-        conds = build(next(iter(self.sets.values())), emotions=(), **kwargs)  # just the baseline
+        from .interventions import Condition
+
+        conds = [Condition("baseline", [])]
         for name, ns in self.sets.items():
             conds += build(ns, prefix=f"{name}|", emotions=self.split.emotions, **kwargs)[1:]
         return conds

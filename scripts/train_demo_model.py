@@ -198,7 +198,8 @@ def train(args) -> dict:
     tok = proc.tokenizer
     target_ids = torch.tensor([tok.convert_tokens_to_ids(e) for e in EMOTIONS])
     t0 = time.perf_counter()
-    cache = Path(corpus) / f".prepared_{len(clips)}_{args.max_clips}_{args.seed}.pt"
+    tag = "-".join(EMOTIONS)  # labels and prompts depend on the class list
+    cache = Path(corpus) / f".prepared_{len(clips)}_{args.max_clips}_{args.seed}_{tag}.pt"
     if args.cache and cache.is_file():
         data = torch.load(cache)
     else:
@@ -219,23 +220,16 @@ def train(args) -> dict:
                 for i, it in enumerate(items):
                     it["enc"] = enc[i, :int(out_len[i])].clone()
 
-    acts: list[tuple[torch.Tensor]] = []
+    # every regulariser reads the decoder MLPs' (gate, act) pairs, recorded by one hook per layer
+    record: list[tuple[torch.Tensor, torch.Tensor]] = []
     hooks = []
-    if args.l1 > 0:
+    if args.l1 > 0 or args.fire_weight > 0 or args.selectivity > 0 or args.probe > 0:
         for layer in model.model.language_model.layers:
-            hooks.append(layer.mlp.act_fn.register_forward_hook(lambda m, i, o: acts.append(o)))
-
-    gates: list[torch.Tensor] = []  # each layer's pre-activation gate (batch, seq, d_mlp)
+            hooks.append(layer.mlp.act_fn.register_forward_hook(lambda m, i, o: record.append((i[0], o))))
     probe_w = probe_b = None
     if args.probe > 0:
-        if args.l1 <= 0:
-            raise SystemExit("--probe reads the MLP activations recorded for --l1; give --l1 > 0")
-        n_units = args.layers * args.d_mlp
-        probe_w = torch.nn.Parameter(torch.full((n_units, len(EMOTIONS)), -3.0))
+        probe_w = torch.nn.Parameter(torch.full((args.layers * args.d_mlp, len(EMOTIONS)), -3.0))
         probe_b = torch.nn.Parameter(torch.zeros(len(EMOTIONS)))
-    if args.fire_weight > 0 or args.selectivity > 0:
-        for layer in model.model.language_model.layers:
-            hooks.append(layer.mlp.act_fn.register_forward_hook(lambda m, i, o: gates.append(i[0])))
 
     params = [p_ for p_ in model.parameters() if p_.requires_grad]
     opt = torch.optim.AdamW(params + ([probe_w, probe_b] if probe_w is not None else []), lr=args.lr,
@@ -265,29 +259,29 @@ def train(args) -> dict:
                 out_len = torch.tensor([len(it["enc"]) for it in items])
             else:
                 enc, out_len = encode_audio(model, feats, flen)
-            acts.clear()
-            gates.clear()
+            record.clear()
             logits = forward_last(model, ids, am, enc, out_len)
             ce = F.cross_entropy(logits, target_ids[y])
             loss = ce
             l1 = torch.zeros(())
-            if args.l1 > 0:
-                valid = am.bool().unsqueeze(-1)
-                l1 = sum((a.abs() * valid).sum() / (valid.sum() * a.shape[-1]) for a in acts) / len(acts)
-                loss = loss + args.l1 * l1
             hard = float("nan")
-            if gates:
-                gl = gates[:len(model.model.language_model.layers)]
-                valid = am.unsqueeze(-1).float()  # (B, S, 1)
-                soft = [torch.sigmoid(args.fire_k * g) * valid for g in gl]
+            if record:
+                gate = torch.stack([g for g, _ in record], 2)  # (B, S, layer, d_mlp)
+                act = torch.stack([o for _, o in record], 2)
+                valid = am.float()[:, :, None, None]
+                n_valid = valid.sum(1)  # (B, 1, 1)
+                if args.l1 > 0:
+                    l1 = (act.abs() * valid).sum() / (n_valid.sum() * act.shape[-1] * act.shape[-2])
+                    loss = loss + args.l1 * l1
+                soft = torch.sigmoid(args.fire_k * gate) * valid  # soft firing indicator
                 if args.fire_weight > 0:
-                    rates = [s_.sum((0, 1)) / valid.sum() for s_ in soft]  # (d_mlp,) per layer
-                    loss = loss + args.fire_weight * sum(F.relu(r - args.fire_target).mean() for r in rates) / len(rates)
+                    rate = soft.sum((0, 1)) / n_valid.sum()  # (layer, d_mlp)
+                    loss = loss + args.fire_weight * F.relu(rate - args.fire_target).mean()
                 if args.selectivity > 0:
-                    per_clip = torch.cat([s_.sum(1) for s_ in soft], -1) / valid.sum(1)  # (B, L * d_mlp)
+                    per_clip = (soft.sum(1) / n_valid).flatten(1)  # (B, layer * d_mlp)
                     onehot = F.one_hot(y, len(EMOTIONS)).float()
                     present = onehot.sum(0) > 0
-                    cls = (onehot.T @ per_clip)[present] / onehot.sum(0)[present, None]  # (E', units)
+                    cls = (onehot.T @ per_clip)[present] / onehot.sum(0)[present, None]  # (emotions in batch, units)
                     top = cls.max(0).values
                     if args.selectivity_rest == "second" and cls.shape[0] > 1:
                         rest = cls.topk(2, dim=0).values[1]
@@ -299,21 +293,18 @@ def train(args) -> dict:
                         loss = loss + args.selectivity * (w * (1 - si)).sum() / (w.sum() + 1e-6)
                     else:
                         loss = loss - args.selectivity * si.mean()
+                if probe_w is not None:
+                    pooled = ((act * valid).sum(1) / n_valid).flatten(1)  # (B, layer * d_mlp)
+                    loss = loss + args.probe * F.cross_entropy(pooled @ F.softplus(probe_w) + probe_b, y)
                 with torch.no_grad():
-                    hard = float(sum(((g > 0).float() * valid).sum() / (valid.sum() * g.shape[-1]) for g in gl) / len(gl))
-            if probe_w is not None:
-                valid = am.unsqueeze(-1).float()
-                pooled = torch.cat([(a * valid).sum(1) for a in acts[:args.layers]], -1) / valid.sum(1)  # (B, units)
-                loss = loss + args.probe * F.cross_entropy(pooled @ F.softplus(probe_w) + probe_b, y)
+                    hard = float(((gate > 0).float() * valid).sum() / (n_valid.sum() * gate.shape[-1] * gate.shape[-2]))
             if args.mlp_necessity > 0:
                 zero = [layer.mlp.act_fn.register_forward_hook(lambda m, i, o: o * 0)
                         for layer in model.model.language_model.layers]
-                acts_len = len(acts)
                 lg0 = forward_last(model, ids, am, enc, out_len)[:, target_ids]
                 for h in zero:
                     h.remove()
-                del acts[acts_len:]
-                gates.clear()
+                record.clear()
                 loss = loss - args.mlp_necessity * F.log_softmax(lg0, -1).mean()  # CE to uniform
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -125,8 +125,18 @@ def test_training_script_smoke(tmp_path):
     if not script.is_file():
         pytest.skip("training script not in this checkout")
     pytest.importorskip("espeakng_loader")
-    r = subprocess.run([sys.executable, str(script), "--smoke", "--out", str(tmp_path)], capture_output=True, text=True,
-                       timeout=120)
+    # the shipped recipe's options (docs/demo_model.md, run "b1"), a few steps
+    recipe = ["--freeze-encoder", "--l1", "0.05", "--mlp-necessity", "1", "--act", "relu", "--fire-weight", "1",
+              "--fire-target", "0.05", "--fire-k", "4", "--selectivity", "1", "--probe", "0.5"]
+    r = subprocess.run([sys.executable, str(script), "--smoke", "--out", str(tmp_path), *recipe], capture_output=True,
+                       text=True, timeout=180)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert (tmp_path / "model" / "config.json").is_file()
-    assert "max |diff|" in r.stdout
+    import json
+    import re
+
+    config = json.loads((tmp_path / "model" / "config.json").read_text())
+    assert config["text_config"]["hidden_act"] == "relu"  # saved, so from_pretrained rebuilds ReLU MLPs
+    diff = float(re.search(r"max \|diff\| = (\S+)", r.stdout).group(1))
+    assert diff < 1e-3  # the cut-feature training forward equals the real 3000-frame forward
+    fire = [float(x) for x in re.findall(r" fire ([0-9.]+) ", r.stdout)]
+    assert fire and all(0 < f < 1 for f in fire)  # the firing regulariser saw the MLP gates

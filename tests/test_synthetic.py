@@ -107,3 +107,8 @@ def test_custom_recipes(tmp_path):
     with pytest.raises(InputError, match="keys"):
         generate_corpus(tmp_path / "z", recipes={"angry": dict(RECIPES["angry"], effects={"reverb": 1.0})},
                         emotions=("angry",))
+    with pytest.raises(InputError, match="keys"):
+        generate_corpus(tmp_path / "w", recipes={"angry": "loud"}, emotions=("angry",))
+    no_effects = {k: v for k, v in RECIPES["neutral"].items() if k != "effects"}  # 'effects' may be left out
+    assert generate_corpus(tmp_path / "v", recipes={"calm": no_effects}, emotions=("calm",), speakers=1,
+                           n_per_emotion_per_speaker=1)["clips"] == 1

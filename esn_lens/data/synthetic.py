@@ -21,7 +21,7 @@ import ctypes
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -214,7 +214,7 @@ def render_clip(es: _Espeak, speaker: Speaker, emotion: str, text: str, rng: np.
     raw = es.synth(text, speaker.voice, rate=round(rate), pitch=round(pitch), range_=round(range_),
                    seed=int(rng.integers(2**31)))
     x = raw.astype(np.float64) / 32768.0
-    for name, val in r["effects"].items():
+    for name, val in r.get("effects", {}).items():
         if rng.random() < 0.2 * d:  # effect dropped for this clip
             continue
         if name == "treble":
@@ -237,7 +237,7 @@ def render_clip(es: _Espeak, speaker: Speaker, emotion: str, text: str, rng: np.
 def generate_corpus(out_dir: str | Path, n_per_emotion_per_speaker: int = 10, speakers: int | Sequence[Speaker] = 8,
                     emotions: Sequence[str] = ("angry", "happy", "neutral", "sad"), difficulty: float = 1.0,
                     seed: int = 0, sample_rate: int = 16000, audio_format: str = "wav",
-                    speaker_offset: int = 0, recipes: dict[str, dict] | None = None) -> dict:
+                    speaker_offset: int = 0, recipes: dict[str, Any] | None = None) -> dict:
     """Write a synthetic corpus to ``out_dir`` (``<speaker>/<utterance_id>.wav`` + ``manifest.csv``).
 
     ``speakers``: a count (voices drawn by ``make_speakers(count + speaker_offset, seed)``, the last ``count``
@@ -252,10 +252,11 @@ def generate_corpus(out_dir: str | Path, n_per_emotion_per_speaker: int = 10, sp
     unknown = [e for e in emotions if e not in book]
     if unknown:
         raise InputError(f"no synthetic recipe for {unknown}; known: {sorted(book)}")
-    bad = {e: sorted(set(book[e].get("effects", {})) - set(EFFECTS)) for e in emotions}
-    if any(bad.values()) or any(set(k for k in book[e] if k != "effects") != set(_RECIPE_KEYS) for e in emotions):
+    if any(not isinstance(book[e], dict) or set(book[e]) - {"effects"} != set(_RECIPE_KEYS)
+           or not isinstance(book[e].get("effects", {}), dict) or set(book[e].get("effects", {})) - set(EFFECTS)
+           for e in emotions):
         raise InputError(f"each recipe needs exactly the keys {_RECIPE_KEYS} (+ 'effects' from {EFFECTS}); "
-                         f"got {{{', '.join(f'{e!r}: {sorted(book[e])}' for e in emotions)}}}")
+                         f"got {{{', '.join(f'{e!r}: {book[e]!r}' for e in emotions)}}}")
     if audio_format not in ("wav", "flac"):
         raise InputError(f"audio_format must be 'wav' or 'flac', got {audio_format!r}")
     spk = (make_speakers(int(speakers) + speaker_offset, seed)[speaker_offset:] if isinstance(speakers, int)
