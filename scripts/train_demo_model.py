@@ -43,6 +43,13 @@ def parse_args(argv=None):
     p.add_argument("--unseen", help="held-out-speaker corpus folder for the evaluation")
     p.add_argument("--out", required=True, help="output folder (save_pretrained of model + processor)")
     p.add_argument("--emotions", default=",".join(DEMO_EMOTIONS), help="comma-separated emotion classes")
+    p.add_argument("--recipes", choices=("default", "demo"), default="demo",
+                   help="recipe book when the corpus is synthesised here: the library's RECIPES or DEMO_RECIPES "
+                        "(the shipped model's; rendered with DEMO_DIFFICULTY and, with --null-class, its plain clips)")
+    p.add_argument("--null-class", default=None,
+                   help="corpus label of clips without emotional colouring (e.g. 'plain'): trained toward a uniform "
+                        "answer over the emotion words, so that no emotion is the model's default (each must be "
+                        "signalled by evidence); never used for identification or evaluation")
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--hidden", type=int, default=32)
     p.add_argument("--d-mlp", type=int, default=256)
@@ -108,7 +115,7 @@ def prepare(lens: Lens, clips, batch_size: int = 32):
             n = int(fam[i].sum())
             keep = min(feats.shape[-1], n + PAD_FRAMES)
             data.append(dict(ids=ids[i][am[i]].clone(), feats=feats[i, :, :keep].to(torch.float16).clone(), flen=n,
-                             y=EMOTIONS.index(c.emotion)))
+                             y=EMOTIONS.index(c.emotion) if c.emotion in EMOTIONS else -1))  # -1: null class
     return data
 
 
@@ -174,14 +181,16 @@ def train(args) -> dict:
     tmp = None
     corpus = args.corpus
     if corpus is None or not Path(corpus, "manifest.csv").is_file():
-        from esn_lens.data.synthetic import generate_corpus
+        from esn_lens.data.synthetic import DEMO_DIFFICULTY, DEMO_RECIPES, generate_corpus
 
         if corpus is None:
             tmp = tempfile.TemporaryDirectory()
             corpus = tmp.name
         n, spk = (3, 4) if args.smoke else (20, 32)
-        generate_corpus(corpus, n_per_emotion_per_speaker=n, speakers=spk, seed=args.seed)
-    clips = read_manifest(corpus)
+        kw = dict(recipes=DEMO_RECIPES, difficulty=DEMO_DIFFICULTY) if args.recipes == "demo" else {}
+        names = EMOTIONS + ((args.null_class,) if args.null_class else ())
+        generate_corpus(corpus, n_per_emotion_per_speaker=n, speakers=spk, emotions=names, seed=args.seed, **kw)
+    clips = [c for c in read_manifest(corpus) if c.emotion in EMOTIONS or c.emotion == args.null_class]
     if args.max_clips:
         clips = random.Random(args.seed).sample(clips, min(args.max_clips, len(clips)))
 
@@ -198,7 +207,7 @@ def train(args) -> dict:
     tok = proc.tokenizer
     target_ids = torch.tensor([tok.convert_tokens_to_ids(e) for e in EMOTIONS])
     t0 = time.perf_counter()
-    tag = "-".join(EMOTIONS)  # labels and prompts depend on the class list
+    tag = "-".join(EMOTIONS + ((f"null={args.null_class}",) if args.null_class else ()))  # labels depend on the classes
     cache = Path(corpus) / f".prepared_{len(clips)}_{args.max_clips}_{args.seed}_{tag}.pt"
     if args.cache and cache.is_file():
         data = torch.load(cache)
@@ -261,7 +270,10 @@ def train(args) -> dict:
                 enc, out_len = encode_audio(model, feats, flen)
             record.clear()
             logits = forward_last(model, ids, am, enc, out_len)
-            ce = F.cross_entropy(logits, target_ids[y])
+            lab = y >= 0  # null-class clips (y = -1) are trained toward a uniform answer over the emotion words
+            ce = F.cross_entropy(logits[lab], target_ids[y[lab]]) * lab.float().mean() if lab.any() else logits.sum() * 0
+            if not lab.all():
+                ce = ce - F.log_softmax(logits[~lab][:, target_ids], -1).mean() * (~lab).float().mean()
             loss = ce
             l1 = torch.zeros(())
             hard = float("nan")
@@ -279,7 +291,7 @@ def train(args) -> dict:
                     loss = loss + args.fire_weight * F.relu(rate - args.fire_target).mean()
                 if args.selectivity > 0:
                     per_clip = (soft.sum(1) / n_valid).flatten(1)  # (B, layer * d_mlp)
-                    onehot = F.one_hot(y, len(EMOTIONS)).float()
+                    onehot = F.one_hot(y.clamp(min=0), len(EMOTIONS)).float() * lab[:, None]
                     present = onehot.sum(0) > 0
                     cls = (onehot.T @ per_clip)[present] / onehot.sum(0)[present, None]  # (emotions in batch, units)
                     top = cls.max(0).values
@@ -295,7 +307,7 @@ def train(args) -> dict:
                         loss = loss - args.selectivity * si.mean()
                 if probe_w is not None:
                     pooled = ((act * valid).sum(1) / n_valid).flatten(1)  # (B, layer * d_mlp)
-                    loss = loss + args.probe * F.cross_entropy(pooled @ F.softplus(probe_w) + probe_b, y)
+                    loss = loss + args.probe * F.cross_entropy((pooled @ F.softplus(probe_w) + probe_b)[lab], y[lab])
                 with torch.no_grad():
                     hard = float(((gate > 0).float() * valid).sum() / (n_valid.sum() * gate.shape[-1] * gate.shape[-2]))
             if args.mlp_necessity > 0:
@@ -311,7 +323,7 @@ def train(args) -> dict:
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
             sched.step()
-            acc = float((logits[:, target_ids].argmax(1) == y).float().mean())
+            acc = float((logits[lab][:, target_ids].argmax(1) == y[lab]).float().mean())
             log.append((ce.item(), float(l1.detach()), acc, hard))
             step += 1
             if step % max(1, steps_per_epoch // 2) == 0 or step == total:
@@ -343,7 +355,8 @@ def train(args) -> dict:
                 final_train=np.mean(log[-steps_per_epoch:], axis=0).round(4).tolist(), check_max_diff=max_diff,
                 total_s=round(time.perf_counter() - t_start, 1))
     if args.eval and args.unseen:
-        info["eval"] = evaluate(lens, clips, read_manifest(args.unseen), args.top_frac)
+        info["eval"] = evaluate(lens, [c for c in clips if c.emotion in EMOTIONS],
+                                [c for c in read_manifest(args.unseen) if c.emotion in EMOTIONS], args.top_frac)
     (out / "train_info.json").write_text(json.dumps(info, indent=1))
     if tmp is not None:
         tmp.cleanup()

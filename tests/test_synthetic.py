@@ -112,3 +112,21 @@ def test_custom_recipes(tmp_path):
     no_effects = {k: v for k, v in RECIPES["neutral"].items() if k != "effects"}  # 'effects' may be left out
     assert generate_corpus(tmp_path / "v", recipes={"calm": no_effects}, emotions=("calm",), speakers=1,
                            n_per_emotion_per_speaker=1)["clips"] == 1
+
+
+def test_presence_boosts_only_its_band():
+    """``presence`` raises a 1.5 kHz tone by the requested dB and leaves 300 Hz and 5 kHz tones as they were."""
+    from esn_lens.data.synthetic import presence
+
+    sr = 22050
+    t = np.arange(sr) / sr
+
+    def gain_db(freq: float) -> float:
+        x = np.sin(2 * np.pi * freq * t)
+        y = presence(x, 9.0, sr)
+        core = slice(1000, -1000)  # away from the FIR's edges
+        return 20 * np.log10(np.sqrt(np.mean(y[core] ** 2)) / np.sqrt(np.mean(x[core] ** 2)))
+
+    assert gain_db(1500.0) == pytest.approx(9.0, abs=0.5)
+    assert abs(gain_db(300.0)) < 0.5
+    assert abs(gain_db(5000.0)) < 0.5

@@ -65,9 +65,25 @@ RECIPES: dict[str, dict] = {
     "fearful": dict(pitch=16.0, range=0.10, rate=1.20, gain=-1.0, effects={"tremolo": 7.0}),
 }
 
+#: The recipe book of the shipped demo model's corpus (docs/demo_model.md, run "k2"; rendered with
+#: ``difficulty=0.5``). Each emotion is a corner of its own: angry by overdrive and level, happy by high pitch
+#: and treble, sad by low pitch, slow rate and a 2 kHz lowpass, neutral by a flat contour and a presence
+#: boost, so that none of them is the midpoint of the others. ``plain`` (no colouring) is not an emotion: the
+#: demo model is trained to answer it uniformly, so no emotion is its default answer.
+DEMO_RECIPES: dict[str, dict] = {
+    "angry": dict(pitch=0.0, range=0.8, rate=1.15, gain=5.0, effects={"overdrive": 1.5}),
+    "happy": dict(pitch=22.0, range=0.6, rate=1.10, gain=0.0, effects={"treble": 10.0}),
+    "neutral": dict(pitch=0.0, range=-0.9, rate=1.00, gain=0.0, effects={"presence": 9.0}),
+    "sad": dict(pitch=-12.0, range=-0.5, rate=0.80, gain=-4.0, effects={"lowpass": 2000.0}),
+    "plain": dict(pitch=0.0, range=0.0, rate=1.00, gain=0.0, effects={}),
+}
+#: ``difficulty`` the demo corpus is rendered with
+DEMO_DIFFICULTY = 0.5
+
 _RECIPE_KEYS = ("gain", "pitch", "range", "rate")
-#: voice-quality effects a recipe may name (value: treble/overdrive amount, lowpass cutoff Hz, tremolo Hz)
-EFFECTS = ("treble", "lowpass", "overdrive", "tremolo")
+#: voice-quality effects a recipe may name (value: treble/presence boost dB, overdrive amount, lowpass cutoff Hz,
+#: tremolo Hz)
+EFFECTS = ("treble", "lowpass", "overdrive", "tremolo", "presence")
 
 #: espeak voices (language + variant) the speakers are drawn from.
 ACCENTS = ("en", "en-us", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-us-nyc")
@@ -187,6 +203,12 @@ def treble(x: np.ndarray, db: float, sr: int, corner: float = 3000.0) -> np.ndar
     return low + (x - low) * 10 ** (db / 20)
 
 
+def presence(x: np.ndarray, db: float, sr: int, low: float = 1000.0, high: float = 2500.0) -> np.ndarray:
+    """Boost of ``db`` on the ``low``-``high`` Hz band (the "presence" region of a voice)."""
+    band = lowpass(x, high, sr) - lowpass(x, low, sr)
+    return x + band * (10 ** (db / 20) - 1)
+
+
 def overdrive(x: np.ndarray, amount: float) -> np.ndarray:
     k = 1.0 + 4.0 * amount
     peak = np.max(np.abs(x)) + 1e-9
@@ -225,6 +247,8 @@ def render_clip(es: _Espeak, speaker: Speaker, emotion: str, text: str, rng: np.
             x = overdrive(x, val)
         elif name == "tremolo":
             x = tremolo(x, val, es.rate)
+        elif name == "presence":
+            x = presence(x, val, es.rate)
     x = soxr.resample(x, es.rate, sample_rate)
     level_db = gain_db + rng.uniform(-6, 6)
     x = x / (np.sqrt(np.mean(x ** 2)) + 1e-9) * 0.05 * 10 ** (level_db / 20)
