@@ -15,7 +15,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from esn_lens.demo_model import load_demo_model, read_manifest  # noqa: E402
+from esn_lens.demo_model import DEMO_EMOTIONS, load_demo_model, read_manifest  # noqa: E402
 from esn_lens.lens import Lens  # noqa: E402
 from train_demo_model import evaluate  # noqa: E402
 
@@ -28,5 +28,6 @@ if __name__ == "__main__":
     a = p.parse_args()
     torch.set_num_threads(1)
     model, proc = load_demo_model(Path(a.run) / "model")
-    res = evaluate(Lens(model, proc), read_manifest(a.train), read_manifest(a.unseen), a.top_frac)
+    train, unseen = ([c for c in read_manifest(d) if c.emotion in DEMO_EMOTIONS] for d in (a.train, a.unseen))
+    res = evaluate(Lens(model, proc), train, unseen, a.top_frac)  # null-class (plain) clips left out
     (Path(a.run) / f"eval_{a.top_frac}.json").write_text(json.dumps(res, indent=1))
