@@ -1,11 +1,10 @@
 """The shipped demo LALM: loads offline, answers above chance on unseen speakers, its decoder MLPs carry the
-decision for angry, happy and sad, and the ESN claims measured at the documented budget (2 %) hold on the
-shipped clips: ConAct and MAD neurons have a self effect of >= 10 points with cross effects <= a third of it,
-random units move nothing, steering ConAct units raises angry's and happy's predicted share monotonically.
+decision for every emotion, and the ESN claims measured at the documented budget (2 %) hold on the shipped
+clips: ConAct and MAD neurons have a self effect of >= 10 points with cross effects <= a third of it, random
+units move nothing, steering ConAct units raises the target's predicted share monotonically.
 
-NOT achieved (see docs/demo_model.md): neutral has no units of its own (ConAct finds none; neutral is the
-model's answer when the MLPs are silent), so its ConAct self effect and steering are flat, and sad's
-steering curve is nearly flat."""
+Weak (see docs/demo_model.md): happy's ConAct self effect is small (-5.6 points on all shipped clips, 0 on this
+reduced set), and steering moves the shares by a few points only (happy's and sad's by one clip)."""
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +17,7 @@ from esn_lens.demo_model import (ASSETS, DEMO_EMOTIONS, DEMO_TOP_FRAC, deactivat
                                  identification_stats, load_demo_model, predict, per_class_accuracy, steering_shares)
 
 #: per-class accuracy measured on the shipped unseen-speaker clips (esn_lens/assets/demo/metrics.json)
-MEASURED_UNSEEN = {"angry": 0.861, "happy": 0.861, "neutral": 0.917, "sad": 0.972}
+MEASURED_UNSEEN = {"angry": 0.917, "happy": 0.917, "neutral": 0.972, "sad": 1.0}
 TOP_FRAC = DEMO_TOP_FRAC
 
 
@@ -62,7 +61,7 @@ def test_unseen_accuracy_above_chance(lens, unseen):
     for e, measured in MEASURED_UNSEEN.items():
         assert acc[e] == pytest.approx(measured, abs=0.02), (e, acc)  # deterministic up to float noise
         assert acc[e] > 0.25 + 0.5
-    assert np.mean(list(acc.values())) > 0.85
+    assert np.mean(list(acc.values())) > 0.9
 
 
 def test_mlps_carry_the_decision_random_units_do_not(lens, unseen):
@@ -77,9 +76,9 @@ def test_mlps_carry_the_decision_random_units_do_not(lens, unseen):
     sets = {"random": find_neurons(stats, "random", top_frac=TOP_FRAC), "all": all_units}
     res = deactivation_effects(lens, clips, sets)  # the audio encoder runs once per batch
     off = {e: res["base"][e] + res["all"]["delta"][0][i] / 100 for i, e in enumerate(DEMO_EMOTIONS)}
-    for e in ("angry", "happy", "sad"):  # measured .306 / .417 / .139 (from .861 / .861 / .972)
+    for e in DEMO_EMOTIONS:  # measured .278 / .472 / .333 / .194 (from .917 / .917 / .972 / 1.0)
         assert off[e] < res["base"][e] - 0.4, off
-    assert off["neutral"] > 0.9  # measured .972: neutral is the answer when the MLPs are silent (documented)
+    assert np.mean(list(off.values())) < 0.35  # measured .319 (chance .25)
     assert abs(res["random"]["SE"]) < 3 and abs(res["random"]["ACE"]) < 3
 
 
@@ -89,7 +88,7 @@ def esn_sets(lens):
     from esn_lens.selectors import find_neurons
 
     stats, pool = identification_stats(lens, demo_clips("identification"))
-    assert len(pool) == 36 * len(DEMO_EMOTIONS)  # correctly answered, balanced (limited by angry)
+    assert len(pool) == 38 * len(DEMO_EMOTIONS)  # correctly answered, balanced (limited by neutral)
     sets = {n: find_neurons(stats, n, top_frac=TOP_FRAC) for n in ("conact", "mad")}
     sets |= {f"random{s}": find_neurons(stats, "random", top_frac=TOP_FRAC, seed=s) for s in range(3)}
     assert all(int(m.sum()) == 20 for ns in sets.values() for m in ns.masks)  # 2 % of 1,024 units
@@ -101,31 +100,28 @@ def test_conact_and_mad_neurons_are_causal_and_specific(lens, unseen, esn_sets):
     clips = [c for e in DEMO_EMOTIONS for c in [c for c in unseen[0] if c.emotion == e][:24]]
     res = deactivation_effects(lens, clips, esn_sets)
     con, mad = res["conact"], res["mad"]
-    assert con["SE"] <= -10  # measured -42.7 (angry -79.2, happy -12.5, neutral 0, sad -79.2)
+    assert con["SE"] <= -10  # measured -39.6 (angry -87.5, happy 0, neutral -20.8, sad -50.0)
     assert abs(con["ACE"]) <= abs(con["SE"]) / 3  # measured +0.7
-    assert con["se_per"]["angry"] <= -50 and con["se_per"]["sad"] <= -50 and con["se_per"]["happy"] <= -10
-    assert con["SE"] - con["ACE"] < -30  # ESS; random's is within 1.4 of 0
-    assert mad["SE"] <= -10  # measured -57.3 (angry -75.0, happy -37.5, neutral -29.2, sad -87.5)
-    assert abs(mad["ACE"]) <= abs(mad["SE"]) / 3  # measured -15.3
-    assert mad["SE"] - mad["ACE"] < -30  # measured -42.0
+    assert con["se_per"]["angry"] <= -50 and con["se_per"]["sad"] <= -40 and con["se_per"]["neutral"] <= -15
+    assert con["SE"] - con["ACE"] < -30  # ESS; random's is within 1.1 of 0
+    assert mad["SE"] <= -10  # measured -55.2 (angry -87.5, happy +4.2, neutral -58.3, sad -79.2)
+    assert abs(mad["ACE"]) <= abs(mad["SE"]) / 3  # measured -10.8
+    assert mad["SE"] - mad["ACE"] < -30  # measured -44.4
     for s in range(3):  # random units of the same budget move nothing
         assert abs(res[f"random{s}"]["SE"]) < 3 and abs(res[f"random{s}"]["ACE"]) < 3
 
 
 def test_steering_raises_the_target_share(lens, unseen, esn_sets):
-    """ConAct steering raises angry's and happy's predicted share monotonically (96 clips: one clip = .0104);
-    MAD's happy units raise happy's share from .24 to .50. Random units: sad drifts by +.052 at alpha 4 (5
-    clips), as much as ConAct's angry, which is why the claim is stated for ConAct's angry and happy only."""
+    """ConAct steering: every emotion's predicted share is monotone in alpha, and angry's and neutral's rise
+    (96 clips: one clip = .0104); random units move no share by more than one clip."""
     clips = [c for e in DEMO_EMOTIONS for c in [c for c in unseen[0] if c.emotion == e][:24]]
     alphas = (0, 1, 2, 4)
     shares = steering_shares(lens, clips, esn_sets["conact"], alphas)
-    for e in ("angry", "happy"):  # measured angry .208 .229 .250 .260, happy .240 .250 .260 .260
+    for e in DEMO_EMOTIONS:  # measured angry .229 .229 .240 .281, neutral .271 .292 .292 .302, happy/sad flat
         assert all(b >= a for a, b in zip(shares[e], shares[e][1:])), (e, shares[e])
-        assert shares[e][-1] >= shares[e][0] + 0.015, (e, shares[e])
-    mad = steering_shares(lens, clips, esn_sets["mad"], alphas)
-    assert all(b > a for a, b in zip(mad["happy"], mad["happy"][1:])) and mad["happy"][-1] >= 0.45, mad["happy"]
+    assert shares["angry"][-1] >= shares["angry"][0] + 0.04 and shares["neutral"][-1] >= shares["neutral"][0] + 0.02
     rnd = steering_shares(lens, clips, esn_sets["random0"], alphas)
-    assert all(max(v) - min(v) < 0.06 for v in rnd.values()), rnd
+    assert all(max(v) - min(v) < 0.011 for v in rnd.values()), rnd  # measured: sad +1 clip, others flat
 
 
 def test_training_script_smoke(tmp_path):
@@ -133,10 +129,10 @@ def test_training_script_smoke(tmp_path):
     if not script.is_file():
         pytest.skip("training script not in this checkout")
     pytest.importorskip("espeakng_loader")
-    # the shipped recipe's options (docs/demo_model.md, run "k4"), a few steps, on a corpus synthesised with
+    # the shipped recipe's options (docs/demo_model.md, run "k11"), a few steps, on a corpus synthesised with
     # DEMO_RECIPES and its plain (null-class) clips
     recipe = ["--freeze-encoder", "--l1", "0.05", "--mlp-necessity", "3", "--act", "relu", "--fire-weight", "1",
-              "--fire-target", "0.05", "--fire-k", "4", "--selectivity", "2", "--null-class", "plain", "--probe", "0.5"]
+              "--fire-target", "0.15", "--fire-k", "4", "--selectivity", "2", "--null-class", "plain", "--probe", "0.5"]
     r = subprocess.run([sys.executable, str(script), "--smoke", "--out", str(tmp_path), *recipe], capture_output=True,
                        text=True, timeout=180)
     assert r.returncode == 0, r.stderr[-2000:]

@@ -65,7 +65,7 @@ RECIPES: dict[str, dict] = {
     "fearful": dict(pitch=16.0, range=0.10, rate=1.20, gain=-1.0, effects={"tremolo": 7.0}),
 }
 
-#: The recipe book of the shipped demo model's corpus (docs/demo_model.md, run "k2"; rendered with
+#: The recipe book of the shipped demo model's corpus (docs/demo_model.md, runs k2 to k11; rendered with
 #: ``difficulty=0.5``). Each emotion is a corner of its own: angry by overdrive and level, happy by high pitch
 #: and treble, sad by low pitch, slow rate and a 2 kHz lowpass, neutral by a flat contour and a presence
 #: boost, so that none of them is the midpoint of the others. ``plain`` (no colouring) is not an emotion: the
