@@ -190,7 +190,13 @@ def train(args) -> dict:
         kw = dict(recipes=DEMO_RECIPES, difficulty=DEMO_DIFFICULTY) if args.recipes == "demo" else {}
         names = EMOTIONS + ((args.null_class,) if args.null_class else ())
         generate_corpus(corpus, n_per_emotion_per_speaker=n, speakers=spk, emotions=names, seed=args.seed, **kw)
+    if args.null_class in EMOTIONS:
+        raise SystemExit(f"--null-class {args.null_class!r} is one of the emotions {EMOTIONS}; "
+                         "expected a corpus label that is not an emotion (e.g. 'plain')")
     clips = [c for c in read_manifest(corpus) if c.emotion in EMOTIONS or c.emotion == args.null_class]
+    if args.null_class and not any(c.emotion == args.null_class for c in clips):
+        raise SystemExit(f"--null-class {args.null_class!r}: no clip of {corpus} has that label; "
+                         f"labels there: {sorted({c.emotion for c in read_manifest(corpus)})}")
     if args.max_clips:
         clips = random.Random(args.seed).sample(clips, min(args.max_clips, len(clips)))
 

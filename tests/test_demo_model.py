@@ -147,3 +147,18 @@ def test_training_script_smoke(tmp_path):
     assert info["clips"] == 4 * 3 * 5  # 4 speakers x 3 clips x (4 emotions + the plain null class)
     fire = [float(x) for x in re.findall(r" fire ([0-9.]+) ", r.stdout)]
     assert fire and all(0 < f < 1 for f in fire)  # the firing regulariser saw the MLP gates
+
+
+def test_training_script_refuses_a_bad_null_class(tmp_path):
+    """A null class that is an emotion, or that no clip of the corpus carries, is one clear line, not a run."""
+    script = Path(__file__).resolve().parents[1] / "scripts" / "train_demo_model.py"
+    if not script.is_file():
+        pytest.skip("training script not in this checkout")
+    pytest.importorskip("espeakng_loader")
+    from esn_lens.data.synthetic import generate_corpus
+
+    generate_corpus(tmp_path / "c", 1, 1)  # the four emotions, no plain clips
+    for null, msg in (("angry", "is one of the emotions"), ("plain", "no clip of")):
+        r = subprocess.run([sys.executable, str(script), "--corpus", str(tmp_path / "c"), "--out", str(tmp_path / "o"),
+                            "--null-class", null], capture_output=True, text=True, timeout=120)
+        assert r.returncode != 0 and msg in r.stderr and "Traceback" not in r.stderr, r.stderr[-1500:]

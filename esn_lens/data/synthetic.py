@@ -220,6 +220,12 @@ def tremolo(x: np.ndarray, freq: float, sr: int, depth: float = 0.35) -> np.ndar
     return x * (1.0 - depth * 0.5 * (1 + np.sin(2 * np.pi * freq * t)))
 
 
+#: effect name -> (signal, value, sample rate) -> signal; :data:`EFFECTS` lists its keys
+_EFFECT_FNS = {"treble": treble, "lowpass": lowpass, "overdrive": lambda x, amount, sr: overdrive(x, amount),
+               "tremolo": tremolo, "presence": presence}
+assert tuple(_EFFECT_FNS) == EFFECTS
+
+
 def render_clip(es: _Espeak, speaker: Speaker, emotion: str, text: str, rng: np.random.Generator, *,
                 difficulty: float = 1.0, sample_rate: int = 16000, recipes: dict[str, dict] | None = None
                 ) -> np.ndarray:
@@ -239,16 +245,7 @@ def render_clip(es: _Espeak, speaker: Speaker, emotion: str, text: str, rng: np.
     for name, val in r.get("effects", {}).items():
         if rng.random() < 0.2 * d:  # effect dropped for this clip
             continue
-        if name == "treble":
-            x = treble(x, val, es.rate)
-        elif name == "lowpass":
-            x = lowpass(x, val, es.rate)
-        elif name == "overdrive":
-            x = overdrive(x, val)
-        elif name == "tremolo":
-            x = tremolo(x, val, es.rate)
-        elif name == "presence":
-            x = presence(x, val, es.rate)
+        x = _EFFECT_FNS[name](x, val, es.rate)
     x = soxr.resample(x, es.rate, sample_rate)
     level_db = gain_db + rng.uniform(-6, 6)
     x = x / (np.sqrt(np.mean(x ** 2)) + 1e-9) * 0.05 * 10 ** (level_db / 20)
