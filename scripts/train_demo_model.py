@@ -46,6 +46,9 @@ def parse_args(argv=None):
     p.add_argument("--recipes", choices=("default", "demo"), default="demo",
                    help="recipe book when the corpus is synthesised here: the library's RECIPES or DEMO_RECIPES "
                         "(the shipped model's; rendered with DEMO_DIFFICULTY and, with --null-class, its plain clips)")
+    p.add_argument("--intensity", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
+                   help="when the corpus is synthesised here: each clip's emotional intensity drawn uniformly from "
+                        "[LOW, HIGH] (esn_lens.data.synthetic.scale_recipe); default: every clip at full intensity")
     p.add_argument("--null-class", default=None,
                    help="corpus label of clips without emotional colouring (e.g. 'plain'): trained toward a uniform "
                         "answer over the emotion words, so that no emotion is the model's default (each must be "
@@ -189,6 +192,8 @@ def train(args) -> dict:
         n, spk = (3, 4) if args.smoke else (20, 32)
         kw = dict(recipes=DEMO_RECIPES, difficulty=DEMO_DIFFICULTY) if args.recipes == "demo" else {}
         names = EMOTIONS + ((args.null_class,) if args.null_class else ())
+        if args.intensity:
+            kw["intensity"] = tuple(args.intensity)
         generate_corpus(corpus, n_per_emotion_per_speaker=n, speakers=spk, emotions=names, seed=args.seed, **kw)
     if args.null_class in EMOTIONS:
         raise SystemExit(f"--null-class {args.null_class!r} is one of the emotions {EMOTIONS}; "

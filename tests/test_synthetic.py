@@ -130,3 +130,43 @@ def test_presence_boosts_only_its_band():
     assert gain_db(1500.0) == pytest.approx(9.0, abs=0.5)
     assert abs(gain_db(300.0)) < 0.5
     assert abs(gain_db(5000.0)) < 0.5
+
+
+def test_intensity_scales_the_recipe(tmp_path):
+    """``scale_recipe`` interpolates between plain speech (0) and the recipe (1); a corpus rendered at a graded
+    intensity records each clip's level in its manifest, and a clip at intensity 1 is the clip of the ungraded
+    corpus, byte for byte. Out-of-range intensities are refused by name."""
+    import soundfile as sf
+
+    from esn_lens.data.synthetic import DEMO_RECIPES, scale_recipe
+    from esn_lens.errors import InputError
+
+    half = scale_recipe(DEMO_RECIPES["sad"], 0.5)
+    assert (half["pitch"], half["range"], half["gain"], half["mix"]) == (-6.0, -0.25, -2.0, 0.5)
+    assert half["rate"] == pytest.approx(0.8 ** 0.5)
+    assert half["effects"] == {"lowpass": 2000.0}
+    zero = scale_recipe(DEMO_RECIPES["angry"], 0.0)
+    assert (zero["pitch"], zero["range"], zero["rate"], zero["gain"], zero["mix"]) == (0.0, 0.0, 1.0, 0.0, 0.0)
+    with pytest.raises(InputError, match="intensity"):
+        scale_recipe(DEMO_RECIPES["sad"], 1.5)
+
+    kw = dict(n_per_emotion_per_speaker=2, speakers=1, emotions=("angry",), seed=2, recipes=DEMO_RECIPES)
+    generate_corpus(tmp_path / "full", **kw)
+    generate_corpus(tmp_path / "one", intensity=(1.0, 1.0), **kw)
+    generate_corpus(tmp_path / "weak", intensity=(0.0, 0.0), **kw)
+    generate_corpus(tmp_path / "graded", intensity=(0.2, 0.6), **kw)
+    rows = {k: list(csv.DictReader(open(tmp_path / k / "manifest.csv"))) for k in ("full", "one", "weak", "graded")}
+    assert "intensity" not in rows["full"][0]
+    assert [r["intensity"] for r in rows["one"]] == ["1.0000", "1.0000"]
+    levels = [float(r["intensity"]) for r in rows["graded"]]
+    assert all(0.2 <= v <= 0.6 for v in levels) and levels[0] != levels[1]
+    read = {k: sf.read(tmp_path / k / rows[k][0]["path"], dtype="float32")[0] for k in rows}
+    assert np.array_equal(read["one"], read["full"])
+    sr = 16000
+    hi = {k: prosodic_features(read[k], sr, rows[k][0]["text"])[8] for k in ("full", "weak")}
+    assert hi["full"] > hi["weak"] + 0.4  # the overdrive's high-band energy is gone at intensity 0 (0.63 measured)
+    rms_db = {k: 20 * np.log10(np.sqrt(np.mean(read[k].astype(np.float64) ** 2))) for k in ("full", "weak")}
+    assert rms_db["full"] - rms_db["weak"] == pytest.approx(5.0, abs=0.3)  # angry's +5 dB, same draws otherwise
+    for bad in ((0.5, 0.2), (0.1, 1.2), 1.5):
+        with pytest.raises(InputError, match="intensity"):
+            generate_corpus(tmp_path / "bad", intensity=bad, **kw)

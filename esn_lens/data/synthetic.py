@@ -226,14 +226,31 @@ _EFFECT_FNS = {"treble": treble, "lowpass": lowpass, "overdrive": lambda x, amou
 assert tuple(_EFFECT_FNS) == EFFECTS
 
 
+def scale_recipe(recipe: dict, intensity: float) -> dict:
+    """``recipe`` at ``intensity`` (0 = plain speech of the speaker, 1 = the recipe as written): pitch, range
+    and gain offsets scale linearly, the rate factor geometrically, and voice-quality effects are mixed
+    wet/dry (the ``"mix"`` key, read by :func:`render_clip`).
+
+    Example: ``scale_recipe(DEMO_RECIPES["sad"], 0.5)["pitch"]`` -> ``-6.0``.
+    """
+    i = float(intensity)
+    if not 0.0 <= i <= 1.0:
+        raise InputError(f"intensity must be in [0, 1], got {intensity!r}")
+    return dict(pitch=recipe["pitch"] * i, range=recipe["range"] * i, rate=float(recipe["rate"]) ** i,
+                gain=recipe["gain"] * i, effects=dict(recipe.get("effects", {})), mix=i)
+
+
 def render_clip(es: _Espeak, speaker: Speaker, emotion: str, text: str, rng: np.random.Generator, *,
-                difficulty: float = 1.0, sample_rate: int = 16000, recipes: dict[str, dict] | None = None
-                ) -> np.ndarray:
+                difficulty: float = 1.0, sample_rate: int = 16000, recipes: dict[str, dict] | None = None,
+                intensity: float = 1.0) -> np.ndarray:
     """One clip (float32, ``sample_rate``): the recipe of ``emotion`` (from ``recipes``, default
-    :data:`RECIPES`) with per-clip jitter, level and noise."""
+    :data:`RECIPES`) at ``intensity`` (:func:`scale_recipe`) with per-clip jitter, level and noise."""
     import soxr
 
     r = (RECIPES if recipes is None else recipes)[emotion]
+    if intensity != 1.0:
+        r = scale_recipe(r, intensity)
+    mix = r.get("mix", 1.0)
     d = float(difficulty)
     pitch = np.clip(speaker.pitch + r["pitch"] + rng.normal(0, 7 * d), 0, 99)
     range_ = np.clip(speaker.range * (1 + r["range"] + rng.normal(0, 0.35 * d)), 0, 99)
@@ -245,7 +262,8 @@ def render_clip(es: _Espeak, speaker: Speaker, emotion: str, text: str, rng: np.
     for name, val in r.get("effects", {}).items():
         if rng.random() < 0.2 * d:  # effect dropped for this clip
             continue
-        x = _EFFECT_FNS[name](x, val, es.rate)
+        wet = _EFFECT_FNS[name](x, val, es.rate)
+        x = wet if mix == 1.0 else (1.0 - mix) * x + mix * wet
     x = soxr.resample(x, es.rate, sample_rate)
     level_db = gain_db + rng.uniform(-6, 6)
     x = x / (np.sqrt(np.mean(x ** 2)) + 1e-9) * 0.05 * 10 ** (level_db / 20)
@@ -258,13 +276,16 @@ def render_clip(es: _Espeak, speaker: Speaker, emotion: str, text: str, rng: np.
 def generate_corpus(out_dir: str | Path, n_per_emotion_per_speaker: int = 10, speakers: int | Sequence[Speaker] = 8,
                     emotions: Sequence[str] = ("angry", "happy", "neutral", "sad"), difficulty: float = 1.0,
                     seed: int = 0, sample_rate: int = 16000, audio_format: str = "wav",
-                    speaker_offset: int = 0, recipes: dict[str, Any] | None = None) -> dict:
+                    speaker_offset: int = 0, recipes: dict[str, Any] | None = None,
+                    intensity: float | tuple[float, float] = 1.0) -> dict:
     """Write a synthetic corpus to ``out_dir`` (``<speaker>/<utterance_id>.wav`` + ``manifest.csv``).
 
     ``speakers``: a count (voices drawn by ``make_speakers(count + speaker_offset, seed)``, the last ``count``
     used) or explicit :class:`Speaker` objects. ``audio_format``: ``"wav"`` (int16) or ``"flac"``.
     ``recipes``: emotion -> recipe, in the format of :data:`RECIPES` (the default), e.g. to give each class
-    its own voice-quality cue. Returns ``{"clips", "seconds", "clips_per_s", "audio_seconds", "manifest"}``.
+    its own voice-quality cue. ``intensity``: how strongly each clip carries its recipe (:func:`scale_recipe`),
+    one value for all clips or a ``(low, high)`` range drawn uniformly per clip (then the manifest gains an
+    ``intensity`` column; the other draws, hence the clips at intensity 1, are unchanged). Returns ``{"clips", "seconds", "clips_per_s", "audio_seconds", "manifest"}``.
     Raises :class:`InputError` for unknown emotions or when espeak-ng is not installed.
     """
     import soundfile as sf
@@ -282,6 +303,13 @@ def generate_corpus(out_dir: str | Path, n_per_emotion_per_speaker: int = 10, sp
         raise InputError(f"audio_format must be 'wav' or 'flac', got {audio_format!r}")
     spk = (make_speakers(int(speakers) + speaker_offset, seed)[speaker_offset:] if isinstance(speakers, int)
            else list(speakers))
+    graded = not isinstance(intensity, (int, float))
+    if graded:
+        if len(intensity) != 2 or not 0.0 <= float(intensity[0]) <= float(intensity[1]) <= 1.0:
+            raise InputError(f"intensity must be a value in [0, 1] or a range (low, high) with 0 <= low <= high <= 1, "
+                             f"got {intensity!r}")
+    else:
+        scale_recipe(book[emotions[0]], intensity)  # validates the value
     es = _Espeak.get(fresh=True)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -294,7 +322,10 @@ def generate_corpus(out_dir: str | Path, n_per_emotion_per_speaker: int = 10, sp
             for j in range(n_per_emotion_per_speaker):
                 text = SENTENCES[(j + hash_int(s.name)) % len(SENTENCES)]
                 rng = np.random.default_rng([seed, hash_int(s.name), hash_int(e), j])
-                x = render_clip(es, s, e, text, rng, difficulty=difficulty, sample_rate=sample_rate, recipes=book)
+                level = (float(np.random.default_rng([seed, hash_int(s.name), hash_int(e), j, 1]).uniform(*intensity))
+                         if graded else float(intensity))
+                x = render_clip(es, s, e, text, rng, difficulty=difficulty, sample_rate=sample_rate, recipes=book,
+                                intensity=level)
                 audio_s += x.size / sample_rate
                 uid = f"{s.name}_{e}_{j:03d}"
                 rel = f"{s.name}/{uid}.{audio_format}"
@@ -302,10 +333,10 @@ def generate_corpus(out_dir: str | Path, n_per_emotion_per_speaker: int = 10, sp
                     sf.write(out / rel, x, sample_rate, subtype="PCM_16", format="WAV")
                 else:
                     sf.write(out / rel, x, sample_rate, subtype="PCM_16", format="FLAC")
-                rows.append((rel, e, s.name, uid, text))
+                rows.append((rel, e, s.name, uid, text) + ((f"{level:.4f}",) if graded else ()))
     with open(out / "manifest.csv", "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
-        w.writerow(["path", "emotion", "speaker", "utterance_id", "text"])
+        w.writerow(["path", "emotion", "speaker", "utterance_id", "text"] + (["intensity"] if graded else []))
         w.writerows(rows)
     dt = time.perf_counter() - t0
     return {"clips": len(rows), "seconds": dt, "clips_per_s": len(rows) / max(dt, 1e-9), "audio_seconds": audio_s,
