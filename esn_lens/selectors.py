@@ -123,16 +123,23 @@ def mad(stats: NeuronStats, *, seed: int = 0) -> Float64[Tensor, "emotion layer 
 
 
 @SELECTORS.register("conact")
-def conact(stats: NeuronStats, *, seed: int = 0) -> Float64[Tensor, "emotion layer neuron"]:
+def conact(stats: NeuronStats, *, seed: int = 0, others: float = _NEG_INF) -> Float64[Tensor, "emotion layer neuron"]:
     """ConAct: contrastive activation ``P_(1)(n) - P_(2)(n)`` (largest minus second-largest firing rate)
-    for the unit's top emotion ``argmax_e P_e(n)`` (first on ties), 0 for the other emotions.
-    With a single emotion ``P_(2) = 0``."""
+    for the unit's top emotion ``argmax_e P_e(n)`` (first on ties); ``others`` for the other emotions and
+    for units without contrast (gap 0: ties, units that never fire). With a single emotion ``P_(2) = 0``.
+
+    ``others=-inf`` (default) never selects a unit for an emotion it does not prefer, so an emotion with fewer
+    contrastive units than the budget gets an under-filled set (as with LAPE; ``NeuronSet.counts`` shows it).
+    ``others=0.0`` is the paper's literal "0 for the others": identical on any budget that positive gaps fill
+    (any 7B model), but an under-supplied emotion is then topped up with zero-evidence units in index order.
+    Example: ``find_neurons(stats, "conact", top_frac=0.005).counts``.
+    """
     P = stats.firing_rate
     if P.shape[0] == 1:
-        return P.clone()
+        return torch.where(P > 0, P, float(others))
     is_top = _top_emotion(P)
     gap = P.amax(dim=0, keepdim=True) - P.masked_fill(is_top, _NEG_INF).amax(dim=0, keepdim=True)
-    return torch.where(is_top, gap, 0.0)
+    return torch.where(is_top & (gap > 0), gap, float(others))
 
 
 @SELECTORS.register("random")

@@ -77,6 +77,11 @@ def parse_args(argv=None):
     p.add_argument("--selectivity-rest", choices=("mean", "second"), default="mean",
                    help="what the top emotion's rate is compared with: the mean of the other emotions' rates "
                         "(Leavitt & Morcos) or the runner-up's (also discourages units shared by two emotions)")
+    p.add_argument("--assign-units", action="store_true",
+                   help="with --selectivity: give every unit an emotion in advance (unit index mod the number of "
+                        "emotions, in every layer) and contrast its firing on that emotion's clips with the rest, "
+                        "instead of on its own top emotion; every emotion then gets an equal share of units "
+                        "(the selectors are not told the assignment)")
     p.add_argument("--selectivity-weighting", choices=("uniform", "rate"), default="uniform",
                    help="average the units' selectivity uniformly, or weighted by their firing rate (then a unit "
                         "that fires for every emotion costs in proportion to how much it fires)")
@@ -306,7 +311,15 @@ def train(args) -> dict:
                     present = onehot.sum(0) > 0
                     cls = (onehot.T @ per_clip)[present] / onehot.sum(0)[present, None]  # (emotions in batch, units)
                     top = cls.max(0).values
-                    if args.selectivity_rest == "second" and cls.shape[0] > 1:
+                    if args.assign_units:
+                        n_e = len(EMOTIONS)
+                        assigned = (torch.arange(cls.shape[1]) % args.d_mlp) % n_e  # (units,) emotion index
+                        full = torch.zeros(n_e, cls.shape[1]).masked_scatter(present[:, None].expand(-1, cls.shape[1]), cls)
+                        own = full.gather(0, assigned[None])[0]
+                        ok = present[assigned].float()
+                        top = own
+                        rest = (full.sum(0) - own) / max(1, int(present.sum()) - 1) * ok
+                    elif args.selectivity_rest == "second" and cls.shape[0] > 1:
                         rest = cls.topk(2, dim=0).values[1]
                     else:
                         rest = (cls.sum(0) - top) / max(1, cls.shape[0] - 1)

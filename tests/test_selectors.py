@@ -76,7 +76,8 @@ def ref_scores(stats: NeuronStats, name: str, seed: int = 0, **opts) -> list:
                     v = abs(P[e] - sum(P) / E)
                 elif name == "conact":
                     srt = sorted(P, reverse=True) + [0.0]
-                    v = srt[0] - srt[1] if e == top else 0.0
+                    others = opts.get("others", NEG_INF)
+                    v = srt[0] - srt[1] if e == top and srt[0] - srt[1] > 0 else others
                 elif name == "lape":
                     tot = sum(P)
                     ok = tot > 0 and e == top and (thr is None or max(P) > thr)
@@ -139,6 +140,19 @@ def test_scores_match_loop_reference(name, seed, dyadic):
         # may differ from math's by an ulp, so LAPE and Cohen's d are only equal up to rounding; they
         # still give equal inputs equal outputs, which is what exact ties need.)
         assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_conact_literal_others_match_loop_reference(seed):
+    """``others=0.0`` (the paper's literal ConAct) against the loop reference, scores and a full budget."""
+    stats = make_stats(seed, dyadic=True)
+    got = score(stats, "conact", others=0.0)
+    want = torch.tensor(ref_scores(stats, "conact", others=0.0), dtype=torch.float64)
+    assert torch.equal(got, want) and not torch.isinf(got).any()
+    budget = stats.shape[1] * stats.shape[2] // 2
+    assert sets_of(find_neurons(stats, "conact", count=budget, others=0.0)) == ref_select(want.tolist(), count=budget)
+    strict = find_neurons(stats, "conact", count=budget)  # zero-evidence units are never taken by default
+    assert strict.counts == {e: min(budget, int((got[i] > 0).sum())) for i, e in enumerate(stats.emotions)}
 
 
 @pytest.mark.parametrize("name", BUILTINS)
@@ -229,11 +243,15 @@ def test_known_values_on_constructed_case():
     assert mad[0, 1, 5].item() == pytest.approx(10 / 64)  # MAD also flags the angry unit for the others
     assert mad[:, 0, 0].tolist() == [0.0] * 4
     con = score(s, "conact")
-    assert con[:, 1, 5].tolist() == [0.0, 40 / 64, 0.0, 0.0]
-    assert con[:, 2, 2].tolist() == [0.0, 0.0, 8 / 64, 0.0]
-    assert bool((con[:, 0, 0] == 0).all())  # flat profile: no contrast
-    # ConAct ties at 0 for the other emotions: the budget falls back to the lowest index
-    assert find_neurons(s, "conact", count=1).indices("sad").tolist() == [[0, 0]]
+    assert con[:, 1, 5].tolist() == [NEG_INF, 40 / 64, NEG_INF, NEG_INF]
+    assert con[:, 2, 2].tolist() == [NEG_INF, NEG_INF, 8 / 64, NEG_INF]
+    assert bool(torch.isneginf(con[:, 0, 0]).all())  # flat profile: no contrast, never an ESN
+    # no unit prefers sad: its ConAct set stays empty instead of taking a zero-evidence unit
+    assert find_neurons(s, "conact", count=1).counts["sad"] == 0
+    literal = score(s, "conact", others=0.0)  # the paper's "0 for the others"
+    assert literal[:, 1, 5].tolist() == [0.0, 40 / 64, 0.0, 0.0] and bool((literal[:, 0, 0] == 0).all())
+    # ... which tops the budget up with the lowest-index unit
+    assert find_neurons(s, "conact", count=1, others=0.0).indices("sad").tolist() == [[0, 0]]
     lape = score(s, "lape")
     assert lape[:, 1, 5].tolist() == [NEG_INF, 0.0, NEG_INF, NEG_INF]  # one-hot profile: H = 0
     assert lape[0, 0, 0].item() == pytest.approx(-math.log(4))  # flat profile, argmax = first emotion on ties
