@@ -84,7 +84,8 @@ def main() -> None:
     stats, pool = identification_stats(lens, ident)
     sets = {n: find_neurons(stats, n, top_frac=a.top_frac) for n in ("conact", "mad", "random", "lap", "lape")}
     sets |= {f"random_seed{s}": find_neurons(stats, "random", top_frac=a.top_frac, seed=s) for s in (1, 2)}
-    res = {"top_frac": a.top_frac, "budget_units": int(sets["conact"].masks[0].sum()),
+    res = {"top_frac": a.top_frac, "budget_units": int(sets["random"].masks[0].sum()),
+           "units_per_emotion": {n: ns.counts for n, ns in sets.items()},
            "pool_per_emotion": len(pool) // len(DEMO_EMOTIONS),
            "ident_acc": constrained_accuracy(lens, ident),
            "effects": deactivation_effects(lens, unseen, sets),
