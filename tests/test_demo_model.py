@@ -17,7 +17,7 @@ from esn_lens.demo_model import (ASSETS, DEMO_EMOTIONS, DEMO_TOP_FRAC, deactivat
                                  identification_stats, load_demo_model, predict, per_class_accuracy, steering_shares)
 
 #: per-class accuracy measured on the shipped unseen-speaker clips (esn_lens/assets/demo/metrics.json)
-MEASURED_UNSEEN = {"angry": 0.917, "happy": 0.917, "neutral": 0.972, "sad": 1.0}
+MEASURED_UNSEEN = {"angry": 0.972, "happy": 0.944, "neutral": 1.0, "sad": 1.0}
 TOP_FRAC = DEMO_TOP_FRAC
 
 
@@ -76,9 +76,9 @@ def test_mlps_carry_the_decision_random_units_do_not(lens, unseen):
     sets = {"random": find_neurons(stats, "random", top_frac=TOP_FRAC), "all": all_units}
     res = deactivation_effects(lens, clips, sets)  # the audio encoder runs once per batch
     off = {e: res["base"][e] + res["all"]["delta"][0][i] / 100 for i, e in enumerate(DEMO_EMOTIONS)}
-    for e in DEMO_EMOTIONS:  # measured .278 / .472 / .333 / .194 (from .917 / .917 / .972 / 1.0)
+    for e in DEMO_EMOTIONS:  # measured .250 / .444 / .250 / .472 (from .972 / .944 / 1.0 / 1.0)
         assert off[e] < res["base"][e] - 0.4, off
-    assert np.mean(list(off.values())) < 0.35  # measured .319 (chance .25)
+    assert np.mean(list(off.values())) < 0.37  # measured .354 (chance .25)
     assert abs(res["random"]["SE"]) < 3 and abs(res["random"]["ACE"]) < 3
 
 
@@ -88,12 +88,11 @@ def esn_sets(lens):
     from esn_lens.selectors import find_neurons
 
     stats, pool = identification_stats(lens, demo_clips("identification"))
-    assert len(pool) == 38 * len(DEMO_EMOTIONS)  # correctly answered, balanced (limited by neutral)
+    assert len(pool) == 39 * len(DEMO_EMOTIONS)  # correctly answered, balanced (limited by neutral)
     sets = {n: find_neurons(stats, n, top_frac=TOP_FRAC) for n in ("conact", "mad")}
     sets |= {f"random{s}": find_neurons(stats, "random", top_frac=TOP_FRAC, seed=s) for s in range(3)}
-    assert all(int(m.sum()) == 20 for n, ns in sets.items() if n != "conact" for m in ns.masks)  # 2 % of 1,024
-    # ConAct never takes a unit for an emotion the unit does not prefer: one unit each prefers happy and neutral
-    assert sets["conact"].counts == {"angry": 20, "happy": 1, "neutral": 1, "sad": 20}
+    # 2 % of 1,024 units; ConAct fills every budget with units that prefer the emotion (k11 had one for happy)
+    assert all(int(m.sum()) == 20 for ns in sets.values() for m in ns.masks)
     return sets
 
 
@@ -102,28 +101,33 @@ def test_conact_and_mad_neurons_are_causal_and_specific(lens, unseen, esn_sets):
     clips = [c for e in DEMO_EMOTIONS for c in [c for c in unseen[0] if c.emotion == e][:24]]
     res = deactivation_effects(lens, clips, esn_sets)
     con, mad = res["conact"], res["mad"]
-    assert con["SE"] <= -10  # measured -39.6 (angry -87.5, happy 0, neutral -20.8, sad -50.0)
-    assert abs(con["ACE"]) <= abs(con["SE"]) / 3  # measured +0.7
-    assert con["se_per"]["angry"] <= -50 and con["se_per"]["sad"] <= -40 and con["se_per"]["neutral"] <= -15
-    assert con["SE"] - con["ACE"] < -30  # ESS; random's is within 1.1 of 0
-    assert mad["SE"] <= -10  # measured -55.2 (angry -87.5, happy +4.2, neutral -58.3, sad -79.2)
-    assert abs(mad["ACE"]) <= abs(mad["SE"]) / 3  # measured -10.8
-    assert mad["SE"] - mad["ACE"] < -30  # measured -44.4
+    assert con["SE"] <= -10  # measured -35.4 (angry -95.8, happy -29.2, neutral -8.3, sad -8.3)
+    assert abs(con["ACE"]) <= abs(con["SE"]) / 3  # measured 0.0
+    assert con["se_per"]["angry"] <= -50 and con["se_per"]["happy"] <= -20
+    assert all(v <= -8 for v in con["se_per"].values())  # every emotion's own units cost it (two clips of 24 or more)
+    assert con["SE"] - con["ACE"] < -30  # ESS -35.4; random's is within 1.1 of 0
+    assert mad["SE"] <= -10  # measured -51.0 (angry -75.0, happy -29.2, neutral -91.7, sad -8.3)
+    assert abs(mad["ACE"]) <= abs(mad["SE"]) / 3  # measured -0.35
+    assert mad["SE"] - mad["ACE"] < -30  # measured -50.7
     for s in range(3):  # random units of the same budget move nothing
         assert abs(res[f"random{s}"]["SE"]) < 3 and abs(res[f"random{s}"]["ACE"]) < 3
 
 
 def test_steering_raises_the_target_share(lens, unseen, esn_sets):
-    """ConAct steering: every emotion's predicted share is monotone in alpha, and angry's and neutral's rise
-    (96 clips: one clip = .0104); random units move no share by more than one clip."""
+    """ConAct steering: every emotion's predicted share is monotone in alpha; angry's, happy's and neutral's
+    rise, angry's and happy's by more than random units of the same budget move them (96 clips: one clip =
+    .0104)."""
     clips = [c for e in DEMO_EMOTIONS for c in [c for c in unseen[0] if c.emotion == e][:24]]
     alphas = (0, 1, 2, 4)
     shares = steering_shares(lens, clips, esn_sets["conact"], alphas)
-    for e in DEMO_EMOTIONS:  # measured angry .229 .229 .240 .281, neutral .271 .292 .292 .302, happy/sad flat
+    # measured angry .250 .271 .281 .344, happy .250 .250 .281 .292, neutral .250 .260 .271 .281, sad flat .250
+    for e in DEMO_EMOTIONS:
         assert all(b >= a for a, b in zip(shares[e], shares[e][1:])), (e, shares[e])
-    assert shares["angry"][-1] >= shares["angry"][0] + 0.04 and shares["neutral"][-1] >= shares["neutral"][0] + 0.02
+    rise = {e: v[-1] - v[0] for e, v in shares.items()}
+    assert rise["angry"] >= 0.08 and rise["happy"] >= 0.04 and rise["neutral"] >= 0.03, rise
     rnd = steering_shares(lens, clips, esn_sets["random0"], alphas)
-    assert all(max(v) - min(v) < 0.011 for v in rnd.values()), rnd  # measured: sad +1 clip, others flat
+    rnd_rise = {e: v[-1] - v[0] for e, v in rnd.items()}  # measured angry -.021, neutral +.042, happy/sad 0
+    assert rise["angry"] > rnd_rise["angry"] + 0.08 and rise["happy"] > rnd_rise["happy"] + 0.03, rnd
 
 
 def test_training_script_smoke(tmp_path):
@@ -131,10 +135,11 @@ def test_training_script_smoke(tmp_path):
     if not script.is_file():
         pytest.skip("training script not in this checkout")
     pytest.importorskip("espeakng_loader")
-    # the shipped recipe's options (docs/demo_model.md, run "k11"), a few steps, on a corpus synthesised with
+    # the shipped recipe's options (docs/demo_model.md, run "a1"), a few steps, on a corpus synthesised with
     # DEMO_RECIPES and its plain (null-class) clips
     recipe = ["--freeze-encoder", "--l1", "0.05", "--mlp-necessity", "3", "--act", "relu", "--fire-weight", "1",
-              "--fire-target", "0.15", "--fire-k", "4", "--selectivity", "2", "--null-class", "plain", "--probe", "0.5"]
+              "--fire-target", "0.15", "--fire-k", "4", "--selectivity", "2", "--assign-units", "--null-class", "plain",
+              "--probe", "0.5"]
     r = subprocess.run([sys.executable, str(script), "--smoke", "--out", str(tmp_path), *recipe], capture_output=True,
                        text=True, timeout=180)
     assert r.returncode == 0, r.stderr[-2000:]
