@@ -17,7 +17,7 @@ from esn_lens.demo_model import (ASSETS, DEMO_EMOTIONS, DEMO_TOP_FRAC, deactivat
                                  identification_stats, load_demo_model, predict, per_class_accuracy, steering_shares)
 
 #: per-class accuracy measured on the shipped unseen-speaker clips (esn_lens/assets/demo/metrics.json)
-MEASURED_UNSEEN = {"angry": 0.972, "happy": 0.944, "neutral": 1.0, "sad": 1.0}
+MEASURED_UNSEEN = {"angry": 0.861, "happy": 0.917, "neutral": 0.917, "sad": 0.917}
 TOP_FRAC = DEMO_TOP_FRAC
 
 
@@ -61,7 +61,7 @@ def test_unseen_accuracy_above_chance(lens, unseen):
     for e, measured in MEASURED_UNSEEN.items():
         assert acc[e] == pytest.approx(measured, abs=0.02), (e, acc)  # deterministic up to float noise
         assert acc[e] > 0.25 + 0.5
-    assert np.mean(list(acc.values())) > 0.9
+    assert np.mean(list(acc.values())) > 0.88  # measured .903 (clips of intensity 0.25-1)
 
 
 def test_mlps_carry_the_decision_random_units_do_not(lens, unseen):
@@ -76,9 +76,9 @@ def test_mlps_carry_the_decision_random_units_do_not(lens, unseen):
     sets = {"random": find_neurons(stats, "random", top_frac=TOP_FRAC), "all": all_units}
     res = deactivation_effects(lens, clips, sets)  # the audio encoder runs once per batch
     off = {e: res["base"][e] + res["all"]["delta"][0][i] / 100 for i, e in enumerate(DEMO_EMOTIONS)}
-    for e in DEMO_EMOTIONS:  # measured .250 / .444 / .250 / .472 (from .972 / .944 / 1.0 / 1.0)
-        assert off[e] < res["base"][e] - 0.4, off
-    assert np.mean(list(off.values())) < 0.37  # measured .354 (chance .25)
+    for e in DEMO_EMOTIONS:  # measured .472 / .250 / .222 / .500 (from .861 / .917 / .917 / .917)
+        assert off[e] < res["base"][e] - 0.35, off
+    assert np.mean(list(off.values())) < 0.40  # measured .361 (chance .25)
     assert abs(res["random"]["SE"]) < 3 and abs(res["random"]["ACE"]) < 3
 
 
@@ -88,7 +88,7 @@ def esn_sets(lens):
     from esn_lens.selectors import find_neurons
 
     stats, pool = identification_stats(lens, demo_clips("identification"))
-    assert len(pool) == 39 * len(DEMO_EMOTIONS)  # correctly answered, balanced (limited by neutral)
+    assert len(pool) == 35 * len(DEMO_EMOTIONS)  # correctly answered, balanced (limited by angry)
     sets = {n: find_neurons(stats, n, top_frac=TOP_FRAC) for n in ("conact", "mad")}
     sets |= {f"random{s}": find_neurons(stats, "random", top_frac=TOP_FRAC, seed=s) for s in range(3)}
     # 2 % of 1,024 units; ConAct fills every budget with units that prefer the emotion (k11 had one for happy)
@@ -101,33 +101,32 @@ def test_conact_and_mad_neurons_are_causal_and_specific(lens, unseen, esn_sets):
     clips = [c for e in DEMO_EMOTIONS for c in [c for c in unseen[0] if c.emotion == e][:24]]
     res = deactivation_effects(lens, clips, esn_sets)
     con, mad = res["conact"], res["mad"]
-    assert con["SE"] <= -10  # measured -35.4 (angry -95.8, happy -29.2, neutral -8.3, sad -8.3)
-    assert abs(con["ACE"]) <= abs(con["SE"]) / 3  # measured 0.0
-    assert con["se_per"]["angry"] <= -50 and con["se_per"]["happy"] <= -20
-    assert all(v <= -8 for v in con["se_per"].values())  # every emotion's own units cost it (two clips of 24 or more)
-    assert con["SE"] - con["ACE"] < -30  # ESS -35.4; random's is within 1.1 of 0
-    assert mad["SE"] <= -10  # measured -51.0 (angry -75.0, happy -29.2, neutral -91.7, sad -8.3)
-    assert abs(mad["ACE"]) <= abs(mad["SE"]) / 3  # measured -0.35
-    assert mad["SE"] - mad["ACE"] < -30  # measured -50.7
+    assert con["SE"] <= -10  # measured -42.7 (angry -70.8, happy -62.5, neutral -25.0, sad -12.5)
+    assert abs(con["ACE"]) <= abs(con["SE"]) / 3  # measured +1.0
+    assert con["se_per"]["angry"] <= -50 and con["se_per"]["happy"] <= -50 and con["se_per"]["neutral"] <= -20
+    assert all(v <= -12 for v in con["se_per"].values())  # every emotion's own units cost it (3 clips of 24 or more)
+    assert con["SE"] - con["ACE"] < -30  # ESS -43.8; random's is within 2.1 of 0
+    assert mad["SE"] <= -10  # measured -42.7 (angry -50.0, happy -45.8, neutral -62.5, sad -12.5)
+    assert abs(mad["ACE"]) <= abs(mad["SE"]) / 3  # measured -4.5
+    assert mad["SE"] - mad["ACE"] < -30  # measured -38.2
     for s in range(3):  # random units of the same budget move nothing
         assert abs(res[f"random{s}"]["SE"]) < 3 and abs(res[f"random{s}"]["ACE"]) < 3
 
 
 def test_steering_raises_the_target_share(lens, unseen, esn_sets):
-    """ConAct steering: every emotion's predicted share is monotone in alpha; angry's, happy's and neutral's
-    rise, angry's and happy's by more than random units of the same budget move them (96 clips: one clip =
-    .0104)."""
+    """ConAct steering: every emotion's predicted share is monotone in alpha and rises by at least two clips
+    more than random units of the same budget move it (96 clips: one clip = .0104)."""
     clips = [c for e in DEMO_EMOTIONS for c in [c for c in unseen[0] if c.emotion == e][:24]]
     alphas = (0, 1, 2, 4)
     shares = steering_shares(lens, clips, esn_sets["conact"], alphas)
-    # measured angry .250 .271 .281 .344, happy .250 .250 .281 .292, neutral .250 .260 .271 .281, sad flat .250
+    # measured angry .240 .250 .271 .281, happy .240 .250 .271 .271, neutral .281 .302 .333 .365, sad .240 .250 .250 .260
     for e in DEMO_EMOTIONS:
         assert all(b >= a for a, b in zip(shares[e], shares[e][1:])), (e, shares[e])
     rise = {e: v[-1] - v[0] for e, v in shares.items()}
-    assert rise["angry"] >= 0.08 and rise["happy"] >= 0.04 and rise["neutral"] >= 0.03, rise
+    assert rise["angry"] >= 0.04 and rise["happy"] >= 0.03 and rise["neutral"] >= 0.08 and rise["sad"] >= 0.02, rise
     rnd = steering_shares(lens, clips, esn_sets["random0"], alphas)
-    rnd_rise = {e: v[-1] - v[0] for e, v in rnd.items()}  # measured angry -.021, neutral +.042, happy/sad 0
-    assert rise["angry"] > rnd_rise["angry"] + 0.08 and rise["happy"] > rnd_rise["happy"] + 0.03, rnd
+    rnd_rise = {e: v[-1] - v[0] for e, v in rnd.items()}  # measured neutral -.052, the others 0
+    assert all(rise[e] >= rnd_rise[e] + 2 / len(clips) - 1e-9 for e in DEMO_EMOTIONS), (rise, rnd_rise)
 
 
 def test_training_script_smoke(tmp_path):
@@ -135,11 +134,11 @@ def test_training_script_smoke(tmp_path):
     if not script.is_file():
         pytest.skip("training script not in this checkout")
     pytest.importorskip("espeakng_loader")
-    # the shipped recipe's options (docs/demo_model.md, run "a1"), a few steps, on a corpus synthesised with
-    # DEMO_RECIPES and its plain (null-class) clips
+    # the shipped recipe's options (docs/demo_model.md, run "a5"), a few steps, on a corpus synthesised with
+    # DEMO_RECIPES at intensity 0.25-1 and its plain (null-class) clips
     recipe = ["--freeze-encoder", "--l1", "0.05", "--mlp-necessity", "3", "--act", "relu", "--fire-weight", "1",
               "--fire-target", "0.15", "--fire-k", "4", "--selectivity", "2", "--assign-units", "--null-class", "plain",
-              "--probe", "0.5"]
+              "--probe", "0.5", "--intensity", "0.25", "1.0"]
     r = subprocess.run([sys.executable, str(script), "--smoke", "--out", str(tmp_path), *recipe], capture_output=True,
                        text=True, timeout=180)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -152,6 +151,7 @@ def test_training_script_smoke(tmp_path):
     assert diff < 1e-3  # the cut-feature training forward equals the real 3000-frame forward
     info = json.loads(r.stdout.strip().splitlines()[-1])
     assert info["clips"] == 4 * 3 * 5  # 4 speakers x 3 clips x (4 emotions + the plain null class)
+    assert info["intensity"] == [0.25, 1.0]  # the corpus was synthesised at graded intensity
     fire = [float(x) for x in re.findall(r" fire ([0-9.]+) ", r.stdout)]
     assert fire and all(0 < f < 1 for f in fire)  # the firing regulariser saw the MLP gates
 

@@ -79,6 +79,8 @@ DEMO_RECIPES: dict[str, dict] = {
 }
 #: ``difficulty`` the demo corpus is rendered with
 DEMO_DIFFICULTY = 0.5
+#: per-clip ``intensity`` range of the shipped demo model's corpus (docs/demo_model.md, run "a5")
+DEMO_INTENSITY = (0.25, 1.0)
 
 _RECIPE_KEYS = ("gain", "pitch", "range", "rate")
 #: voice-quality effects a recipe may name (value: treble/presence boost dB, overdrive amount, lowpass cutoff Hz,
