@@ -100,7 +100,12 @@ def parse_args(argv=None):
     p.add_argument("--eval", action="store_true", help="run the ESN evaluation after training")
     p.add_argument("--top-frac", type=float, default=0.02)
     p.add_argument("--cache", action="store_true", help="cache the prepared inputs next to the corpus")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.assign_units and args.selectivity <= 0:
+        p.error("--assign-units shapes the selectivity regulariser: give --selectivity WEIGHT > 0 as well")
+    if args.intensity and not 0.0 <= args.intensity[0] <= args.intensity[1] <= 1.0:
+        p.error(f"--intensity LOW HIGH must satisfy 0 <= LOW <= HIGH <= 1, got {args.intensity[0]} {args.intensity[1]}")
+    return args
 
 
 def set_seed(seed: int) -> None:
@@ -147,6 +152,37 @@ def collate(items, pad_id: int):
 
 
 # ------------------------------------------------------------------------------------------ forward
+def selectivity_index(per_clip: torch.Tensor, y: torch.Tensor, n_emotions: int, *, rest: str = "mean",
+                      assigned: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class selectivity (Leavitt & Morcos 2020) of every unit in a batch: ``(top - rest) / (top + rest)``.
+
+    ``per_clip`` (batch, units): each clip's soft firing rate per unit; ``y`` (batch,): emotion index, -1 for
+    null-class clips (left out). Per emotion present in the batch, the mean rate ``cls`` (present, units).
+    ``top`` is the unit's highest class rate, or with ``assigned`` (units,) the rate of the emotion given to the
+    unit in advance (0 when that emotion is absent from the batch); ``rest`` the mean of the other present
+    emotions' rates (``"mean"``) or the runner-up's (``"second"``, without ``assigned``). Returns the
+    selectivity (units,) and each unit's mean class rate (units,), the weights of ``--selectivity-weighting
+    rate``. Example: one unit firing .8 on angry clips and 0 on sad ones has selectivity ~1.
+    """
+    lab = y >= 0
+    onehot = F.one_hot(y.clamp(min=0), n_emotions).float() * lab[:, None]
+    counts = onehot.sum(0)
+    present = counts > 0
+    full = (onehot.T @ per_clip) / counts.clamp(min=1)[:, None]  # (emotions, units); 0 for absent emotions
+    cls = full[present]
+    n_present = int(present.sum())
+    if assigned is not None:
+        top = full.gather(0, assigned[None])[0]
+        others = (cls.sum(0) - top) / max(1, n_present - 1) * present[assigned].float()
+    else:
+        top = cls.max(0).values
+        if rest == "second" and n_present > 1:
+            others = cls.topk(2, dim=0).values[1]
+        else:
+            others = (cls.sum(0) - top) / max(1, n_present - 1)
+    return (top - others) / (top + others + 1e-4), cls.mean(0)
+
+
 def encode_audio(model, feats, flen):
     """The audio tower + projector on cut features (identical to the 3000-frame forward at valid positions)."""
     from transformers.masking_utils import create_bidirectional_mask
@@ -256,6 +292,8 @@ def train(args) -> dict:
         probe_w = torch.nn.Parameter(torch.full((args.layers * args.d_mlp, len(EMOTIONS)), -3.0))
         probe_b = torch.nn.Parameter(torch.zeros(len(EMOTIONS)))
 
+    # --assign-units: unit i of every layer is given emotion i mod E (flattened over layers like per_clip)
+    assigned = ((torch.arange(args.layers * args.d_mlp) % args.d_mlp) % len(EMOTIONS)) if args.assign_units else None
     params = [p_ for p_ in model.parameters() if p_.requires_grad]
     opt = torch.optim.AdamW(params + ([probe_w, probe_b] if probe_w is not None else []), lr=args.lr,
                             weight_decay=args.wd)
@@ -307,25 +345,8 @@ def train(args) -> dict:
                     loss = loss + args.fire_weight * F.relu(rate - args.fire_target).mean()
                 if args.selectivity > 0:
                     per_clip = (soft.sum(1) / n_valid).flatten(1)  # (B, layer * d_mlp)
-                    onehot = F.one_hot(y.clamp(min=0), len(EMOTIONS)).float() * lab[:, None]
-                    present = onehot.sum(0) > 0
-                    cls = (onehot.T @ per_clip)[present] / onehot.sum(0)[present, None]  # (emotions in batch, units)
-                    top = cls.max(0).values
-                    if args.assign_units:
-                        n_e = len(EMOTIONS)
-                        assigned = (torch.arange(cls.shape[1]) % args.d_mlp) % n_e  # (units,) emotion index
-                        full = torch.zeros(n_e, cls.shape[1]).masked_scatter(present[:, None].expand(-1, cls.shape[1]), cls)
-                        own = full.gather(0, assigned[None])[0]
-                        ok = present[assigned].float()
-                        top = own
-                        rest = (full.sum(0) - own) / max(1, int(present.sum()) - 1) * ok
-                    elif args.selectivity_rest == "second" and cls.shape[0] > 1:
-                        rest = cls.topk(2, dim=0).values[1]
-                    else:
-                        rest = (cls.sum(0) - top) / max(1, cls.shape[0] - 1)
-                    si = (top - rest) / (top + rest + 1e-4)
+                    si, w = selectivity_index(per_clip, y, len(EMOTIONS), rest=args.selectivity_rest, assigned=assigned)
                     if args.selectivity_weighting == "rate":
-                        w = cls.mean(0)
                         loss = loss + args.selectivity * (w * (1 - si)).sum() / (w.sum() + 1e-6)
                     else:
                         loss = loss - args.selectivity * si.mean()

@@ -169,3 +169,43 @@ def test_training_script_refuses_a_bad_null_class(tmp_path):
         r = subprocess.run([sys.executable, str(script), "--corpus", str(tmp_path / "c"), "--out", str(tmp_path / "o"),
                             "--null-class", null], capture_output=True, text=True, timeout=120)
         assert r.returncode != 0 and msg in r.stderr and "Traceback" not in r.stderr, r.stderr[-1500:]
+
+
+def _training_script():
+    script = Path(__file__).resolve().parents[1] / "scripts" / "train_demo_model.py"
+    if not script.is_file():
+        pytest.skip("training script not in this checkout")
+    return script
+
+
+def test_selectivity_index_known_values():
+    """The training script's selectivity term on a constructed batch: null-class clips (y = -1) are left out,
+    ``assigned`` contrasts a unit with the emotion given to it instead of its own top emotion."""
+    script = _training_script()
+    sys.path.insert(0, str(script.parent))
+    try:
+        from train_demo_model import selectivity_index
+    finally:
+        sys.path.remove(str(script.parent))
+    y = torch.tensor([0, 0, 1, -1])
+    per_clip = torch.tensor([[0.8, 0.2], [0.8, 0.4], [0.0, 0.6], [0.9, 0.0]])  # (clips, units)
+    si, w = selectivity_index(per_clip, y, 2)  # class rates: unit 0 (.8, 0), unit 1 (.3, .6)
+    torch.testing.assert_close(si, torch.tensor([0.8 / 0.8001, 0.3 / 0.9001]))
+    torch.testing.assert_close(w, torch.tensor([0.4, 0.45]))
+    si, _ = selectivity_index(per_clip, y, 2, assigned=torch.tensor([0, 0]))  # unit 1 is angry's: .3 vs .6
+    torch.testing.assert_close(si, torch.tensor([0.8 / 0.8001, -0.3 / 0.9001]))
+    si, _ = selectivity_index(per_clip[[0, 1, 3]], y[[0, 1, 3]], 2, assigned=torch.tensor([1, 0]))  # no sad clip
+    torch.testing.assert_close(si, torch.tensor([0.0, 0.3 / 0.3001]))  # unit 0's emotion is absent: 0
+    si, _ = selectivity_index(per_clip, y, 3, rest="second")  # a third emotion absent from the batch is ignored
+    torch.testing.assert_close(si, torch.tensor([0.8 / 0.8001, 0.3 / 0.9001]))
+
+
+def test_training_script_refuses_bad_options(tmp_path):
+    """Options that cannot work are refused by argparse with one clear line, before any corpus is read."""
+    script = _training_script()
+    for extra, msg in ((["--assign-units"], "--assign-units shapes the selectivity"),
+                       (["--selectivity", "1", "--intensity", "0.6", "0.2"], "--intensity LOW HIGH"),
+                       (["--intensity", "0.1", "1.5"], "--intensity LOW HIGH")):
+        r = subprocess.run([sys.executable, str(script), "--smoke", "--out", str(tmp_path), *extra],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2 and msg in r.stderr and "Traceback" not in r.stderr, r.stderr[-1500:]

@@ -23,4 +23,6 @@ def test_readme_setup_commands_match_ci():
     ci = (README.parent / ".ci" / "run").read_text()
     setup = re.search(r"## Set up\n\n```bash\n(.*?)```", text, flags=re.S).group(1).strip().splitlines()
     assert setup == ['pip install -e ".[dev]"', "pytest"]
-    assert all(cmd in ci for cmd in setup)
+    commands = [line.strip() for line in ci.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    # CI runs exactly the README's commands, after only strict mode and moving to the repository root
+    assert commands == ["set -euo pipefail", 'cd "$(dirname "$0")/.."', *setup], commands

@@ -287,8 +287,9 @@ def generate_corpus(out_dir: str | Path, n_per_emotion_per_speaker: int = 10, sp
     ``recipes``: emotion -> recipe, in the format of :data:`RECIPES` (the default), e.g. to give each class
     its own voice-quality cue. ``intensity``: how strongly each clip carries its recipe (:func:`scale_recipe`),
     one value for all clips or a ``(low, high)`` range drawn uniformly per clip (then the manifest gains an
-    ``intensity`` column; the other draws, hence the clips at intensity 1, are unchanged). Returns ``{"clips", "seconds", "clips_per_s", "audio_seconds", "manifest"}``.
-    Raises :class:`InputError` for unknown emotions or when espeak-ng is not installed.
+    ``intensity`` column; the other draws, hence the clips at intensity 1, are unchanged).
+    Returns ``{"clips", "seconds", "clips_per_s", "audio_seconds", "manifest"}``. Raises :class:`InputError`
+    for unknown emotions, malformed recipes, an intensity outside [0, 1], or when espeak-ng is not installed.
     """
     import soundfile as sf
 
@@ -306,12 +307,13 @@ def generate_corpus(out_dir: str | Path, n_per_emotion_per_speaker: int = 10, sp
     spk = (make_speakers(int(speakers) + speaker_offset, seed)[speaker_offset:] if isinstance(speakers, int)
            else list(speakers))
     graded = not isinstance(intensity, (int, float))
-    if graded:
-        if len(intensity) != 2 or not 0.0 <= float(intensity[0]) <= float(intensity[1]) <= 1.0:
-            raise InputError(f"intensity must be a value in [0, 1] or a range (low, high) with 0 <= low <= high <= 1, "
-                             f"got {intensity!r}")
-    else:
-        scale_recipe(book[emotions[0]], intensity)  # validates the value
+    try:
+        bounds = tuple(float(v) for v in intensity) if graded else (float(intensity),) * 2
+    except (TypeError, ValueError):
+        bounds = ()
+    if len(bounds) != 2 or not 0.0 <= bounds[0] <= bounds[1] <= 1.0:
+        raise InputError(f"intensity must be a value in [0, 1] or a range (low, high) with 0 <= low <= high <= 1, "
+                         f"got {intensity!r}")
     es = _Espeak.get(fresh=True)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -324,8 +326,8 @@ def generate_corpus(out_dir: str | Path, n_per_emotion_per_speaker: int = 10, sp
             for j in range(n_per_emotion_per_speaker):
                 text = SENTENCES[(j + hash_int(s.name)) % len(SENTENCES)]
                 rng = np.random.default_rng([seed, hash_int(s.name), hash_int(e), j])
-                level = (float(np.random.default_rng([seed, hash_int(s.name), hash_int(e), j, 1]).uniform(*intensity))
-                         if graded else float(intensity))
+                level = (float(np.random.default_rng([seed, hash_int(s.name), hash_int(e), j, 1]).uniform(*bounds))
+                         if graded else bounds[0])
                 x = render_clip(es, s, e, text, rng, difficulty=difficulty, sample_rate=sample_rate, recipes=book,
                                 intensity=level)
                 audio_s += x.size / sample_rate
