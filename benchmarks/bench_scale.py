@@ -216,7 +216,7 @@ def discovery(lens, model, clips, prompt, emotions, batch_size):
     def esn_fwd():
         stats = lens.new_stats(emotions)
         for b in prebuilt:
-            lens.trace(b, stats=stats, emotion_index=stats.emotion_index(b.labels), logits="none")
+            lens.run(b, stats=stats, emotion_index=stats.emotion_index(b.labels), logits="none")
         return stats
 
     def plain_fwd():

@@ -50,7 +50,7 @@ def ratio(repeats: int) -> dict:
             root(**b.inputs)
 
     def traced():
-        lens.trace(b, stats=stats, emotion_index=idx, logits="none")
+        lens.run(b, stats=stats, emotion_index=idx, logits="none")
 
     r, t_plain, t_trace = paired_ratio(plain, traced, repeats=repeats)
     return {"tokens_per_row": int(b.inputs["input_ids"].shape[1]), "batch": b.size, "plain_s": t_plain,
@@ -63,7 +63,7 @@ def memory_child(n_clips: int) -> None:
     idx = torch.tensor([i % 4 for i in range(b.size)])
     stats = lens.new_stats(EMOTIONS)
     for _ in range(n_clips // b.size):  # stream the same batch: the stats' memory must not grow
-        lens.trace(b, stats=stats, emotion_index=idx, logits="none")
+        lens.run(b, stats=stats, emotion_index=idx, logits="none")
     print(json.dumps({"clips": n_clips, "peak_rss_mb": peak_rss_mb(), "tokens": float(stats.T.sum())}))
 
 

@@ -6,7 +6,7 @@ Quick tour::
     lens = Lens(model, processor)                       # any supported LALM (adapter chosen automatically)
     stats = lens.collect_stats(clips, prompt, emotions) # streaming per-emotion neuron statistics
     neurons = find_neurons(stats, "conact", top_frac=0.005)
-    out = lens.trace(batch, edits=[deactivate(neurons["angry"])])
+    out = lens.run(batch, edits=[deactivate(neurons["angry"])])
 """
 from .adapters import ADAPTERS, Adapter, PositionMasks, adapter_for, hook_name, parse_hook_name, register_adapter
 from .errors import CorruptFileError, ESNLensError, IncompatibleError, InputError, UnsupportedModelError

@@ -163,19 +163,19 @@ class SEREvaluator:
         edits = self._row_edits(conditions, n)
         audio = None
         if self.encoder_reuse and C > 1:
-            audio = self.lens.trace(base, logits="none", keep_audio=True).audio
+            audio = self.lens.run(base, logits="none", keep_audio=True).audio
         tiled = base.tile(C) if C > 1 else base
         preds: dict[str, list] = {}
         answers: dict[str, list] = {}
         if self.mode == "constrained":
-            out = self.lens.trace(tiled, edits=edits, audio_cache=audio, logits="last")
+            out = self.lens.run(tiled, edits=edits, audio_cache=audio, logits="last")
             for ci, cond in enumerate(conditions):
                 preds[cond.name] = self._decide(out.logits[ci * n:(ci + 1) * n], prompts)
                 answers[cond.name] = [""] * n
         else:
             if audio is not None:
                 audio = None  # generation re-runs the encoder inside generate; reuse applies to scoring
-            out = self.lens.trace(tiled, edits=edits, max_new_tokens=self.max_new_tokens, logits="none")
+            out = self.lens.run(tiled, edits=edits, max_new_tokens=self.max_new_tokens, logits="none")
             plen = tiled.inputs["input_ids"].shape[1]
             texts = self.lens.tokenizer.batch_decode(out.sequences[:, plen:], skip_special_tokens=True)
             for ci, cond in enumerate(conditions):

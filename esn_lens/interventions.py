@@ -23,11 +23,16 @@ from .errors import InputError
 from .registry import Registry
 
 INTERVENTIONS: Registry[Callable[..., "Edit"]] = Registry("intervention")
+#: named position sets an edit can be limited to (or a boolean (batch, pos) mask); "all" = every position
+POSITIONS = ("all", "valid", "audio", "no_prompt", "last")
 
 
 def _units_tensor(units) -> Bool[Tensor, "layer neuron"]:
-    if hasattr(units, "masks") and units.masks.ndim == 3:  # a NeuronSet: union over emotions
-        return units.masks.any(0)
+    if hasattr(units, "masks") and units.masks.ndim == 3:  # a NeuronSet: one set per emotion
+        if units.masks.shape[0] != 1:
+            raise InputError(f"units: a NeuronSet holds one set per emotion ({', '.join(units.emotions)}); pass one "
+                             "emotion's units (neurons['angry']) or all of them on purpose (neurons.all_units())")
+        return units.masks[0]
     t = torch.as_tensor(units)
     if t.dtype != torch.bool or t.ndim != 2:
         raise InputError(f"units must be a boolean (layer, neuron) mask or a NeuronSet, got {t.dtype} of shape {tuple(t.shape)}")
@@ -42,13 +47,67 @@ class Edit:
     Subclasses implement :meth:`edit_` which receives the site's value for one layer.
     """
 
-    units: Any  # Bool[Tensor, "layer neuron"] or a NeuronSet (union over emotions); validated in __post_init__
+    units: Any  # Bool[Tensor, "layer neuron"] (or a one-emotion NeuronSet); validated in __post_init__
     site: str = "act"
     rows: Bool[Tensor, " batch"] | None = None
+    positions: str | Bool[Tensor, "batch pos"] | None = None
 
     def __post_init__(self) -> None:
         self.units = _units_tensor(self.units)
         check_site(self.site)
+        if isinstance(self.positions, str) and self.positions not in POSITIONS:
+            raise InputError(f"positions: unknown position set {self.positions!r}; expected one of {list(POSITIONS)} "
+                             "or a boolean (batch, pos) mask")
+        if self.positions == "all":
+            self.positions = None
+
+    # -------------------------------------------------------------- inside a trace
+    def apply(self, lens: Any, batch: Any = None) -> "Edit":
+        """Apply the edit inside ``with lens.trace(batch):`` (or ``lens.generate``): at every position selected by
+        ``positions`` (prefill and generated tokens) of the rows selected by ``rows``, at every layer with units.
+
+        Composes with the user's code in the same trace, in any order; inside ``tracer.invoke(batch)`` it acts on
+        that invoke's rows. Example: ``deactivate(neurons["angry"], positions="audio").apply(lens)``.
+        """
+        from .tracing import attach_hook, scope_of
+
+        self.check_shape(lens.n_layers, lens.d_mlp)
+        sc = scope_of(lens, batch) if (lens._layout or batch is not None or self.positions is not None) else None
+        pos = None
+        if self.positions is not None:
+            pos = (sc.batch.masks.select(self.positions) if isinstance(self.positions, str)
+                   else torch.as_tensor(self.positions, dtype=torch.bool))
+            if tuple(pos.shape) != tuple(sc.batch.masks.padding.shape):
+                raise InputError(f"{type(self).__name__}: positions mask has shape {tuple(pos.shape)}, the batch is "
+                                 f"{tuple(sc.batch.masks.padding.shape)} (batch, pos)")
+        for layer in self.units.any(1).nonzero().flatten().tolist():
+            attach_hook(lens, lens.blocks[layer].mlp.site(self.site), self._hook_fn(layer, sc, pos))
+        return self
+
+    def _hook_fn(self, layer: int, sc: Any, pos: Tensor | None) -> Callable[[Tensor], Tensor | None]:
+        def fn(value: Tensor) -> Tensor | None:
+            v = sc.rows(value) if sc is not None else value
+            m = self.unit_mask(v, layer)
+            if m is None:
+                return None
+            p = pos
+            if p is not None and v.shape[1] != p.shape[1]:  # a generated token: valid, not prompt, not audio, last
+                if not isinstance(self.positions, str) or self.positions == "audio":
+                    return None
+                p = None
+            copy = value.requires_grad and torch.is_grad_enabled()
+            if copy:  # out of place, so autograd sees the edit
+                value = value.clone()
+                v = sc.rows(value) if sc is not None else value
+            if p is None:
+                self.edit_(v, layer, m)
+            else:
+                new = v.clone()
+                self.edit_(new, layer, m)
+                v.copy_(torch.where(p.to(v.device)[:, :, None], new, v))
+            return value if copy else None
+
+        return fn
 
     def check_shape(self, n_layers: int, d_mlp: int) -> None:
         """Refuse units of another model shape, naming both shapes."""
@@ -181,28 +240,29 @@ class FunctionEdit(Edit):
 
 
 @INTERVENTIONS.register("deactivate")
-def deactivate(units, site: str = "act", rows=None) -> Gain:
+def deactivate(units, site: str = "act", rows=None, positions=None) -> Gain:
     """Zero the units (the paper's deactivation, g <- g * 0). Example: ``deactivate(neurons["angry"])``."""
-    return Gain(units, site=site, rows=rows, gain=0.0)
+    return Gain(units, site=site, rows=rows, positions=positions, gain=0.0)
 
 
 @INTERVENTIONS.register("steer")
-def steer(units, alpha: float = 1.0, site: str = "act", rows=None) -> Gain:
+def steer(units, alpha: float = 1.0, site: str = "act", rows=None, positions=None) -> Gain:
     """Amplify the units, g <- g * (1 + alpha). Example: ``steer(neurons["happy"], alpha=2.0)``."""
     _check_finite_number("steer: alpha", alpha)
-    return Gain(units, site=site, rows=rows, gain=1.0 + float(alpha))
+    return Gain(units, site=site, rows=rows, positions=positions, gain=1.0 + float(alpha))
 
 
 @INTERVENTIONS.register("mean_ablate")
-def mean_ablate(units, stats, site: str | None = None, rows=None) -> SetTo:
+def mean_ablate(units, stats, site: str | None = None, rows=None, positions=None) -> SetTo:
     """Set the units to their mean over all counted tokens in ``stats`` (a NeuronStats of the same site)."""
-    return SetTo(units, site=site or stats.site, rows=rows, values=stats.overall_mean.to(torch.float32))
+    return SetTo(units, site=site or stats.site, rows=rows, positions=positions,
+                 values=stats.overall_mean.to(torch.float32))
 
 
 @INTERVENTIONS.register("add")
-def add(units, delta: float | Tensor = 1.0, site: str = "act", rows=None) -> AddTo:
+def add(units, delta: float | Tensor = 1.0, site: str = "act", rows=None, positions=None) -> AddTo:
     """Add ``delta`` to the units (additive steering)."""
-    return AddTo(units, site=site, rows=rows, delta=delta)
+    return AddTo(units, site=site, rows=rows, positions=positions, delta=delta)
 
 
 def make_edit(name: str, units, **kwargs) -> Edit:

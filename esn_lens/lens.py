@@ -1,10 +1,17 @@
 """Lens: wrap an audio-language model with nnsight; record and intervene in one traced forward.
 
-Example::
+The floor is nnsight's trace of the model, with TransformerLens names (see :mod:`esn_lens.tracing`)::
 
     lens = Lens(model, processor)                       # adapter chosen from the model
     batch = lens.batch([audio1, audio2], "Which emotion?", sampling_rate=16000)
-    out = lens.trace(batch, record=["blocks.0.mlp.hook_act"], edits=[deactivate(units)])
+    with lens.trace(batch) as tracer:
+        act = lens.blocks[0].mlp.hook_act.output.save()
+        deactivate(units).apply(lens)                   # a library edit in the same trace
+        logits = lens.logits.save()
+
+and the one-call form is a thin wrapper over it::
+
+    out = lens.run(batch, record=["blocks.0.mlp.hook_act"], edits=[deactivate(units)])
     out.logits, out.cache["blocks.0.mlp.hook_act"]
 """
 from __future__ import annotations
@@ -18,11 +25,12 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
-from .adapters import SITE_ORDER, SITES, Adapter, PositionMasks, adapter_for, check_site, hook_name, parse_hook_name
+from .adapters import Adapter, PositionMasks, adapter_for, check_site, hook_name, parse_hook_name
 from .data.clip import EmotionClip, prepare_audio
-from .errors import IncompatibleError, InputError
+from .errors import InputError
 from .interventions import Edit
-from .stats import NeuronStats, emotion_weights
+from .stats import NeuronStats
+from .tracing import LensNNsight, LensTracer, Site, attach_hook, build_sites, envoy_at, scope_of, site_by_name
 
 
 @dataclass
@@ -36,7 +44,7 @@ class Batch:
 
     @property
     def size(self) -> int:
-        return int(self.inputs["input_ids"].shape[0])
+        return int(self.masks.padding.shape[0])
 
     def tile(self, n: int) -> "Batch":
         """``n`` copies of the batch stacked row-major (copy c holds rows c*size ... c*size+size-1)."""
@@ -58,13 +66,6 @@ class TraceOutput:
     audio: Any = None
 
 
-def _envoy(root, path: str):
-    env = root
-    for part in path.split("."):
-        env = env[int(part)] if part.isdigit() else getattr(env, part)
-    return env
-
-
 class Lens:
     """An audio-language model wrapped for neuron recording and intervention (the model is never modified).
 
@@ -72,12 +73,15 @@ class Lens:
     """
 
     def __init__(self, model: nn.Module, processor: Any = None, *, adapter: str | Adapter | None = None):
-        from nnsight import NNsight
-
         self.adapter: Adapter = adapter if isinstance(adapter, Adapter) else adapter_for(model, processor, adapter)
         self.model = model
         self.processor = processor
-        self.nn = NNsight(self.adapter.root())
+        #: nnsight's envoy of the adapter's root module (raw module paths; prefer the named sites below)
+        self.nn = LensNNsight(self.adapter.root(), self)
+        self._hooks: list[list[Any]] = []   # one list of torch hook handles per active trace
+        self._layout: list[tuple[int, Batch, Batch]] = []  # (first row, batch, padded batch) per invoke
+        #: named sites (nnsight views): ``blocks[l].mlp.hook_act`` ..., ``embed``, ``audio_encoder``, ``logits``
+        self.blocks, self.embed, self.audio_encoder, self.logits = build_sites(self.nn, self.adapter)
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -173,26 +177,195 @@ class Lens:
         loaded = [c.load(self.sampling_rate)[0] for c in clips]
         return self.batch(loaded, prompts, sampling_rate=self.sampling_rate, labels=labels, clip_ids=ids, **kw)
 
-    # ------------------------------------------------------------------ the one trace
-    def _site_value(self, layer: int, site: str):
-        path, side = self.adapter.site_path(layer, site)
-        env = _envoy(self.nn, path)
-        return env.output if side == "output" else env.input
+    # ------------------------------------------------------------------ the open core: nnsight traces
+    def trace(self, batch: "Batch | dict[str, Tensor] | None" = None, *, inference: bool = False,
+              remote: bool = False, backend: Any = None, **kwargs) -> LensTracer:
+        """Open nnsight's trace of the model: ``with lens.trace(batch) as tracer:``.
 
-    def _body(self, edits: Sequence[Edit], record_sites: dict[str, set[int]],
-              on_value: Callable[[int, str, Tensor], None]) -> None:
-        """Visit sites in forward order; apply edits in order, then hand the value to the recorders."""
-        for layer in range(self.n_layers):
-            for site in SITE_ORDER:
-                eds = [e for e in edits if e.site == site]
-                rec = layer in record_sites.get(site, ())
-                if not eds and not rec:
-                    continue
-                value = self._site_value(layer, site)
-                for e in eds:
-                    e.apply_(value, layer)
-                if rec:
-                    on_value(layer, site, value)
+        Inside, the named sites (``lens.blocks[l].mlp.hook_act``, ``hook_resid_post``, ``lens.logits``, ...) are
+        nnsight views: read, ``.save()``, assign, take ``.grad`` in ``with loss.backward():``. Give no batch and
+        use ``with tracer.invoke(batch):`` for several batches in one forward (each invoke sees its own rows).
+        ``inference=True`` runs the forward under ``torch.inference_mode()`` (no gradients, less memory).
+        ``backend`` is passed to nnsight; ``remote=True`` is refused for a locally wrapped model (nnsight's remote
+        execution needs an NDIF-hosted model; untested here). The library's operations (``edit.apply(lens)``,
+        ``stats.record(lens)``, ``lens.probe(...)``) are called inside. Example::
+
+            with lens.trace(batch):
+                h = lens.blocks[1].hook_resid_post.output.save()
+                lens.blocks[0].mlp.hook_act.output[..., 3] = 0
+                logits = lens.logits.save()
+        """
+        if remote:
+            raise InputError("remote=True: this Lens wraps a local model; nnsight's remote execution needs a model "
+                             "hosted on NDIF (pass nnsight's backend= to trace it there; untested in esn_lens)")
+        args = () if batch is None else (batch,)
+        tracer = self.nn.trace(*args, tracer_cls=LensTracer, backend=backend, **kwargs)
+        tracer.inference, tracer.lens = inference, self
+        return tracer
+
+    def generate(self, batch: "Batch | None" = None, *, max_new_tokens: int = 20, inference: bool = False,
+                 **kwargs) -> LensTracer:
+        """Open nnsight's trace of greedy generation: ``with lens.generate(batch, max_new_tokens=5) as tracer:``.
+
+        Library edits applied inside act at every step (prefill and generated tokens); step-wise user code goes
+        through ``tracer.iter[...]``; ``tracer.result`` holds the generated ids.
+        """
+        if not self.adapter.supports_generate:
+            raise InputError(f"{self.adapter.name}: generation is not supported through this backend; "
+                             "use constrained scoring (logits) instead")
+        gen_kwargs = dict(max_new_tokens=int(max_new_tokens), do_sample=False)
+        tok = self.tokenizer
+        if getattr(tok, "pad_token_id", None) is not None:
+            gen_kwargs["pad_token_id"] = tok.pad_token_id
+        return self.trace(batch, fn="generate", inference=inference, **{**gen_kwargs, **kwargs})
+
+    def site(self, name: str) -> Site:
+        """A named site from its TransformerLens name: ``lens.site("blocks.3.mlp.hook_act")``."""
+        return site_by_name(self, name)
+
+    def site_names(self) -> list[str]:
+        """Every named site, in forward order."""
+        names = ["hook_embed"] + (["audio_encoder"] if self.audio_encoder is not None else [])
+        for b in self.blocks:
+            names += [b.hook_resid_pre.name, b.attn.name, b.mlp.hook_pre.name, b.mlp.hook_act.name,
+                      b.mlp.hook_post.name, b.mlp.name, b.hook_resid_post.name]
+        return names + ["logits"]
+
+    def probe(self, site: str | Site, pooling: str | Tensor = "last", batch: "Batch | None" = None) -> "ProbeRecord":
+        """Record a site's value pooled over positions, from inside a trace (for user probes).
+
+        ``pooling``: ``"last"`` (last valid token), ``"mean_audio"`` (mean over audio positions), ``"mean"`` (mean over
+        valid positions), ``"none"`` (every position) or a boolean (batch, pos) mask (mean over it). The value is in
+        ``.value`` after the trace: (batch, d) float32 on the CPU (or (batch, pos, d) for ``"none"``). Example::
+
+            with lens.trace(batch):
+                rec = lens.probe("blocks.1.hook_resid_post", "mean_audio")
+            rec.value.shape   # (batch, hidden)
+        """
+        st = self.site(site) if isinstance(site, str) else site
+        sc = scope_of(self, batch)
+        m = sc.batch.masks
+        if isinstance(pooling, Tensor):
+            weights = pooling.to(torch.bool)
+            if tuple(weights.shape) != tuple(m.padding.shape):
+                raise InputError(f"probe: pooling mask has shape {tuple(weights.shape)}, the batch is {tuple(m.padding.shape)}")
+        elif pooling in ("last", "mean_audio", "mean", "none"):
+            weights = {"last": m.last_token, "mean_audio": lambda: m.select("audio"), "mean": lambda: m.valid,
+                       "none": lambda: None}[pooling]()
+        else:
+            raise InputError(f"probe: unknown pooling {pooling!r}; expected last, mean_audio, mean, none or a mask")
+        rec = ProbeRecord(st.name, pooling if isinstance(pooling, str) else "mask")
+
+        def fn(value: Tensor) -> None:
+            if rec.value is not None:  # prefill only (generation calls the module again per token)
+                return None
+            v = sc.rows(value).detach().float()
+            if weights is None:
+                rec.value = v.cpu()
+            else:
+                w = weights.to(v.device, torch.float32)
+                rec.value = (torch.einsum("bp,bpd->bd", w, v) / w.sum(1, keepdim=True).clamp(min=1)).cpu()
+            return None
+
+        attach_hook(self, st, fn)
+        return rec
+
+    # ------------------------------------------------------------------ the one-call form
+    def run(self, batch: Batch, *, edits: Sequence[Edit] = (), record: Iterable[str] = (),
+            stats: NeuronStats | None = None, emotion_index: Tensor | None = None, positions: str | None = None,
+            on_value: Callable[[int, str, Tensor], None] | None = None, audio_cache: Any = None,
+            keep_audio: bool = False, logits: str = "last", max_new_tokens: int | None = None) -> TraceOutput:
+        """Run one traced forward (or generation) that applies ``edits`` and records, all at once.
+
+        A thin wrapper over :meth:`trace` (inference mode): ``edit.apply``, ``stats.record`` and recording hooks.
+
+        - ``record``: hook names (``blocks.{l}.mlp.hook_act``) whose values are cached (clones, CPU).
+        - ``stats`` + ``emotion_index`` (batch,): accumulate NeuronStats at ``stats.site`` over ``positions``.
+        - ``on_value(layer, site, value)``: a probe called with each recorded site's real tensor.
+        - ``audio_cache``: a previous ``keep_audio=True`` output's ``.audio``; the audio encoder is skipped
+          and its cached output (tiled to this batch) reused -- identical results, no re-encoding.
+        - ``logits``: "last" (batch, vocab) at each row's last valid position, "all", or "none".
+        - ``max_new_tokens``: generate greedily with the edits applied at every step; ``.sequences`` holds the ids.
+        """
+        edits = self._check_edits(edits)
+        if logits not in ("last", "all", "none"):
+            raise InputError(f"logits must be 'last', 'all' or 'none', got {logits!r}")
+        names = list(record)
+        recorded: list[tuple[int, str]] = []
+        for nm in names:
+            layer, site = parse_hook_name(nm)
+            if not 0 <= layer < self.n_layers:
+                raise InputError(f"{nm}: layer {layer} out of range 0..{self.n_layers - 1}")
+            recorded.append((layer, site))
+        if stats is not None:
+            if emotion_index is None:
+                raise InputError("run: stats given without emotion_index (one emotion index per row)")
+            stats.check_model(self)
+        if on_value is not None and stats is not None:
+            recorded += [(layer, stats.site) for layer in range(self.n_layers) if (layer, stats.site) not in recorded]
+        cache: dict[str, Tensor] = {}
+        tower = None
+        if audio_cache is not None or keep_audio:
+            if self.audio_encoder is None:
+                raise InputError(f"{self.adapter.name}: this model has no audio tower to cache")
+            tower = self.audio_encoder.envoy
+        out: dict[str, Any] = {}
+        embeds_path = self.adapter.embeds_reuse_path
+        model_inputs: Any = batch
+        if audio_cache is not None and audio_cache.kind == "embeds":
+            # the decoder's input embeddings (text + audio) are reused: no audio processing at all
+            model_inputs = Batch({"inputs_embeds": audio_cache.tiled(batch.size),
+                                  "attention_mask": batch.inputs["attention_mask"]}, batch.masks)
+            tower = None
+        last_idx = batch.masks.last_token().float().argmax(1)
+        if max_new_tokens is None:
+            with self.trace(model_inputs, inference=True) as tracer:
+                if audio_cache is not None and tower is not None:
+                    tower.skip(audio_cache.tiled(batch.size))
+                elif keep_audio and embeds_path is not None:
+                    out["audio"] = AudioCache(envoy_at(self.nn, embeds_path).inputs[1]["inputs_embeds"], batch.size, "embeds")
+                elif keep_audio:
+                    out["audio"] = AudioCache(tower.output, batch.size)
+                self._attach_run_ops(batch, edits, stats, emotion_index, positions, recorded, names, cache, on_value)
+                if logits != "none":
+                    lg = self.logits.output
+                    out["logits"] = (lg[torch.arange(lg.shape[0]), last_idx.to(lg.device)] if logits == "last"
+                                     else lg).detach().float().cpu()
+                elif not edits and not recorded and stats is None:
+                    tracer.stop()  # only the audio encoder's output was wanted: skip the decoder
+        else:
+            with self.generate(model_inputs, max_new_tokens=int(max_new_tokens), inference=True) as tracer:
+                self._attach_run_ops(batch, edits, stats, emotion_index, positions, recorded, names, cache, on_value)
+                out["sequences"] = tracer.result
+        seq = out.get("sequences")
+        if seq is not None and not isinstance(seq, Tensor):
+            seq = getattr(seq, "sequences", seq)
+        return TraceOutput(out.get("logits"), cache, seq, out.get("audio"))
+
+    def _attach_run_ops(self, batch, edits, stats, emotion_index, positions, recorded, names, cache, on_value) -> None:
+        """The library operations of :meth:`run`, called inside its trace (edits first, then recorders)."""
+        for e in edits:
+            e.apply(self, batch)
+        if stats is not None:
+            stats.record(self, batch, emotion_index, positions=positions)
+        for layer, site in recorded:
+            self._record_site(layer, site, hook_name(layer, site) in names, on_value, cache)
+
+    def _record_site(self, layer: int, site: str, keep: bool, on_value, cache: dict[str, Tensor]) -> None:
+        nm = hook_name(layer, site)
+        done = [False]
+
+        def fn(value: Tensor) -> None:
+            if done[0]:  # prefill only
+                return None
+            done[0] = True
+            if keep:
+                cache[nm] = value.detach().to("cpu", copy=True)
+            if on_value is not None:
+                on_value(layer, site, value)
+            return None
+
+        attach_hook(self, self.blocks[layer].mlp.site(site), fn)
 
     def _check_edits(self, edits: Sequence[Edit]) -> list[Edit]:
         edits = list(edits)
@@ -202,110 +375,16 @@ class Lens:
             e.check_shape(self.n_layers, self.d_mlp)
         return edits
 
-    def trace(self, batch: Batch, *, edits: Sequence[Edit] = (), record: Iterable[str] = (),
-              stats: NeuronStats | None = None, emotion_index: Tensor | None = None, positions: str | None = None,
-              on_value: Callable[[int, str, Tensor], None] | None = None, audio_cache: Any = None,
-              keep_audio: bool = False, logits: str = "last", max_new_tokens: int | None = None) -> TraceOutput:
-        """Run one traced forward (or generation) that applies ``edits`` and records, all at once.
-
-        - ``record``: hook names (``blocks.{l}.mlp.hook_act``) whose values are cached (clones, CPU).
-        - ``stats`` + ``emotion_index`` (batch,): accumulate NeuronStats at ``stats.site`` over ``positions``.
-        - ``on_value(layer, site, value)``: a probe called with each recorded site's real tensor.
-        - ``audio_cache``: a previous ``keep_audio=True`` output's ``.audio``; the audio encoder is skipped
-          and its cached output (tiled to this batch) reused -- identical results, no re-encoding.
-        - ``logits``: "last" (batch, vocab) at the last position, "all", or "none".
-        - ``max_new_tokens``: generate greedily with the edits applied at every step; ``.sequences`` holds the ids.
-        """
-        edits = self._check_edits(edits)
-        record_sites: dict[str, set[int]] = {}
-        names = list(record)
-        for nm in names:
-            layer, site = parse_hook_name(nm)
-            if not 0 <= layer < self.n_layers:
-                raise InputError(f"{nm}: layer {layer} out of range 0..{self.n_layers - 1}")
-            record_sites.setdefault(site, set()).add(layer)
-        weights = None
-        if stats is not None:
-            if emotion_index is None:
-                raise InputError("trace: stats given without emotion_index (one emotion index per row)")
-            if (stats.n_layers, stats.d_mlp) != (self.n_layers, self.d_mlp):
-                raise InputError(f"stats are for {stats.n_layers}x{stats.d_mlp} units, the model has "
-                                 f"{self.n_layers}x{self.d_mlp}")
-            if stats.model_fingerprint and stats.model_fingerprint != self.fingerprint:
-                raise IncompatibleError(f"stats were recorded from model {stats.model_fingerprint!r}, this model is "
-                                        f"{self.fingerprint!r}: start new stats with lens.new_stats(...)")
-            record_sites.setdefault(stats.site, set()).update(range(self.n_layers))
-            mask = batch.masks.select(positions or stats.positions)
-            weights = emotion_weights(emotion_index, mask, len(stats.emotions))
-        cache: dict[str, Tensor] = {}
-        stat_site = stats.site if stats is not None else None
-        prefill_done = [False]
-
-        def visit(layer: int, site: str, value: Tensor) -> None:
-            if prefill_done[0]:
-                return
-            nm = hook_name(layer, site)
-            if nm in names:
-                cache[nm] = value.detach().to("cpu", copy=True)
-            if stats is not None and site == stat_site:
-                stats.add_layer(layer, value, weights)
-            if on_value is not None:
-                on_value(layer, site, value)
-
-        tower = None
-        if audio_cache is not None or keep_audio:
-            if self.adapter.audio_tower_path is None:
-                raise InputError(f"{self.adapter.name}: this model has no audio tower to cache")
-            tower = _envoy(self.nn, self.adapter.audio_tower_path)
-        out: dict[str, Any] = {}
-        embeds_path = self.adapter.embeds_reuse_path
-        model_inputs = batch.inputs
-        if audio_cache is not None and audio_cache.kind == "embeds":
-            # the decoder's input embeddings (text + audio) are reused: no audio processing at all
-            model_inputs = {"inputs_embeds": audio_cache.tiled(batch.size), "attention_mask": batch.inputs["attention_mask"]}
-            tower = None
-        args, inputs = self.adapter.call_args(model_inputs)
-        if max_new_tokens is not None and not self.adapter.supports_generate:
-            raise InputError(f"{self.adapter.name}: generation is not supported through this backend; "
-                             "use constrained scoring (logits) instead")
-        with torch.inference_mode():
-            if max_new_tokens is None:
-                with self.nn.trace(*args, **inputs) as tracer:
-                    if audio_cache is not None and tower is not None:
-                        tower.skip(audio_cache.tiled(batch.size))
-                    elif keep_audio and embeds_path is not None:
-                        out["audio"] = AudioCache(_envoy(self.nn, embeds_path).inputs[1]["inputs_embeds"], batch.size,
-                                                  "embeds")
-                    elif keep_audio:
-                        out["audio"] = AudioCache(tower.output, batch.size)
-                    self._body(edits, record_sites, visit)
-                    if logits != "none":
-                        lg = _envoy(self.nn, self.adapter.lm_head_path).output
-                        out["logits"] = (lg[:, -1, :] if logits == "last" else lg).detach().float().cpu()
-                    elif not edits and not record_sites and on_value is None:
-                        tracer.stop()  # only the audio encoder's output was wanted: skip the decoder
-            else:
-                gen_kwargs = dict(max_new_tokens=int(max_new_tokens), do_sample=False)
-                tok = self.tokenizer
-                if getattr(tok, "pad_token_id", None) is not None:
-                    gen_kwargs["pad_token_id"] = tok.pad_token_id
-                with self.nn.trace(*args, **inputs, fn="generate", **gen_kwargs) as tracer:
-                    for step in tracer.iter[0:int(max_new_tokens)]:
-                        self._body(edits, record_sites, visit)
-                        prefill_done[0] = True
-                    out["sequences"] = tracer.result
-        if stats is not None:
-            stats.add_tokens(weights)
-        seq = out.get("sequences")
-        if seq is not None and not isinstance(seq, Tensor):
-            seq = getattr(seq, "sequences", seq)
-        return TraceOutput(out.get("logits"), cache, seq, out.get("audio"))
+    def _pad_token_id(self) -> int:
+        tok = self.tokenizer
+        pid = getattr(tok, "pad_token_id", None)
+        return int(pid) if pid is not None else int(getattr(tok, "eos_token_id", 0) or 0)
 
     # ------------------------------------------------------------------ conveniences
     def run_with_cache(self, batch: Batch, names: Iterable[str] | None = None, *, edits: Sequence[Edit] = ()
                        ) -> tuple[Float[Tensor, "batch pos vocab"], dict[str, Tensor]]:
         """All logits and a dict of cached site values (default: every layer's ``hook_act``)."""
-        o = self.trace(batch, record=names if names is not None else self.hook_names("act"), edits=edits, logits="all")
+        o = self.run(batch, record=names if names is not None else self.hook_names("act"), edits=edits, logits="all")
         return o.logits, o.cache
 
     def new_stats(self, emotions: Sequence[str], site: str = "act", positions: str = "valid") -> NeuronStats:
@@ -341,12 +420,21 @@ class Lens:
         for first in range(start, len(clips), batch_size):
             chunk = clips[first:first + batch_size]
             b = self.batch_clips(chunk, prompts[first:first + len(chunk)])
-            self.trace(b, stats=stats, emotion_index=idx_all[first:first + len(chunk)], logits="none", edits=edits)
+            self.run(b, stats=stats, emotion_index=idx_all[first:first + len(chunk)], logits="none", edits=edits)
             bar.update(len(chunk))
             if on_batch is not None:
                 on_batch(first + len(chunk), stats)
         bar.close()
         return stats
+
+
+@dataclass
+class ProbeRecord:
+    """A site's pooled value recorded by :meth:`Lens.probe`; ``value`` is filled when the trace runs."""
+
+    site: str
+    pooling: str
+    value: Tensor | None = None
 
 
 @dataclass

@@ -114,6 +114,10 @@ class NeuronSet:
     def __len__(self) -> int:
         return len(self.emotions)
 
+    def all_units(self) -> Bool[Tensor, "layer neuron"]:
+        """The union of every emotion's units (e.g. to deactivate all of them on purpose)."""
+        return self.masks.any(0)
+
     def indices(self, emotion: str) -> Int64[Tensor, "k 2"]:
         """The chosen units of ``emotion`` as (layer, neuron) rows, sorted by layer then neuron.
 

@@ -147,6 +147,49 @@ class NeuronStats:
             self.add_layer(layer, acts[layer], w)
         self.add_tokens(w)
 
+    def check_model(self, lens: Any) -> None:
+        """Refuse a model of another shape, or another model than these stats were recorded from."""
+        if (self.n_layers, self.d_mlp) != (lens.n_layers, lens.d_mlp):
+            raise InputError(f"stats are for {self.n_layers}x{self.d_mlp} units, the model has "
+                             f"{lens.n_layers}x{lens.d_mlp}")
+        if self.model_fingerprint and self.model_fingerprint != lens.fingerprint:
+            raise IncompatibleError(f"stats were recorded from model {self.model_fingerprint!r}, this model is "
+                                    f"{lens.fingerprint!r}: start new stats with lens.new_stats(...)")
+
+    def record(self, lens: Any, batch: Any = None, emotion_index: Int64[Tensor, " batch"] | None = None, *,
+               positions: str | None = None) -> None:
+        """Accumulate this batch's statistics from inside ``with lens.trace(batch):`` (every layer's site).
+
+        ``emotion_index`` defaults to the batch's labels; ``positions`` to these stats' position set. Inside a
+        ``tracer.invoke(batch)`` it counts that invoke's rows only. Values are taken at the prefill, after any
+        edit of the same site applied before this call. Example::
+
+            with lens.trace(batch):
+                stats.record(lens)
+        """
+        from .tracing import attach_hook, scope_of
+
+        self.check_model(lens)
+        sc = scope_of(lens, batch)
+        if emotion_index is None:
+            if sc.batch.labels is None:
+                raise InputError("stats.record: the batch has no labels; pass emotion_index (one index per row)")
+            emotion_index = self.emotion_index(sc.batch.labels)
+        if emotion_index.shape[0] != sc.size:
+            raise InputError(f"stats.record: {emotion_index.shape[0]} emotion indices for a batch of {sc.size} rows")
+        weights = emotion_weights(emotion_index, sc.batch.masks.select(positions or self.positions), len(self.emotions))
+        self.add_tokens(weights)
+        for layer in range(self.n_layers):
+            done = [False]
+
+            def fn(value: Tensor, layer: int = layer, done: list = done) -> None:
+                if not done[0]:  # prefill only (generation calls the module again per token)
+                    done[0] = True
+                    self.add_layer(layer, sc.rows(value), weights)
+                return None
+
+            attach_hook(lens, lens.blocks[layer].mlp.site(self.site), fn)
+
     # ------------------------------------------------------------------ derived
     def _require_tokens(self) -> Float64[Tensor, " emotion"]:
         empty = [e for e, t in zip(self.emotions, self.T.tolist()) if t == 0]

@@ -392,7 +392,7 @@ def train(args) -> dict:
         enc, out_len = encode_audio(model, feats, flen)
         mine = forward_last(model, ids, am, enc, out_len)
     b = lens.batch([c.load(16000)[0] for c in chk], [demo_prompt(c.utterance_id, EMOTIONS) for c in chk], sampling_rate=16000)
-    ref = lens.trace(b).logits
+    ref = lens.run(b).logits
     max_diff = float((mine - ref).abs().max())
     print(f"training forward vs Lens forward: max |diff| = {max_diff:.2e}")
 

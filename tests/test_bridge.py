@@ -29,10 +29,10 @@ def test_bridge_matches_plain_model(family, arch):
     s1, s2 = plain.new_stats(("a", "b")), bridged.new_stats(("a", "b"))
     u = torch.zeros(2, 64, dtype=torch.bool)
     u[1, :16] = True
-    o1 = plain.trace(b1, stats=s1, emotion_index=idx, edits=[deactivate(u)])
-    o2 = bridged.trace(b2, stats=s2, emotion_index=idx, edits=[deactivate(u)])
+    o1 = plain.run(b1, stats=s1, emotion_index=idx, edits=[deactivate(u)])
+    o2 = bridged.run(b2, stats=s2, emotion_index=idx, edits=[deactivate(u)])
     assert torch.equal(s1.K, s2.K) and torch.equal(s1.T, s2.T)
     assert torch.allclose(s1.sum, s2.sum, atol=1e-5)
     assert torch.allclose(o1.logits, o2.logits, atol=1e-5)
     with pytest.raises(InputError, match="generation is not supported"):
-        bridged.trace(b2, max_new_tokens=2)
+        bridged.run(b2, max_new_tokens=2)

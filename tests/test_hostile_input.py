@@ -39,7 +39,7 @@ def stats_of(lens, audios, sampling_rate=SR, **kw):
     """One-emotion stats of a batch of raw audios; returns (stats, batch, logits)."""
     b = lens.batch(list(audios), PROMPT, sampling_rate=sampling_rate, **kw)
     s = lens.new_stats(("x",))
-    out = lens.trace(b, stats=s, emotion_index=torch.zeros(b.size, dtype=torch.long))
+    out = lens.run(b, stats=s, emotion_index=torch.zeros(b.size, dtype=torch.long))
     return s, b, out.logits
 
 
@@ -302,20 +302,20 @@ def test_neuron_index_out_of_range(lens, pair):
 def test_units_mask_of_another_model_shape(lens):
     b = lens.batch([GOOD], PROMPT, sampling_rate=SR)
     with pytest.raises(InputError, match=r"units mask has shape \(3, 64\), the model has \(layers, d_mlp\) = \(2, 64\)"):
-        lens.trace(b, edits=[deactivate(torch.ones(3, 64, dtype=torch.bool))])
+        lens.run(b, edits=[deactivate(torch.ones(3, 64, dtype=torch.bool))])
 
 
 def test_record_layer_out_of_range(lens):
     b = lens.batch([GOOD], PROMPT, sampling_rate=SR)
     with pytest.raises(InputError, match="blocks.5.mlp.hook_act: layer 5 out of range 0..1"):
-        lens.trace(b, record=["blocks.5.mlp.hook_act"])
+        lens.run(b, record=["blocks.5.mlp.hook_act"])
 
 
 def test_emotion_index_out_of_range(lens):
     b = lens.batch([GOOD], PROMPT, sampling_rate=SR)
     s = lens.new_stats(("x",))
     with pytest.raises(InputError, match="emotion index out of range"):
-        lens.trace(b, stats=s, emotion_index=torch.tensor([3]))
+        lens.run(b, stats=s, emotion_index=torch.tensor([3]))
 
 
 # ====================================================================== low precision
@@ -330,7 +330,7 @@ def test_fp16_steering_large_alpha_stays_finite(fp16_lens, alpha):
     lens = fp16_lens
     every = torch.ones(lens.n_layers, lens.d_mlp, dtype=torch.bool)
     b = lens.batch([GOOD, tiny_audio(0.3, seed=1)], PROMPT, sampling_rate=SR)
-    out = lens.trace(b, edits=[steer(every, alpha=alpha)], record=["blocks.1.mlp.hook_act"])
+    out = lens.run(b, edits=[steer(every, alpha=alpha)], record=["blocks.1.mlp.hook_act"])
     assert torch.isfinite(out.logits).all()
     assert torch.isfinite(out.cache["blocks.1.mlp.hook_act"]).all()
     ns = NeuronSet(every[None].expand(3, -1, -1).clone(), EMOTIONS)
@@ -345,7 +345,7 @@ def test_fp16_steering_during_generation_stays_finite(fp16_lens):
     lens = fp16_lens
     every = torch.ones(lens.n_layers, lens.d_mlp, dtype=torch.bool)
     b = lens.batch([GOOD], PROMPT, sampling_rate=SR)
-    out = lens.trace(b, edits=[steer(every, alpha=1e6)], max_new_tokens=3)
+    out = lens.run(b, edits=[steer(every, alpha=1e6)], max_new_tokens=3)
     assert out.sequences.shape[1] == b.inputs["input_ids"].shape[1] + 3
 
 

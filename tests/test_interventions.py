@@ -81,11 +81,11 @@ def test_batched_conditions_equal_one_at_a_time_and_encoder_reuse_equals_recompu
              Condition("s1", [steer(masks[1], 3.0)]), Condition("both", [deactivate(masks[0]), add(masks[2], 0.5)])]
     prompts = [build_prompt(EM, c.utterance_id).text for c in clips]
     base = lens.batch_clips(clips, prompts)
-    ref = {c.name: lens.trace(base, edits=c.edits).logits for c in conds}  # one condition at a time, re-encoding
-    audio = lens.trace(base, logits="none", keep_audio=True).audio
+    ref = {c.name: lens.run(base, edits=c.edits).logits for c in conds}  # one condition at a time, re-encoding
+    audio = lens.run(base, logits="none", keep_audio=True).audio
     ev_rows = SEREvaluator(lens, EM, batch_size=6)._row_edits(conds, base.size)
-    batched = lens.trace(base.tile(len(conds)), edits=ev_rows, audio_cache=audio).logits
-    recomputed = lens.trace(base.tile(len(conds)), edits=ev_rows).logits
+    batched = lens.run(base.tile(len(conds)), edits=ev_rows, audio_cache=audio).logits
+    recomputed = lens.run(base.tile(len(conds)), edits=ev_rows).logits
     n = base.size
     assert torch.equal(batched, recomputed)  # encoder reuse == recompute, exactly
     for ci, c in enumerate(conds):
@@ -108,8 +108,8 @@ def test_model_unchanged_after_runs(tiny):
     with torch.no_grad():
         before = model(**b.inputs).logits
     u = torch.ones(2, 64, dtype=torch.bool)
-    lens.trace(b, edits=[steer(u, 5.0)], record=lens.hook_names("act"))
-    lens.trace(b, edits=[deactivate(u)], max_new_tokens=3)
+    lens.run(b, edits=[steer(u, 5.0)], record=lens.hook_names("act"))
+    lens.run(b, edits=[deactivate(u)], max_new_tokens=3)
     with torch.no_grad():
         after = model(**b.inputs).logits
     assert torch.equal(before, after)
@@ -138,7 +138,7 @@ def test_mean_ablation_sets_units_to_their_mean(tiny):
     lens = Lens(*tiny("qwen2"))
     b = lens.batch(None, ["hello there", "a much longer second prompt"])
     stats = lens.new_stats(("a", "b"))
-    lens.trace(b, stats=stats, emotion_index=torch.tensor([0, 1]), logits="none")
+    lens.run(b, stats=stats, emotion_index=torch.tensor([0, 1]), logits="none")
     u = torch.zeros(2, 64, dtype=torch.bool)
     u[0, 3] = True
     _, c = lens.run_with_cache(b, ["blocks.0.mlp.hook_act"], edits=[mean_ablate(u, stats)])
@@ -227,7 +227,7 @@ def test_metrics_on_constructed_heatmap():
 def test_bad_edit_inputs(planted, tiny):
     lens, units, clips = planted
     with pytest.raises(InputError, match=r"units mask has shape \(3, 64\)"):
-        lens.trace(lens.batch(None, ["x"]), edits=[deactivate(torch.zeros(3, 64, dtype=torch.bool))])
+        lens.run(lens.batch(None, ["x"]), edits=[deactivate(torch.zeros(3, 64, dtype=torch.bool))])
     with pytest.raises(InputError, match="boolean"):
         deactivate(torch.zeros(2, 64))
     with pytest.raises(InputError, match=r"label\(s\) \['fearful'\] outside the evaluated set"):
@@ -238,14 +238,14 @@ def test_bad_edit_inputs(planted, tiny):
 def test_audio_reuse_equals_recompute_for_every_audio_family(tiny, family):
     lens = Lens(*tiny(family))
     b = lens.batch([tiny_audio(0.3), tiny_audio(0.6, freq=310)], ["Which emotion?", "Emotion?"], sampling_rate=16000)
-    cache = lens.trace(b, logits="none", keep_audio=True).audio
+    cache = lens.run(b, logits="none", keep_audio=True).audio
     expected_kind = "tower" if family == "qwen2_5_omni_thinker" else "embeds"
     assert cache.kind == expected_kind
     u = torch.zeros(2, 64, dtype=torch.bool)
     u[0, :5] = True
     rows = torch.tensor([False, False, True, True, False, False])
     edits = [steer(u, 2.0, rows=rows)]
-    reused = lens.trace(b.tile(3), edits=edits, audio_cache=cache).logits
-    recomputed = lens.trace(b.tile(3), edits=edits).logits
+    reused = lens.run(b.tile(3), edits=edits, audio_cache=cache).logits
+    recomputed = lens.run(b.tile(3), edits=edits).logits
     assert torch.equal(reused, recomputed)
     assert not torch.equal(reused[2:4], reused[:2])

@@ -74,7 +74,7 @@ def test_stats_equal_hook_reference(tiny, family, site):
     batch = make_batch(lens, family)
     stats = lens.new_stats(EMOTIONS, site=site)
     idx = torch.tensor([0, 1, 0])
-    lens.trace(batch, stats=stats, emotion_index=idx, logits="none")
+    lens.run(batch, stats=stats, emotion_index=idx, logits="none")
     valid = independent_valid(lens, batch)
     assert valid.sum() > 10
     K, T, S, SS = loop_stats(hook_reference(lens, batch, site), valid, idx.tolist(), 2)
@@ -113,12 +113,12 @@ def test_merged_shards_equal_one_pass(tiny):
     whole = lens.new_stats(EMOTIONS)  # one pass over the three clips, one clip per batch
     for i in range(3):
         one = lens.batch([tiny_audio(0.3 + 0.25 * i, freq=180 + 70 * i, seed=i)], [PROMPTS[i]], sampling_rate=16000)
-        lens.trace(one, stats=whole, emotion_index=idx[i:i + 1], logits="none")
+        lens.run(one, stats=whole, emotion_index=idx[i:i + 1], logits="none")
     parts = []
     for i in range(3):
         s = lens.new_stats(EMOTIONS)
         one = lens.batch([tiny_audio(0.3 + 0.25 * i, freq=180 + 70 * i, seed=i)], [PROMPTS[i]], sampling_rate=16000)
-        lens.trace(one, stats=s, emotion_index=idx[i:i + 1], logits="none")
+        lens.run(one, stats=s, emotion_index=idx[i:i + 1], logits="none")
         parts.append(s)
     merged = parts[2].merge(parts[0]).merge(parts[1])  # shards merged in any order
     assert torch.equal(merged.K, whole.K) and torch.equal(merged.T, whole.T)
@@ -137,7 +137,7 @@ def test_positions_options(tiny):
     for positions, expected in [("audio", int(n_audio.sum())), ("last", 3),
                                 ("valid", int(batch.masks.valid.sum()))]:
         s = lens.new_stats(EMOTIONS, positions=positions)
-        lens.trace(batch, stats=s, emotion_index=torch.tensor([0, 0, 1]), logits="none")
+        lens.run(batch, stats=s, emotion_index=torch.tensor([0, 0, 1]), logits="none")
         assert int(s.T.sum()) == expected, positions
     no_prompt = batch.masks.select("no_prompt").sum()
     assert 0 < no_prompt < batch.masks.valid.sum()
@@ -147,7 +147,7 @@ def test_stats_save_load_and_refusals(tiny, tmp_path):
     model, proc = tiny("qwen2_audio")
     lens = Lens(model, proc)
     s = lens.new_stats(EMOTIONS)
-    lens.trace(make_batch(lens, "qwen2_audio"), stats=s, emotion_index=torch.tensor([0, 1, 1]), logits="none")
+    lens.run(make_batch(lens, "qwen2_audio"), stats=s, emotion_index=torch.tensor([0, 1, 1]), logits="none")
     p = tmp_path / "stats.safetensors"
     s.save(p)
     back = NeuronStats.load(p, expect_fingerprint=lens.fingerprint, expect_site="act")
@@ -234,7 +234,7 @@ def test_omni_full_model_goes_through_thinker(tiny):
     lens = Lens(full, proc)
     assert lens.adapter.name == "qwen2_5_omni" and lens.adapter.root() is full.thinker
     s = lens.new_stats(EMOTIONS)
-    lens.trace(make_batch(lens, "qwen2_5_omni_thinker"), stats=s, emotion_index=torch.tensor([0, 1, 0]), logits="none")
+    lens.run(make_batch(lens, "qwen2_5_omni_thinker"), stats=s, emotion_index=torch.tensor([0, 1, 0]), logits="none")
     assert s.T.sum() > 0
 
 
@@ -249,7 +249,7 @@ def test_from_pretrained_local_folder(tiny, tmp_path, family):
     assert lens.fingerprint == ref.fingerprint
     b1, b2 = make_batch(lens, family, n=2), make_batch(ref, family, n=2)
     assert torch.equal(b1.inputs["input_ids"], b2.inputs["input_ids"])
-    assert torch.allclose(lens.trace(b1).logits, ref.trace(b2).logits, atol=1e-5)
+    assert torch.allclose(lens.run(b1).logits, ref.run(b2).logits, atol=1e-5)
 
 
 def test_collect_stats_streams_clips(tiny):
@@ -262,7 +262,7 @@ def test_collect_stats_streams_clips(tiny):
     assert s.n_clips.tolist() == [3.0, 2.0]
     one = lens.new_stats(EMOTIONS)
     b = lens.batch_clips(clips, "Which emotion?")
-    lens.trace(b, stats=one, emotion_index=one.emotion_index(b.labels), logits="none")
+    lens.run(b, stats=one, emotion_index=one.emotion_index(b.labels), logits="none")
     assert torch.equal(one.K, s.K) and torch.equal(one.T, s.T)
     assert torch.allclose(one.sum, s.sum, atol=1e-9, rtol=0)
 

@@ -21,7 +21,7 @@ def recorded():
     for i in range(0, len(clips), 8):  # each clip with its own shuffled-option prompt
         chunk = clips[i:i + 8]
         b = lens.batch_clips(chunk, [ev.prompt(c).text for c in chunk])
-        lens.trace(b, stats=stats, emotion_index=stats.emotion_index(b.labels), logits="none")
+        lens.run(b, stats=stats, emotion_index=stats.emotion_index(b.labels), logits="none")
     return lens, planted, stats
 
 

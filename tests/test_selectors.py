@@ -457,7 +457,7 @@ def test_selectors_on_stats_recorded_from_a_tiny_real_model(tiny, family, site, 
     model, tok = tiny(family)
     lens = Lens(model, tok)
     stats = lens.new_stats(("angry", "happy", "sad"), site=site)
-    lens.trace(lens.batch(None, TINY_PROMPTS), stats=stats, emotion_index=torch.tensor([0, 1, 2, 0, 1, 2]), logits="none")
+    lens.run(lens.batch(None, TINY_PROMPTS), stats=stats, emotion_index=torch.tensor([0, 1, 2, 0, 1, 2]), logits="none")
     assert stats.T.min() > 0 and 0 < stats.K.sum() < stats.T.sum() * lens.n_layers * lens.d_mlp
     for name in BUILTINS:
         ref = ref_scores(stats, name)

@@ -44,7 +44,7 @@ stats = lens.new_stats(EMOTIONS)
 for start in range(0, len(clips), 16):
     chunk = clips[start:start + 16]
     batch = lens.batch_clips(chunk, [ev.prompt(c).text for c in chunk])
-    lens.trace(batch, stats=stats, emotion_index=stats.emotion_index([c.emotion for c in chunk]), logits="none")
+    lens.run(batch, stats=stats, emotion_index=stats.emotion_index([c.emotion for c in chunk]), logits="none")
 print(stats)
 
 

@@ -89,6 +89,6 @@ def probe(layer: int, site: str, value: torch.Tensor) -> None:
 batch = lens.batch_clips([c for c in clips if c.emotion == "angry"], ev.prompt(clips[0]).text)
 for edits in ([], [make_edit("clamp", angry, limit=0.1)]):
     seen.clear()
-    lens.trace(batch, record=lens.hook_names("act"), on_value=probe, edits=edits)
+    lens.run(batch, record=lens.hook_names("act"), on_value=probe, edits=edits)
     label = "clamped" if edits else "plain"
     print(f"{label:>8}: mean angry-unit value at the last position {seen}")

@@ -104,7 +104,7 @@ print("sites:", lens.adapter.site_path(0, "act"), lens.adapter.site_path(0, "pos
 # %%
 clips = planted_clips(3, ("angry", "happy", "neutral", "sad"), seed=0)  # text clips (transcripts)
 batch = lens.batch_clips(clips[:4], "Which emotion? Answer with one word.")
-out = lens.trace(batch, record=["blocks.0.mlp.hook_act", "blocks.1.mlp.hook_post"])
+out = lens.run(batch, record=["blocks.0.mlp.hook_act", "blocks.1.mlp.hook_post"])
 print({k: tuple(v.shape) for k, v in out.cache.items()})
 
 # the same values as a plain forward hook on the module (the Lens never changes the model)

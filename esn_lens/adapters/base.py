@@ -184,9 +184,22 @@ class Adapter:
     def d_mlp(self) -> int:
         return int(self.mlp_module(0).gate_proj.out_features)
 
+    def layer_path(self, layer: int) -> str:
+        """Dotted path (from :meth:`root`) of a decoder layer (its input/output are the residual stream)."""
+        return f"{self.layers_path}.{layer}"
+
     def mlp_path(self, layer: int) -> str:
         """Dotted path (from :meth:`root`) of a layer's gated MLP module."""
-        return f"{self.layers_path}.{layer}.mlp"
+        return f"{self.layer_path(layer)}.mlp"
+
+    def attn_path(self, layer: int) -> str:
+        """Dotted path (from :meth:`root`) of a layer's attention block."""
+        return f"{self.layer_path(layer)}.self_attn"
+
+    @property
+    def embed_path(self) -> str:
+        """Dotted path (from :meth:`root`) of the token embedding (a sibling of the layer list)."""
+        return f"{self.layers_path.rsplit('.', 1)[0]}.embed_tokens" if "." in self.layers_path else "embed_tokens"
 
     def mlp_module(self, layer: int) -> nn.Module:
         return self.root().get_submodule(self.mlp_path(layer))

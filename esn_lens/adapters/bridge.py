@@ -61,8 +61,18 @@ class TransformerBridgeAdapter(Adapter):
     def config(self):
         return getattr(self.model, "original_model", self.model).config
 
+    def layer_path(self, layer: int) -> str:
+        return f"blocks.{layer}._original_component"
+
     def mlp_path(self, layer: int) -> str:
-        return f"blocks.{layer}._original_component.mlp._original_component"
+        return f"{self.layer_path(layer)}.mlp._original_component"
+
+    def attn_path(self, layer: int) -> str:
+        return f"{self.layer_path(layer)}.self_attn._original_component"
+
+    @property
+    def embed_path(self) -> str:
+        return "embed._original_component"
 
     def call_args(self, inputs: dict[str, Tensor]) -> tuple[tuple, dict[str, Tensor]]:
         rest = {k: v for k, v in inputs.items() if k != "input_ids"}
