@@ -387,6 +387,16 @@ def _rewrap(out: Any, side: str, new: Tensor) -> Any:
     return (new, *out[1:])
 
 
+def _count_at_start(key: str) -> int:
+    """How often the location had run before the running trace began (nnsight keeps running counts)."""
+    from nnsight.intervention.interleaver import Mediator
+
+    try:
+        return Mediator.current("esn_lens").counts_at_start.get(key, 0)
+    except Exception:  # noqa: BLE001 - not inside a worker
+        return 0
+
+
 def attach_hook(lens: "Lens", site: Site, fn: Callable[[Tensor], Tensor | None]) -> None:
     """Call ``fn(value)`` on a site's value at every call of its module during the active trace.
 
@@ -395,6 +405,11 @@ def attach_hook(lens: "Lens", site: Site, fn: Callable[[Tensor], Tensor | None])
     if not lens._hooks:
         raise InputError("library operations that act inside a trace must be called inside `with lens.trace(...)`")
     mod, side = site.envoy._module, site.side
+    key = f"{site.envoy.path}.{'input' if side == 'input' else 'output'}"
+    if lens.nn.interleaver.counts.get(key, 0) > _count_at_start(key):
+        raise InputError(f"{site.name}: the model already ran past this site in this trace, so a library operation "
+                         "can no longer act on it; call library operations (edit.apply, stats.record, lens.probe) "
+                         "before reading sites that come later in the forward pass")
     if side != "input":
         def out_hook(_m, _args, out):
             new = fn(_unwrap(out, side))
