@@ -31,6 +31,7 @@ from torch import Tensor
 from .errors import InputError
 from .neurons import NeuronSet, _jsonable
 from .registry import Registry
+from .attribution import AttributionStats
 from .stats import NeuronStats
 
 #: The selector registry; ``SELECTORS.names()`` lists what is available.
@@ -176,6 +177,19 @@ def cohens_d(stats: NeuronStats, *, seed: int = 0, eps: float = 1e-12) -> Float6
 
 
 # ---------------------------------------------------------------------- scoring
+@SELECTORS.register("atp")
+def atp(stats: NeuronStats | AttributionStats, *, seed: int = 0) -> Float64[Tensor, "emotion layer neuron"]:
+    """AtP (attribution patching): the mean over each emotion's clips of ``sum_pos a * dM/da``, the unit's estimated
+    support for the true emotion's option (M = its log-probability minus the mean of the other options'), so the
+    top units are those whose deactivation is expected to cost that emotion the most.
+    Needs :class:`~esn_lens.attribution.AttributionStats` from ``collect_attribution(lens, clips, emotions)``.
+    """
+    if not isinstance(stats, AttributionStats):
+        raise InputError("selector 'atp' scores attribution statistics, not firing statistics: collect them with "
+                         "esn_lens.collect_attribution(lens, clips, emotions)")
+    return stats.mean.clone()
+
+
 def _resolve(selector: str | Callable[..., Tensor]) -> tuple[str, Callable[..., Tensor]]:
     if callable(selector):
         return getattr(selector, "__name__", "custom"), selector
@@ -220,7 +234,7 @@ def _check_scores(scores: Any, shape: tuple[int, ...] | None, name: str) -> Floa
 
 
 def score(
-    stats: NeuronStats, selector: str | Callable[..., Tensor] = "mad", *, seed: int = 0, **options: Any
+    stats: NeuronStats | AttributionStats, selector: str | Callable[..., Tensor] = "mad", *, seed: int = 0, **options: Any
 ) -> Float64[Tensor, "emotion layer neuron"]:
     """Scores of every unit by a registered selector (or a selector function), validated.
 
@@ -272,7 +286,7 @@ def top_k_mask(scores: Float64[Tensor, "row unit"], k: int) -> Bool[Tensor, "row
 
 
 def select(
-    scores_or_stats: Float[Tensor, "emotion layer neuron"] | NeuronStats,
+    scores_or_stats: Float[Tensor, "emotion layer neuron"] | NeuronStats | AttributionStats,
     *,
     selector: str | Callable[..., Tensor] | None = None,
     top_frac: float | int = DEFAULT_TOP_FRAC,
@@ -302,7 +316,7 @@ def select(
     """
     if per not in PER_CHOICES:
         raise InputError(f"per must be one of {list(PER_CHOICES)}, got {per!r}")
-    if isinstance(scores_or_stats, NeuronStats):
+    if isinstance(scores_or_stats, (NeuronStats, AttributionStats)):
         stats = scores_or_stats
         name, _ = _resolve("mad" if selector is None else selector)
         scores = score(stats, "mad" if selector is None else selector, seed=seed, **options)
@@ -345,7 +359,7 @@ def select(
 
 
 def find_neurons(
-    stats: NeuronStats,
+    stats: NeuronStats | AttributionStats,
     selector: str | Callable[..., Tensor] = "mad",
     top_frac: float | int = DEFAULT_TOP_FRAC,
     *,

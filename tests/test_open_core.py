@@ -379,3 +379,101 @@ def test_inference_mode_option(lenses):
         b = lens.blocks[0].mlp.hook_act.output.save()
     assert a.is_inference() and not b.is_inference() and b.requires_grad
     assert torch.equal(a, b.detach())
+
+
+# ---------------------------------------------------------------------- attribution patching and activation patching
+def _clips(n_per=2, emotions=("angry", "happy", "neutral", "sad")):
+    from esn_lens.data import EmotionClip
+    out = []
+    for i in range(n_per * len(emotions)):
+        out.append(EmotionClip(f"c{i}", emotions[i % len(emotions)], audio=tiny_audio(0.3 + 0.07 * i, freq=150 + 25 * i, seed=i),
+                               sampling_rate=16000, text=f"utterance number {i}"))
+    return out
+
+
+@pytest.mark.parametrize("family", ["qwen2_audio", "qwen2"])
+def test_atp_equals_a_plain_autograd_loop(lenses, family):
+    from esn_lens import SEREvaluator, collect_attribution, find_neurons, score
+    from esn_lens.attribution import emotion_option_ids, option_margin
+    lens = lenses(family)
+    emotions = ["angry", "happy", "neutral", "sad"]
+    clips = _clips()
+    ev = SEREvaluator(lens, emotions, mode="constrained")
+    flags = [p.requires_grad for p in lens.model.parameters()]
+    att = collect_attribution(lens, clips, emotions, batch_size=3, progress=False)
+    assert flags == [p.requires_grad for p in lens.model.parameters()]  # restored
+    assert att.n_clips.tolist() == [2.0, 2.0, 2.0, 2.0]
+    # reference: one clip at a time, plain hooks + torch.autograd, loops over positions
+    ref = torch.zeros(4, lens.n_layers, lens.d_mlp, dtype=torch.float64)
+    for c in clips:
+        p = ev.prompt(c)
+        b = lens.batch_clips([c], [p.text])
+        acts = {}
+        hooks = []
+        for layer in range(lens.n_layers):
+            mod, side = site_modules(lens, layer)["mlp.hook_act"]
+            def keep(v, layer=layer):
+                v.retain_grad()
+                acts[layer] = v
+            hooks.append((mod, side, keep))
+        logits = plain_forward(lens, b, hooks, grad=True)
+        if c is clips[0]:
+            assert all(p.grad is None for p in lens.model.parameters())  # collect_attribution left no weight grads
+        e = emotions.index(c.emotion)
+        opt = torch.tensor([[ev._option_token_ids()[p.options.index(x)] for x in emotions]])
+        lp = logits[0, -1].log_softmax(-1)[opt[0]]
+        metric = lp[e] - (lp.sum() - lp[e]) / 3
+        metric.backward()
+        valid = b.masks.valid[0]
+        for layer in range(lens.n_layers):
+            a, g = acts[layer][0], acts[layer].grad[0]
+            for pos in range(a.shape[0]):
+                if valid[pos]:
+                    ref[e, layer] += (a[pos] * g[pos]).double()
+        lens.model.zero_grad(set_to_none=True)
+    assert torch.allclose(att.sum, ref, rtol=1e-4, atol=1e-6)
+    assert att.sum.abs().max() > 1e-4
+    scores = score(att, "atp")
+    assert torch.equal(scores, ref / 2) or torch.allclose(scores, ref / 2, rtol=1e-4, atol=1e-6)
+    ns = find_neurons(att, "atp", count=3)
+    top = torch.topk((ref[0] / 2).flatten(), 3).indices
+    assert set(ns["angry"].flatten().nonzero()[:, 0].tolist()) == set(top.tolist())
+    with pytest.raises(InputError, match="attribution statistics"):
+        score(lens.new_stats(emotions), "atp")
+
+
+def test_option_margin_known_values():
+    from esn_lens.attribution import option_margin
+    logits = torch.log(torch.tensor([[0.5, 0.25, 0.125, 0.125]]))
+    m = option_margin(logits, torch.tensor([[0, 1, 2]]), torch.tensor([1]))
+    expected = float(torch.log(torch.tensor(0.25)) - (torch.log(torch.tensor(0.5)) + torch.log(torch.tensor(0.125))) / 2)
+    assert abs(float(m[0]) - expected) < 1e-6
+
+
+@pytest.mark.parametrize("family", ["qwen2_audio", "audio_flamingo3"])
+@pytest.mark.parametrize("align", ["last", "audio"])
+def test_patch_activations_equals_a_plain_hook_reference(lenses, family, align):
+    from esn_lens import patch_activations
+    lens = lenses(family)
+    src = make_batch(lens, n=1, seconds=(0.7,), prompts=["Happy voice, please?"], seed=5)
+    tgt = make_batch(lens, n=1, seconds=(0.4,), prompts=["Sad?"], seed=6)
+    units = [2, 9, 33]
+    got = patch_activations(lens, src, tgt, "blocks.0.mlp.hook_act", units=units, align=align)
+    mod, side = site_modules(lens, 0)["mlp.hook_act"]
+    cap = {}
+    plain_forward(lens, src, [(mod, side, lambda v: cap.__setitem__("v", v.clone()))])
+    s_pos = (src.masks.select("audio") if align == "audio" else src.masks.last_token())[0].nonzero()[:, 0]
+    t_pos = (tgt.masks.select("audio") if align == "audio" else tgt.masks.last_token())[0].nonzero()[:, 0]
+    pick = [int(s_pos[(i * len(s_pos)) // len(t_pos)]) for i in range(len(t_pos))]  # a plain loop over positions
+
+    def put(v):
+        v = v.clone()
+        for j, t in enumerate(t_pos.tolist()):
+            for u in units:
+                v[0, t, u] = cap["v"][0, pick[j], u]
+        return v
+    ref = plain_forward(lens, tgt, [(mod, side, put)])[:, -1]
+    assert (got - ref).abs().max() <= 1e-5
+    assert (ref - plain_forward(lens, tgt)[:, -1]).abs().max() > 1e-6
+    with pytest.raises(InputError, match="out of range"):
+        patch_activations(lens, src, tgt, "blocks.0.mlp.hook_act", units=[10_000])
