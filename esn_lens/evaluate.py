@@ -72,7 +72,7 @@ class SEREvaluator:
 
     def __init__(self, lens: Lens, emotions: Sequence[str], *, mode: str = "constrained", answer: str = "digit",
                  template: str = DEFAULT_TEMPLATE, seed: int = 0, shuffle: bool = True, max_new_tokens: int = 20,
-                 batch_size: int = 8, encoder_reuse: bool = True):
+                 batch_size: int = 8, encoder_reuse: bool = True, num_workers: int | None = None):
         if mode not in ("constrained", "generate"):
             raise InputError(f"mode must be 'constrained' or 'generate', got {mode!r}")
         if answer not in ("digit", "word"):
@@ -81,6 +81,7 @@ class SEREvaluator:
         self.mode, self.answer, self.template = mode, answer, template
         self.seed, self.shuffle, self.max_new_tokens, self.batch_size = seed, shuffle, max_new_tokens, batch_size
         self.encoder_reuse = encoder_reuse and lens.adapter.audio_tower_path is not None
+        self.num_workers = num_workers  # input-building threads (None: machine default, 0: serial)
         if mode == "constrained":
             self._option_ids = self._option_token_ids()
 
@@ -132,9 +133,11 @@ class SEREvaluator:
         preds: dict[str, list] = {n: [] for n in names}
         answers: dict[str, list] = {n: [] for n in names}
         bar = tqdm(total=len(clips), desc="SER", unit="clip", disable=not progress)
-        for start in range(0, len(clips), self.batch_size):
-            chunk = clips[start:start + self.batch_size]
-            p, a = self._run_chunk(chunk, conditions)
+        from .prefetch import prefetched
+
+        chunks = [clips[s:s + self.batch_size] for s in range(0, len(clips), self.batch_size)]
+        for chunk, built in zip(chunks, prefetched(chunks, self._build_chunk, self.num_workers)):
+            p, a = self._run_chunk(chunk, conditions, built)
             for n in names:
                 preds[n].extend(p[n])
                 answers[n].extend(a[n])
@@ -156,9 +159,13 @@ class SEREvaluator:
                 out.append(clone)
         return out
 
-    def _run_chunk(self, chunk: list[EmotionClip], conditions: Sequence[Condition]):
+    def _build_chunk(self, chunk: list[EmotionClip]):
+        """The chunk's prompts and model inputs (CPU work; may run ahead in a prefetch thread)."""
         prompts = [self.prompt(c) for c in chunk]
-        base = self.lens.batch_clips(chunk, [p.text for p in prompts])
+        return prompts, self.lens.batch_clips(chunk, [p.text for p in prompts])
+
+    def _run_chunk(self, chunk: list[EmotionClip], conditions: Sequence[Condition], built=None):
+        prompts, base = built if built is not None else self._build_chunk(chunk)
         n, C = base.size, len(conditions)
         edits = self._row_edits(conditions, n)
         audio = None
