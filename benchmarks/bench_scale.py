@@ -6,8 +6,11 @@ depth) proportionally for CPUs, ``--layers`` overrides the decoder depth; ``--fu
 
 Measured, over paired repeated runs (the two variants alternate their order; medians reported):
 
-(a) discovery -- ``lens.collect_stats`` (nnsight trace + float64 statistics on the model's device) vs the
-    plain transformers forward of the same batches (no nnsight, no statistics);
+(a) discovery -- ``lens.collect_stats`` (nnsight trace + float64 statistics on the model's device; with and
+    without prefetching the next batches' inputs) vs the plain transformers forward of the same batches (no
+    nnsight, no statistics); and forward-only on prebuilt batches, the four recorders side by side: esn_lens,
+    hand-written torch forward hooks counting on the device, nnsight ``.save()`` of every layer counted on the CPU
+    (the published ESN code's pattern), and the plain forward -- all recorders' K are checked equal;
 (b) a deactivation heatmap sweep -- ``SEREvaluator.run`` with baseline + E masks (top ``--top-frac`` MAD
     units of the stats from (a)) as batched condition rows with audio-encoder reuse, vs a plain forward
     of the same tiled batch with torch forward hooks applying the same masks (the encoder runs per row).
@@ -224,7 +227,46 @@ def discovery(lens, model, clips, prompt, emotions, batch_size):
             for b in prebuilt:
                 model(**b.inputs)
 
-    return {"esn_lens": esn, "plain": plain, "esn_lens_fwd": esn_fwd, "plain_fwd": plain_fwd}
+    def esn_serial():  # end to end without prefetching (input building in the loop)
+        return lens.collect_stats(clips, prompt, emotions, batch_size=batch_size, progress=False, num_workers=0)
+
+    L, N, E = lens.n_layers, lens.d_mlp, len(emotions)
+    dev = lens.adapter.device
+
+    def weights(b):
+        idx = torch.tensor([list(emotions).index(x) for x in b.labels])
+        onehot = torch.nn.functional.one_hot(idx, E).to(torch.float32)
+        return (b.masks.valid.to(torch.float32)[..., None] * onehot[:, None, :]).to(dev)
+
+    def hooks_fwd():  # hand-written torch forward hooks, counts on the device
+        K = torch.zeros(E, L, N, dtype=torch.float64, device=dev)
+        for b in prebuilt:
+            w = weights(b)
+            handles = [lens.adapter.site_module(layer, "act").register_forward_hook(
+                lambda m, i, o, layer=layer: K[:, layer].add_(torch.einsum("bpe,bpn->en", w, (o > 0).to(torch.float32))))
+                for layer in range(L)]
+            try:
+                with torch.inference_mode():
+                    model(**b.inputs)
+            finally:
+                for h in handles:
+                    h.remove()
+        return K
+
+    def save_all_fwd():  # the published ESN code's pattern: nnsight .save() of every layer, counted on the CPU
+        K = torch.zeros(E, L, N, dtype=torch.float64)
+        for b in prebuilt:
+            acts = []
+            with lens.trace(b, inference=True):
+                for layer in range(L):
+                    acts.append(lens.blocks[layer].mlp.hook_act.output.save())
+            w = weights(b).cpu()
+            for layer in range(L):
+                K[:, layer] += torch.einsum("bpe,bpn->en", w, (acts[layer].cpu() > 0).to(torch.float32)).to(torch.float64)
+        return K
+
+    return {"esn_lens": esn, "esn_lens_serial": esn_serial, "plain": plain, "esn_lens_fwd": esn_fwd,
+            "hooks_fwd": hooks_fwd, "save_all_fwd": save_all_fwd, "plain_fwd": plain_fwd}
 
 
 def sweep(lens, model, evaluator, clips, conditions, batch_size):
@@ -298,7 +340,7 @@ def main(argv=None) -> dict:
     if device.type == "cuda":
         if not torch.cuda.is_available():
             sys.exit("--device cuda but CUDA is not available")
-        torch.cuda.set_device(device)
+        torch.cuda.set_device(device.index if device.index is not None else 0)  # torch 2.11 needs an index
         torch.backends.cuda.matmul.allow_tf32 = True
     from esn_lens.loading import parse_dtype
 
@@ -338,8 +380,14 @@ def main(argv=None) -> dict:
     stats = var["esn_lens"]()
     assert stats.K.device.type == device.type and stats.K.dtype == torch.float64, "stats must live on the device in float64"
     assert all(torch.isfinite(getattr(stats, n)).all() for n in ("K", "T", "sum", "sumsq")), "non-finite stats"
+    k_ref = var["esn_lens_fwd"]().K
+    for nm in ("hooks_fwd", "save_all_fwd"):  # every recorder counts the same firing tokens
+        assert torch.equal(var[nm]().to(k_ref.device), k_ref), f"{nm}: K differs from esn_lens"
+    assert torch.equal(var["esn_lens_serial"]().K, stats.K), "prefetching changed the statistics"
     times = paired(var, args.repeats, device)
-    disc = summarise(times, {"esn_lens": "plain", "esn_lens_fwd": "plain_fwd"}, args.clips)
+    disc = summarise(times, {"esn_lens": "plain", "esn_lens_serial": "plain", "esn_lens_fwd": "plain_fwd",
+                             "hooks_fwd": "plain_fwd", "save_all_fwd": "plain_fwd"}, args.clips)
+    disc["equal_K"] = True
     for nm, m in mem_runs(var, device).items():
         disc[nm].update(m)
     t_pre = time.perf_counter()

@@ -162,6 +162,30 @@ def envoy_at(root: Any, path: str) -> Any:
     return env
 
 
+class MissingSite(Site):
+    """A named site the adapter does not map (e.g. a custom model without ``embed_tokens``): any use says how to fix it."""
+
+    def __init__(self, name: str, why: str):
+        super().__init__(name, None, "output")
+        self.why = why
+
+    def _refuse(self, *_: Any) -> Any:
+        raise InputError(f"{self.name}: {self.why}")
+
+    output = property(_refuse, _refuse)  # type: ignore[assignment]
+    save = skip = _refuse  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"MissingSite({self.name!r})"
+
+
+def _site_or_missing(nn: Any, name: str, path: str, side: str, attr: str, adapter: Any) -> Site:
+    try:
+        return Site(name, envoy_at(nn, path), side)
+    except (AttributeError, IndexError):
+        return MissingSite(name, f"the model has no module {path!r}; set {type(adapter).__name__}.{attr} to its path")
+
+
 def build_sites(nn: Any, adapter: Any) -> tuple[Blocks, Site, Site | None, Site]:
     """The named sites of a wrapped model from its adapter's module paths: (blocks, embed, audio_encoder, logits)."""
     from .adapters.base import hook_name
@@ -175,14 +199,14 @@ def build_sites(nn: Any, adapter: Any) -> tuple[Blocks, Site, Site | None, Site]
         mlp = MLPSite(f"blocks.{layer}.hook_mlp_out", envoy_at(nn, adapter.mlp_path(layer)),
                       neuron["pre"], neuron["act"], neuron["post"])
         layer_env = envoy_at(nn, adapter.layer_path(layer))
-        blocks.append(BlockSites(Site(f"blocks.{layer}.hook_resid_pre", layer_env, "input"),
-                                 Site(f"blocks.{layer}.hook_attn_out", envoy_at(nn, adapter.attn_path(layer)), "output0"),
+        attn = _site_or_missing(nn, f"blocks.{layer}.hook_attn_out", adapter.attn_path(layer), "output0", "attn_path", adapter)
+        blocks.append(BlockSites(Site(f"blocks.{layer}.hook_resid_pre", layer_env, "input"), attn,
                                  mlp, Site(f"blocks.{layer}.hook_resid_post", layer_env, "output0")))
-    embed = Site("hook_embed", envoy_at(nn, adapter.embed_path), "output")
+    embed = _site_or_missing(nn, "hook_embed", adapter.embed_path, "output", "embed_path", adapter)
     audio = None
     if adapter.audio_tower_path is not None:
         audio = Site("audio_encoder", envoy_at(nn, adapter.audio_tower_path), "hidden")
-    logits = Site("logits", envoy_at(nn, adapter.lm_head_path), "output")
+    logits = _site_or_missing(nn, "logits", adapter.lm_head_path, "output", "lm_head_path", adapter)
     return Blocks(blocks), embed, audio, logits
 
 

@@ -23,6 +23,10 @@ EXPECT = {
     "04_new_adapter": ([], [r"Lens\(TinyChatLM, adapter=tiny_chat, layers=2, d_mlp=64\)",
                             r"\('backbone\.blocks\.0\.mlp\.act_fn', 'output'\)", r"matches a forward hook: True",
                             r"MAD units per emotion"]),
+    "06_nnsight_native": ([], [r"train accuracy (0\.[6-9]\d|1\.00)", r"patched from happy: .* -> answer happy",
+                               r"max \|difference\| to patch_activations: 0\.0", r"AtP top units for +sad: \[.*\]  planted",
+                               r"hand vs library: 0\.0e\+00",
+                               r"d log p\(token 7\) / d blocks\.1\.mlp\.hook_act: \(2, \d+, 64\)"]),
     "05_paper_setup_gpu": (["--check"], [r"configuration ok: 2 models x selectors .* at r = 0\.005",
                                          r"check-only mode \(--check\): nothing was run"]),
 }

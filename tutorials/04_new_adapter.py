@@ -89,6 +89,7 @@ class TinyChatAdapter(Adapter):
     """Llama-style decoders with layers at ``backbone.blocks`` (text only)."""
 
     layers_path = "backbone.blocks"
+    embed_path = "backbone.embed"  # the token embedding (lens.embed); lm_head is found at the default path
     class_names = ("TinyChatLM",)
 
 
