@@ -20,7 +20,7 @@ from .evaluate import (SEREvaluator, SERResult, accuracy_change_heatmap, bootstr
 from .interventions import (INTERVENTIONS, AddTo, Condition, Edit, FunctionEdit, Gain, SetTo, add, deactivate,
                             make_edit, mean_ablate, steer)
 from .lens import Batch, Lens, ProbeRecord, TraceOutput
-from .tracing import Site
+from .sites import Site
 from .neurons import NeuronSet
 from .prompts import SERPrompt, build_prompt, parse_answer
 from .registry import Registry

@@ -16,54 +16,22 @@ and the one-call form is a thin wrapper over it::
 """
 from __future__ import annotations
 
-import copy
-from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
-import numpy as np
 import torch
-from jaxtyping import Bool, Float, Int
+from jaxtyping import Float
 from torch import Tensor, nn
 
-from .adapters import Adapter, PositionMasks, adapter_for, check_site, hook_name, parse_hook_name
+from .adapters import Adapter, adapter_for, check_site, hook_name, parse_hook_name
+from .batch import AudioCache, Batch, ProbeRecord, TraceOutput
 from .data.clip import EmotionClip, prepare_audio
 from .errors import InputError
 from .interventions import Edit
+from .sites import Site, build_sites, envoy_at, site_by_name
 from .stats import NeuronStats
-from .tracing import LensNNsight, LensTracer, Site, attach_hook, build_sites, envoy_at, scope_of, site_by_name
+from .tracing import LensNNsight, LensTracer, attach_hook, scope_of
 
-
-@dataclass
-class Batch:
-    """Model inputs of a batch plus its position masks and (optionally) the clips' labels."""
-
-    inputs: dict[str, Tensor]
-    masks: PositionMasks
-    labels: list[str] | None = None
-    clip_ids: list[str] | None = None
-
-    @property
-    def size(self) -> int:
-        return int(self.masks.padding.shape[0])
-
-    def tile(self, n: int) -> "Batch":
-        """``n`` copies of the batch stacked row-major (copy c holds rows c*size ... c*size+size-1)."""
-        cat = lambda t: torch.cat([t] * n, dim=0)  # noqa: E731
-        m = self.masks
-        return Batch({k: cat(v) for k, v in self.inputs.items()},
-                     PositionMasks(cat(m.padding), cat(m.special), cat(m.audio), cat(m.prompt_text)),
-                     None if self.labels is None else self.labels * n,
-                     None if self.clip_ids is None else self.clip_ids * n)
-
-
-@dataclass
-class TraceOutput:
-    """What one traced run returns: last-position logits or all logits, the cache, generated ids."""
-
-    logits: Float[Tensor, "batch *pos vocab"] | None
-    cache: dict[str, Tensor] = field(default_factory=dict)
-    sequences: Int[Tensor, "batch seq"] | None = None
-    audio: Any = None
+__all__ = ["AudioCache", "Batch", "Lens", "ProbeRecord", "TraceOutput"]
 
 
 class Lens:
@@ -431,41 +399,3 @@ class Lens:
                 on_batch(first + n, stats)
         bar.close()
         return stats
-
-
-@dataclass
-class ProbeRecord:
-    """A site's pooled value recorded by :meth:`Lens.probe`; ``value`` is filled when the trace runs."""
-
-    site: str
-    pooling: str
-    value: Tensor | None = None
-
-
-@dataclass
-class AudioCache:
-    """The audio encoder's output for a batch of ``rows`` clips, reusable for tiled copies of that batch."""
-
-    output: Any
-    rows: int
-    kind: str = "tower"  # "tower": the audio encoder's output; "embeds": the decoder's input embeddings
-
-    def tiled(self, rows: int) -> Any:
-        """The output for ``rows`` = k * self.rows rows (k row-major copies; packed outputs concatenate the same way)."""
-        if rows % self.rows:
-            raise InputError(f"audio cache is for {self.rows} clips; a batch of {rows} rows is not a tiling of it")
-        k = rows // self.rows
-        return _map_tensors(self.output, lambda t: torch.cat([t] * k, dim=0) if k > 1 else t)
-
-
-def _map_tensors(obj: Any, fn: Callable[[Tensor], Tensor]) -> Any:
-    if isinstance(obj, Tensor):
-        return fn(obj)
-    if hasattr(obj, "items") and hasattr(obj, "__setitem__"):
-        new = copy.copy(obj)
-        for k, v in obj.items():
-            new[k] = _map_tensors(v, fn)
-        return new
-    if isinstance(obj, tuple):
-        return type(obj)(_map_tensors(v, fn) for v in obj)
-    return obj

@@ -1,30 +1,10 @@
-"""The open core: nnsight tracing of the wrapped model, with TransformerLens names for its sites.
+"""nnsight tracing of the wrapped model: batching several invokes, the Lens tracer, and the torch hooks through
+which the library's operations act inside a trace (see :mod:`esn_lens.sites` for the named sites).
 
-``lens.trace(batch)`` returns nnsight's own tracer (``with lens.trace(batch) as tracer:``), and the
-names below are thin views over real nnsight envoys of the user's model (no copy, nothing rewritten):
-
-=================================  ==========================================================
-``lens.embed``                     token embedding output (``embed_tokens``)
-``lens.audio_encoder``             the audio tower's output hidden states (audio models only)
-``lens.blocks[l].hook_resid_pre``  the decoder layer's input hidden states
-``lens.blocks[l].attn``            the attention block's output (``hook_attn_out``)
-``lens.blocks[l].mlp.hook_pre``    gate_proj output
-``lens.blocks[l].mlp.hook_act``    act_fn output (the paper's neuron site)
-``lens.blocks[l].mlp.hook_post``   down_proj input (act_fn(gate) * up)
-``lens.blocks[l].mlp``             the MLP's output (``hook_mlp_out``)
-``lens.blocks[l].hook_resid_post`` the decoder layer's output hidden states
-``lens.logits``                    the LM head's output (batch, pos, vocab)
-=================================  ==========================================================
-
-Each :class:`Site` has ``.output`` (read, ``.save()``, assign, index-assign), ``.save()``, ``.skip(value)``
-(for module outputs) and ``.envoy`` (the raw nnsight envoy). Everything nnsight offers works on them:
-``tracer.invoke`` (several batches in one forward), ``with loss.backward(): x.grad``, ``tracer.stop()``,
-``tracer.iter`` in generation. Accesses follow forward order, as in any nnsight trace.
-
-The library's own operations (edits, statistics, probes) are called inside the same trace; they attach
-torch hooks to the site modules for the trace's duration, so they compose with user code in any order.
-At a site, a hook sees the value after the user's nnsight edits of that site (nnsight hands a module's
-output to the trace body before torch's forward hooks run).
+Library operations (edits, statistics, probes) attach torch hooks to the site modules for the trace's duration, so
+they compose with the user's own nnsight code in the same trace. At a site, a hook sees the value after the user's
+nnsight edits of that site (nnsight hands a module's output to the trace body before torch's forward hooks run).
+A library operation must be called before the model reaches its sites (an error says so otherwise).
 """
 from __future__ import annotations
 
@@ -34,208 +14,17 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 import torch
-from jaxtyping import Bool
 from nnsight import NNsight
 from nnsight.intervention.tracer import InterleavingTracer
 from torch import Tensor
 
 from .errors import InputError
 
+from .sites import Site
+
 if TYPE_CHECKING:  # pragma: no cover
-    from .lens import Batch, Lens
-
-
-# ---------------------------------------------------------------------- named sites
-class Site:
-    """A named value of the model inside a trace: an nnsight envoy plus the side of it that holds the value.
-
-    ``side``: ``"output"`` (the module's output), ``"input"`` (its first input), ``"output0"`` (element 0 of
-    a tuple output, e.g. attention) or ``"hidden"`` (``last_hidden_state`` of a model output).
-    Example (inside ``with lens.trace(batch):``): ``h = lens.blocks[2].hook_resid_post.output.save()``.
-    """
-
-    def __init__(self, name: str, envoy: Any, side: str = "output"):
-        self.name, self.envoy, self.side = name, envoy, side
-
-    @property
-    def output(self) -> Any:
-        """The site's value (a real tensor inside the trace)."""
-        e = self.envoy
-        if self.side == "output":
-            return e.output
-        if self.side == "input":
-            return e.input
-        out = e.output
-        if self.side == "output0":
-            return out[0] if isinstance(out, (tuple, list)) else out
-        if isinstance(out, Tensor):  # "hidden"
-            return out
-        return out["last_hidden_state"] if hasattr(out, "keys") else out[0]
-
-    @output.setter
-    def output(self, value: Any) -> None:
-        e = self.envoy
-        if self.side == "output":
-            e.output = value
-        elif self.side == "input":
-            e.input = value
-        else:
-            out = e.output
-            if isinstance(out, Tensor):
-                e.output = value
-            elif isinstance(out, tuple):
-                e.output = (value, *out[1:])
-            else:
-                new = out.__class__(**{**out, "last_hidden_state": value}) if hasattr(out, "keys") else [value, *out[1:]]
-                e.output = new
-
-    def save(self) -> Any:
-        """Keep the value past the trace: ``lens.logits.save()`` is ``lens.logits.output.save()``."""
-        import nnsight
-
-        return nnsight.save(self.output)
-
-    def skip(self, replacement: Any) -> None:
-        """Skip the module and use ``replacement`` as its output (module-output sites only)."""
-        if self.side == "input":
-            raise InputError(f"{self.name} is a module's input; .skip() replaces a module's output")
-        self.envoy.skip(replacement)
-
-    def __repr__(self) -> str:
-        return f"Site({self.name!r}, {self.side} of {self.envoy.path})"
-
-
-class MLPSite(Site):
-    """``lens.blocks[l].mlp``: the MLP output, with its neuron sites ``hook_pre``, ``hook_act``, ``hook_post``."""
-
-    def __init__(self, name: str, envoy: Any, hook_pre: Site, hook_act: Site, hook_post: Site):
-        super().__init__(name, envoy, "output")
-        self.hook_pre, self.hook_act, self.hook_post = hook_pre, hook_act, hook_post
-
-    def site(self, site: str) -> Site:
-        """The neuron site by its short name: ``"pre"``, ``"act"`` or ``"post"``."""
-        return {"pre": self.hook_pre, "act": self.hook_act, "post": self.hook_post}[site]
-
-
-@dataclass(frozen=True)
-class BlockSites:
-    """The named sites of one decoder layer, in forward order."""
-
-    hook_resid_pre: Site
-    attn: Site
-    mlp: MLPSite
-    hook_resid_post: Site
-
-    @property
-    def hook_attn_out(self) -> Site:
-        return self.attn
-
-    @property
-    def hook_mlp_out(self) -> Site:
-        return self.mlp
-
-
-class Blocks:
-    """``lens.blocks``: a read-only list of :class:`BlockSites` (negative indices allowed)."""
-
-    def __init__(self, blocks: list[BlockSites]):
-        self._blocks = blocks
-
-    def __getitem__(self, i: int) -> BlockSites:
-        n = len(self._blocks)
-        if not isinstance(i, int) or not -n <= i < n:
-            raise InputError(f"block {i!r} out of range: the model has {n} decoder layers (0..{n - 1})")
-        return self._blocks[i]
-
-    def __len__(self) -> int:
-        return len(self._blocks)
-
-    def __iter__(self):
-        return iter(self._blocks)
-
-
-def envoy_at(root: Any, path: str) -> Any:
-    """The nnsight envoy at a dotted module path (``"model.layers.3.mlp"``) under ``root``."""
-    env = root
-    for part in path.split("."):
-        env = env[int(part)] if part.isdigit() else getattr(env, part)
-    return env
-
-
-class MissingSite(Site):
-    """A named site the adapter does not map (e.g. a custom model without ``embed_tokens``): any use says how to fix it."""
-
-    def __init__(self, name: str, why: str):
-        super().__init__(name, None, "output")
-        self.why = why
-
-    def _refuse(self, *_: Any) -> Any:
-        raise InputError(f"{self.name}: {self.why}")
-
-    output = property(_refuse, _refuse)  # type: ignore[assignment]
-    save = skip = _refuse  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        return f"MissingSite({self.name!r})"
-
-
-def _site_or_missing(nn: Any, name: str, path: str, side: str, attr: str, adapter: Any) -> Site:
-    try:
-        return Site(name, envoy_at(nn, path), side)
-    except (AttributeError, IndexError):
-        return MissingSite(name, f"the model has no module {path!r}; set {type(adapter).__name__}.{attr} to its path")
-
-
-def build_sites(nn: Any, adapter: Any) -> tuple[Blocks, Site, Site | None, Site]:
-    """The named sites of a wrapped model from its adapter's module paths: (blocks, embed, audio_encoder, logits)."""
-    from .adapters.base import hook_name
-
-    blocks = []
-    for layer in range(adapter.n_layers):
-        neuron = {}
-        for site in ("pre", "act", "post"):
-            path, side = adapter.site_path(layer, site)
-            neuron[site] = Site(hook_name(layer, site), envoy_at(nn, path), side)
-        mlp = MLPSite(f"blocks.{layer}.hook_mlp_out", envoy_at(nn, adapter.mlp_path(layer)),
-                      neuron["pre"], neuron["act"], neuron["post"])
-        layer_env = envoy_at(nn, adapter.layer_path(layer))
-        attn = _site_or_missing(nn, f"blocks.{layer}.hook_attn_out", adapter.attn_path(layer), "output0", "attn_path", adapter)
-        blocks.append(BlockSites(Site(f"blocks.{layer}.hook_resid_pre", layer_env, "input"), attn,
-                                 mlp, Site(f"blocks.{layer}.hook_resid_post", layer_env, "output0")))
-    embed = _site_or_missing(nn, "hook_embed", adapter.embed_path, "output", "embed_path", adapter)
-    audio = None
-    if adapter.audio_tower_path is not None:
-        audio = Site("audio_encoder", envoy_at(nn, adapter.audio_tower_path), "hidden")
-    logits = _site_or_missing(nn, "logits", adapter.lm_head_path, "output", "lm_head_path", adapter)
-    return Blocks(blocks), embed, audio, logits
-
-
-def site_by_name(lens: "Lens", name: str) -> Site:
-    """A site from its TransformerLens name, e.g. ``"blocks.3.mlp.hook_act"`` or ``"blocks.0.hook_resid_post"``."""
-    parts = name.split(".")
-    try:
-        if name in ("hook_embed", "embed"):
-            return lens.embed
-        if name in ("audio_encoder", "hook_audio"):
-            if lens.audio_encoder is None:
-                raise InputError(f"{lens.adapter.name}: this model has no audio encoder")
-            return lens.audio_encoder
-        if name in ("logits", "unembed"):
-            return lens.logits
-        if parts[0] == "blocks" and len(parts) >= 3 and parts[1].lstrip("-").isdigit():
-            block = lens.blocks[int(parts[1])]
-            rest = ".".join(parts[2:])
-            table = {"hook_resid_pre": block.hook_resid_pre, "hook_resid_post": block.hook_resid_post,
-                     "attn": block.attn, "hook_attn_out": block.attn, "mlp": block.mlp, "hook_mlp_out": block.mlp,
-                     "mlp.hook_pre": block.mlp.hook_pre, "mlp.hook_act": block.mlp.hook_act,
-                     "mlp.hook_post": block.mlp.hook_post}
-            if rest in table:
-                return table[rest]
-    except InputError:
-        raise
-    raise InputError(f"unknown site name {name!r}; expected hook_embed, audio_encoder, logits or "
-                     "blocks.<l>.{hook_resid_pre, hook_attn_out, mlp.hook_pre, mlp.hook_act, mlp.hook_post, "
-                     "hook_mlp_out, hook_resid_post}")
+    from .batch import Batch
+    from .lens import Lens
 
 
 # ---------------------------------------------------------------------- batching several invokes
@@ -259,7 +48,7 @@ def merge_batches(batches: list["Batch"], pad_token_id: int) -> tuple["Batch", l
     """One batch holding every row of ``batches`` (sequences padded to the longest, on the side they were
     padded; audio features padded with zeros after their end), and each batch re-padded to that length."""
     from .adapters.base import PositionMasks
-    from .lens import Batch
+    from .batch import Batch
 
     left = not any(_right_padded(b) for b in batches)
     P = max(b.inputs["input_ids"].shape[1] for b in batches)
@@ -314,7 +103,7 @@ class LensNNsight(NNsight):
         object.__setattr__(self, "_lens_ref", weakref.ref(lens))
 
     def _batch_size(self, *inputs: Any, **kwargs: Any) -> int:
-        from .lens import Batch
+        from .batch import Batch
 
         for x in inputs:
             if isinstance(x, Batch):
@@ -326,7 +115,7 @@ class LensNNsight(NNsight):
         return int(t.shape[0]) if isinstance(t, Tensor) else 0
 
     def _batch(self, invokes: list[tuple], fn: Any) -> tuple:
-        from .lens import Batch
+        from .batch import Batch
 
         lens = self._lens_ref()
         extra: dict[str, Any] = {}

@@ -1,0 +1,85 @@
+"""What one traced run takes and gives: a :class:`Batch` of model inputs with its position masks, the one-call
+form's :class:`TraceOutput`, probe records and the reusable audio-encoder cache."""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from .adapters.base import PositionMasks
+from .errors import InputError
+
+
+@dataclass
+class Batch:
+    """Model inputs of a batch plus its position masks and (optionally) the clips' labels."""
+
+    inputs: dict[str, Tensor]
+    masks: PositionMasks
+    labels: list[str] | None = None
+    clip_ids: list[str] | None = None
+
+    @property
+    def size(self) -> int:
+        return int(self.masks.padding.shape[0])
+
+    def tile(self, n: int) -> "Batch":
+        """``n`` copies of the batch stacked row-major (copy c holds rows c*size ... c*size+size-1)."""
+        cat = lambda t: torch.cat([t] * n, dim=0)  # noqa: E731
+        m = self.masks
+        return Batch({k: cat(v) for k, v in self.inputs.items()},
+                     PositionMasks(cat(m.padding), cat(m.special), cat(m.audio), cat(m.prompt_text)),
+                     None if self.labels is None else self.labels * n,
+                     None if self.clip_ids is None else self.clip_ids * n)
+
+
+@dataclass
+class TraceOutput:
+    """What one traced run returns: last-position logits or all logits, the cache, generated ids."""
+
+    logits: Float[Tensor, "batch *pos vocab"] | None
+    cache: dict[str, Tensor] = field(default_factory=dict)
+    sequences: Int[Tensor, "batch seq"] | None = None
+    audio: Any = None
+
+
+@dataclass
+class ProbeRecord:
+    """A site's pooled value recorded by :meth:`Lens.probe`; ``value`` is filled when the trace runs."""
+
+    site: str
+    pooling: str
+    value: Tensor | None = None
+
+
+@dataclass
+class AudioCache:
+    """The audio encoder's output for a batch of ``rows`` clips, reusable for tiled copies of that batch."""
+
+    output: Any
+    rows: int
+    kind: str = "tower"  # "tower": the audio encoder's output; "embeds": the decoder's input embeddings
+
+    def tiled(self, rows: int) -> Any:
+        """The output for ``rows`` = k * self.rows rows (k row-major copies; packed outputs concatenate the same way)."""
+        if rows % self.rows:
+            raise InputError(f"audio cache is for {self.rows} clips; a batch of {rows} rows is not a tiling of it")
+        k = rows // self.rows
+        return _map_tensors(self.output, lambda t: torch.cat([t] * k, dim=0) if k > 1 else t)
+
+
+def _map_tensors(obj: Any, fn: Callable[[Tensor], Tensor]) -> Any:
+    if isinstance(obj, Tensor):
+        return fn(obj)
+    if hasattr(obj, "items") and hasattr(obj, "__setitem__"):
+        new = copy.copy(obj)
+        for k, v in obj.items():
+            new[k] = _map_tensors(v, fn)
+        return new
+    if isinstance(obj, tuple):
+        return type(obj)(_map_tensors(v, fn) for v in obj)
+    return obj
