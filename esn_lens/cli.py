@@ -9,12 +9,14 @@
     esn-lens report RUN [--compare OTHER_RUN]
     esn-lens models | esn-lens datasets
 
-Progress goes to stderr, the summary to stdout. Wrong arguments or inputs print one line to stderr and
-exit with status 2 (no traceback); ``--resume`` continues an interrupted run folder.
+Progress goes to stderr, the summary to stdout. Wrong arguments or inputs, OS errors (disk full, read-only
+folder) and damaged run files print one line to stderr and
+exit with status 2 (no traceback unless ``--debug``); ``--resume`` continues an interrupted run folder.
 """
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import sys
@@ -118,14 +120,24 @@ def _suppressing(add_parser):
     return add
 
 
+def _with_debug(add_parser):
+    """Every sub-command takes ``--debug`` (a full traceback instead of the one-line error)."""
+    def add(*a, **kw):
+        sp = add_parser(*a, **kw)
+        sp.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+        return sp
+    return add
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
     p = _Parser(prog="esn-lens", argument_default=argparse.SUPPRESS,
                 description="Find and causally validate emotion-sensitive neurons (ESNs) in audio-language models.")
     p.add_argument("--version", action="version", version=f"esn-lens {__version__}")
+    p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    sub.add_parser = _suppressing(sub.add_parser)
+    sub.add_parser = _with_debug(_suppressing(sub.add_parser))
     sub.required = True
 
     d = sub.add_parser("demo", help="run the whole pipeline on the shipped demo model and clips")
@@ -170,7 +182,7 @@ def demo_config(quick: bool = False):
 
 #: command-line option (argparse dest) -> RunConfig field, where the names differ
 _RENAME = {"selector": "selectors", "alpha": "alphas"}
-_NOT_CONFIG = {"command", "out", "resume", "no_progress", "plugin", "quick", "run_dir", "compare"}
+_NOT_CONFIG = {"command", "out", "resume", "no_progress", "plugin", "quick", "run_dir", "compare", "debug"}
 
 
 def config_from_args(args: argparse.Namespace):
@@ -263,6 +275,38 @@ class _Usage(Exception):
     pass
 
 
+#: errno -> what it means for a run (the OS's own wording is kept after it)
+_OS_HINTS = {
+    errno.ENOSPC: "disk full",
+    errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied",
+    errno.ENOTDIR: "not a directory",
+    errno.EISDIR: "is a directory",
+    errno.EDQUOT: "disk quota exceeded",
+}
+
+
+def _one_line(e: BaseException) -> str:
+    """One line for an error the CLI reports without a traceback (it names the file where there is one)."""
+    from .errors import ESNLensError
+
+    if isinstance(e, OSError) and not isinstance(e, ESNLensError):
+        hint = _OS_HINTS.get(e.errno or -1)
+        what = e.strerror or str(e) or type(e).__name__
+        where = f"{e.filename}: " if e.filename else ""
+        if hint and hint.lower() not in what.lower():
+            what = f"{hint} ({what})"
+        msg = f"{where}{what}"
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            msg += "; free space and continue with --resume"
+        return msg
+    if isinstance(e, KeyError) and not isinstance(e, ESNLensError) and e.args:
+        key = e.args[0]
+        return key if isinstance(key, str) and " " in key else f"missing key {key!r}"
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``esn-lens``; returns the exit status (0 ok, 2 bad arguments or inputs)."""
     parser = build_parser()
@@ -278,9 +322,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command in ("demo", "run", "discover", "validate"):
             return cmd_pipeline(args)
         return {"report": cmd_report, "models": cmd_models, "datasets": cmd_datasets}[args.command](args)
-    except (ESNLensError, _Usage, KeyError, FileNotFoundError, NotADirectoryError, PermissionError) as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-        print(f"esn-lens {args.command}: error: {msg}", file=sys.stderr)
+    except (ESNLensError, _Usage, KeyError, OSError) as e:
+        if getattr(args, "debug", False):
+            raise
+        print(f"esn-lens {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"esn-lens {args.command}: interrupted; continue with the same command and --resume", file=sys.stderr)

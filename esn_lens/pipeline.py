@@ -43,7 +43,7 @@ import numpy as np
 import torch
 
 from .data.clip import EmotionClip
-from .errors import ESNLensError, IncompatibleError, InputError
+from .errors import CorruptFileError, ESNLensError, IncompatibleError, InputError
 from .evaluate import balanced_pool, se_ace_ess
 from .io import atomic_write_json, load_tensors, save_tensors
 
@@ -331,6 +331,39 @@ def load_lens(cfg: RunConfig):
 
 
 # ---------------------------------------------------------------------------------------------- the run
+class _RunFileDict(dict):
+    """A JSON object read from a run file: a missing key is a :class:`CorruptFileError` naming file and key."""
+
+    path: str = ""
+
+    def __missing__(self, key: Any) -> Any:
+        raise CorruptFileError(f"{self.path}: damaged run file (no key {key!r}); the file was edited or cut short "
+                               "-- choose another --out or remove the folder")
+
+
+def read_run_json(path: str | Path) -> dict[str, Any]:
+    """A JSON object of a run folder; damage (not JSON, not an object, later a missing key) is a one-line
+    :class:`CorruptFileError` naming the file (e.g. ``clips.json`` holding ``[]``)."""
+    path = Path(path)
+
+    def hook(pairs):
+        d = _RunFileDict(pairs)
+        d.path = str(path)
+        return d
+
+    try:
+        with open(path) as f:
+            obj = json.load(f, object_pairs_hook=hook)
+    except json.JSONDecodeError as e:
+        raise CorruptFileError(f"{path}: damaged run file (not JSON: {e}); choose another --out or remove the folder") from None
+    except UnicodeDecodeError as e:
+        raise CorruptFileError(f"{path}: damaged run file (not text: {e}); choose another --out or remove the folder") from None
+    if not isinstance(obj, dict):
+        raise CorruptFileError(f"{path}: damaged run file (expected a JSON object, found {type(obj).__name__} "
+                               f"{json.dumps(obj)[:40]}); choose another --out or remove the folder")
+    return obj
+
+
 def _log_default(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -362,8 +395,7 @@ class Run:
         return self.dir.joinpath(*parts)
 
     def _read_json(self, *parts: str) -> Any:
-        with open(self.path(*parts)) as f:
-            return json.load(f)
+        return read_run_json(self.path(*parts))
 
     @property
     def progress_path(self) -> Path:
@@ -398,7 +430,7 @@ class Run:
                 raise RunError(f"{self.dir} already holds a run; pass --resume to continue it, or choose another --out")
             try:
                 prog = self._read_json("progress.json")
-            except (OSError, json.JSONDecodeError) as e:
+            except OSError as e:
                 raise RunError(f"{self.progress_path}: unreadable ({e}); choose another --out") from None
             if prog.get("key") != key:
                 diffs = [f"{k}: {prog.get('config', {}).get(k)!r} there, {v!r} now"
@@ -506,7 +538,7 @@ class Run:
         state = {"sig": sig, "consumed": 0, "elapsed": 0.0, "pred": {n: [] for n in names},
                  "answers": {n: [] for n in names}}
         if ckpt.exists():
-            prev = json.loads(ckpt.read_text())
+            prev = read_run_json(ckpt)
             if prev.get("sig") != sig:
                 raise IncompatibleError(f"checkpoint {ckpt} belongs to another model, configuration or clip list; "
                                         "choose another --out")
@@ -938,10 +970,7 @@ def load_results(run_dir: str | Path) -> dict[str, Any]:
     if not f.is_file():
         hint = " (the run did not finish; continue it with --resume)" if (p / "progress.json").exists() else ""
         raise InputError(f"{p} holds no results.json{hint}")
-    try:
-        return json.loads(f.read_text())
-    except json.JSONDecodeError as e:
-        raise InputError(f"{f}: damaged results file ({e})") from None
+    return read_run_json(f)
 
 
 __all__ = ["RunConfig", "ClipSplit", "Run", "RunError", "run_pipeline", "load_results", "load_clips", "load_lens",
