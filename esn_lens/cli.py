@@ -77,10 +77,16 @@ def _run_args(p: argparse.ArgumentParser, *, discover: bool, validate: bool) -> 
     g.add_argument("--dtype", help="e.g. bfloat16, float16, float32")
     g.add_argument("--device", help="e.g. cuda, cuda:1, cpu")
     g.add_argument("--device-map", help="e.g. auto (spread a large model over GPUs)")
+    g.add_argument("--trust-remote-code", action="store_true",
+                   help="let transformers run the checkpoint's own Python code (e.g. Kimi-Audio); off by default, "
+                        "recorded in config.json")
     g = p.add_argument_group("data")
     g.add_argument("--dataset", required=True, help="a dataset loader (see `esn-lens datasets`), or 'demo'")
     g.add_argument("--data-dir", help="the corpus folder")
     g.add_argument("--label-set", help="label set name (e.g. iemocap4) or 'all'")
+    g.add_argument("--on-bad-clip", choices=("skip", "fail"),
+                   help="a clip whose audio is missing, unreadable, empty or NaN: skip it (default; named in "
+                        "results.json and the report) or refuse the run")
     g.add_argument("--eval-fraction", type=float, help="share of speakers held out for evaluation (0.5)")
     g.add_argument("--eval-per-emotion", type=_optional_int, help="evaluation clips per emotion (200)")
     if discover:

@@ -33,7 +33,9 @@ import json
 import math
 import os
 import re
+import shutil
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -55,6 +57,20 @@ RESULTS_VERSION = 1
 STATS_CHECKPOINT_KIND = "stats_checkpoint"
 #: Testing aid: seconds to sleep after each checkpoint is written (lets a test kill a run mid-stage).
 CHECKPOINT_PAUSE_ENV = "ESN_LENS_CHECKPOINT_PAUSE"
+
+
+#: lock file of a run folder in use (holds the pid of the process running it)
+LOCK_NAME = ".esn_lens.lock"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class RunError(InputError):
@@ -102,8 +118,11 @@ class RunConfig:
     checkpoint_every: int = 4
     progress: bool = True
     threads: int | None = None
+    trust_remote_code: bool = False
+    on_bad_clip: str = "skip"
 
-    RUNTIME = ("dtype", "device", "device_map", "checkpoint_every", "progress", "threads")
+    RUNTIME = ("dtype", "device", "device_map", "checkpoint_every", "progress", "threads", "trust_remote_code",
+               "on_bad_clip")
 
     def __post_init__(self) -> None:
         self.selectors = tuple(self.selectors)
@@ -143,6 +162,8 @@ class RunConfig:
             raise InputError(f"mode must be 'generate' or 'constrained', got {self.mode!r}")
         if self.answer not in ("digit", "word"):
             raise InputError(f"answer must be 'digit' or 'word', got {self.answer!r}")
+        if self.on_bad_clip not in ("skip", "fail"):
+            raise InputError(f"on_bad_clip must be 'skip' or 'fail', got {self.on_bad_clip!r}")
         if self.eval_split not in ("eval", "all"):
             raise InputError(f"eval_split must be 'eval' or 'all', got {self.eval_split!r}")
         for name in ("batch_size", "checkpoint_every", "max_new_tokens"):
@@ -160,6 +181,10 @@ class RunConfig:
                 raise InputError(f"dataset {self.dataset!r} needs a data folder (--data-dir PATH)")
             if not Path(self.data_dir).expanduser().exists():
                 raise InputError(f"data folder {self.data_dir} does not exist")
+        if self.label_set is not None and not clips_given:
+            from .data.labels import get_label_set
+
+            get_label_set(self.label_set)  # InputError listing the registered label sets
         if self.model != "demo" and not lens_given:
             check_model_arg(self.model)
         for p in self.neurons:
@@ -171,6 +196,7 @@ class RunConfig:
         """The fields that determine the results (compared when a run is resumed)."""
         d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in self.RUNTIME}
         d["selectors"], d["alphas"] = list(self.selectors), list(self.alphas)
+        d["model"] = normalise_model(self.model)  # ./m, m and /abs/m name one model
         d["neurons"] = [str(Path(p).expanduser().resolve()) for p in self.neurons]
         if d["data_dir"] is not None:
             d["data_dir"] = str(Path(d["data_dir"]).expanduser().resolve())
@@ -243,6 +269,14 @@ def load_clips(cfg: RunConfig) -> ClipSplit:
 
         ds = load_dataset(cfg.dataset, cfg.data_dir, label_set=cfg.label_set)
         emotions = ds.emotions
+        if cfg.label_set is None:  # no label set chosen: only known emotions (not "bored", "3") become options
+            from .data.labels import CANONICAL_EMOTIONS, LABEL_SETS
+
+            odd = [e for e in emotions if e not in CANONICAL_EMOTIONS]
+            if odd:
+                raise InputError(f"{cfg.dataset} at {cfg.data_dir}: labels {odd} are not known emotions "
+                                 f"({', '.join(CANONICAL_EMOTIONS)}); choose a label set with --label-set "
+                                 f"({', '.join(LABEL_SETS.names())}) or pass --label-set all to keep every label")
         if cfg.discover:
             ident, evaluation = split_identification_evaluation(
                 ds, eval_fraction=cfg.eval_fraction, eval_per_emotion=cfg.eval_per_emotion,
@@ -260,7 +294,49 @@ def load_clips(cfg: RunConfig) -> ClipSplit:
         ident, evaluation = list(ident), list(evaluation)
         src = {"dataset": cfg.dataset, "data_dir": str(cfg.data_dir), "label_set": ds.manifest.label_set,
                "manifest": ds.manifest.summary() if hasattr(ds.manifest, "summary") else ""}
+        from .data.dataset import DROP_REASONS
+
+        bad = [{"id": item, "reason": DROP_REASONS[r]} for r in BAD_FILE_REASONS
+               for item in ds.manifest.dropped.get(r, [])]
+        if bad:
+            src["bad_files"] = bad
     return _restrict_emotions(ClipSplit(ident, evaluation, tuple(emotions), src), cfg)
+
+
+#: manifest drop reasons that are bad clips (a file listed but absent or unreadable), not label choices
+BAD_FILE_REASONS = ("missing_file", "unreadable")
+
+
+def screen_clips(split: ClipSplit, cfg: RunConfig) -> ClipSplit:
+    """Decode every clip of the run now (before any model loads) and set aside those that fail.
+
+    A clip fails when its file is missing or unreadable, or its audio is empty, NaN/inf or mis-scaled;
+    multi-channel and other-rate audio is fine (downmixed and resampled when read). ``cfg.on_bad_clip``:
+    ``"skip"`` runs without them and records each with its reason in ``split.source["skipped"]`` (clips.json,
+    results.json, the report); ``"fail"`` refuses the run naming them.
+    """
+    skipped = list(split.source.get("bad_files", []))
+    keep: dict[str, list[EmotionClip]] = {"identification": [], "evaluation": []}
+    for side in keep:
+        for c in getattr(split, side):
+            try:
+                c.load()
+            except InputError as e:
+                reason = str(e)
+                prefix = f"clip {c.utterance_id}: "
+                skipped.append({"id": c.utterance_id, "reason": reason[len(prefix):] if reason.startswith(prefix) else reason})
+            else:
+                keep[side].append(c)
+    if not skipped:
+        return split
+    if cfg.on_bad_clip == "fail":
+        first = "; ".join(f"{s['id']}: {s['reason']}" for s in skipped[:3])
+        more = f" and {len(skipped) - 3} more" if len(skipped) > 3 else ""
+        raise InputError(f"{len(skipped)} bad clip(s) in {split.source.get('dataset')}: {first}{more} "
+                         "(--on-bad-clip skip runs without them)")
+    source = {k: v for k, v in split.source.items() if k != "bad_files"}
+    source["skipped"] = skipped
+    return _restrict_emotions(ClipSplit(keep["identification"], keep["evaluation"], split.emotions, source), cfg)
 
 
 def _cap(clips: list[EmotionClip], emotions: Sequence[str], n: int, seed: int) -> list[EmotionClip]:
@@ -291,12 +367,23 @@ def _restrict_emotions(split: ClipSplit, cfg: RunConfig) -> ClipSplit:
                      [c for c in split.evaluation if c.emotion in ks], tuple(keep), split.source)
 
 
+def _looks_local(m: str) -> bool:
+    return m.startswith((os.sep, ".", "~")) or os.path.exists(os.path.expanduser(m)) or m.count("/") > 1
+
+
+def normalise_model(model: str) -> str:
+    """The run identity's model name: an existing local folder as its absolute resolved path; a hub id or
+    ``"demo"`` unchanged. Example: ``normalise_model("./m") == normalise_model(os.path.abspath("m"))``."""
+    if model != "demo" and _looks_local(model) and Path(model).expanduser().is_dir():
+        return str(Path(model).expanduser().resolve())
+    return model
+
+
 def check_model_arg(model: str) -> str:
     """A local model folder (checked: exists, has config.json) as an absolute path, or a hub id unchanged."""
     m = model
-    looks_local = m.startswith((os.sep, ".", "~")) or os.path.exists(os.path.expanduser(m)) or m.count("/") > 1
-    if looks_local:
-        path = Path(m).expanduser()
+    if _looks_local(m):
+        path = Path(m).expanduser().resolve()
         if not path.is_dir():
             raise InputError(f"model folder {m} does not exist")
         if not (path / "config.json").is_file():
@@ -322,7 +409,8 @@ def load_lens(cfg: RunConfig):
         return Lens(model, processor)
     m = check_model_arg(cfg.model)
     try:
-        return Lens.from_pretrained(m, dtype=cfg.dtype, device=cfg.device, device_map=cfg.device_map)
+        return Lens.from_pretrained(m, dtype=cfg.dtype, device=cfg.device, device_map=cfg.device_map,
+                                    trust_remote_code=bool(cfg.trust_remote_code))
     except ESNLensError:
         raise
     except Exception as e:  # transformers/hub raise many types; name the model and the cause in one line
@@ -443,7 +531,7 @@ class Run:
             self.progress = prog
             self.log(f"resuming {self.dir}: done {[s for s in STAGES if self.done(s)] or 'nothing yet'}")
         else:
-            if self.dir.exists() and any(self.dir.iterdir()) and not self.resume:
+            if self.dir.exists() and any(p.name != LOCK_NAME for p in self.dir.iterdir()) and not self.resume:
                 raise RunError(f"{self.dir} exists and is not empty; choose another --out")
             self.dir.mkdir(parents=True, exist_ok=True)
             self.progress = {"version": RESULTS_VERSION, "key": key, "config": ident, "model": model_id,
@@ -453,19 +541,101 @@ class Run:
         atomic_write_json(self.path("config.json"), self.cfg.to_dict())
 
     # ------------------------------------------------------------------ main
+    def preflight(self) -> None:
+        """Refuse what needs no model, before any model loads: ``out`` a file, holding a run (without
+        ``resume``) or other files, or not writable; bad options (:meth:`RunConfig.check`); a corpus that gives
+        no clips or unknown labels (the clips are read here). Creates nothing."""
+        self.cfg.check(clips_given=self._clips is not None, lens_given=self._lens is not None)
+        d = self.dir
+        if d.exists() and not d.is_dir():
+            raise RunError(f"--out {d} is a file, not a folder; choose another --out")
+        if d.is_dir():
+            if self.progress_path.exists():
+                if not self.resume:
+                    raise RunError(f"{d} already holds a run; pass --resume to continue it, or choose another --out")
+            elif any(p.name != LOCK_NAME for p in d.iterdir()):
+                if self.resume:
+                    raise RunError(f"{d} holds no run to resume (no progress.json)")
+                raise RunError(f"{d} exists and is not empty; choose another --out")
+        anc = d
+        while not anc.exists() and anc != anc.parent:
+            anc = anc.parent
+        if not anc.is_dir():
+            raise RunError(f"--out {d}: {anc} is a file, not a folder; choose another --out")
+        try:  # a real write: os.access says yes to root on a read-only mount
+            fd, probe = tempfile.mkstemp(dir=anc, prefix=".esn_lens_probe.")
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as e:
+            raise RunError(f"--out {d}: cannot write in {anc} ({e.strerror or e}); choose another --out") from None
+        if self._clips is None:
+            self._clips_loaded = screen_clips(load_clips(self.cfg), self.cfg)
+            n = len(self._clips_loaded.source.get("skipped", []))
+            if n:
+                self.log(f"[data] skipping {n} bad clip(s): " + "; ".join(
+                    f"{s['id']} ({s['reason']})" for s in self._clips_loaded.source["skipped"][:5])
+                    + (" ..." if n > 5 else "") + " (listed in clips.json and results.json)")
+
+    def _acquire_lock(self) -> None:
+        """Create the run folder (remembering whether this command did) and its lock file; refuse a folder
+        another live process holds."""
+        self._created = not self.dir.exists()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        lock = self.path(LOCK_NAME)
+        for _ in range(2):
+            try:
+                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                try:
+                    pid = int(lock.read_text().split()[0])
+                except (OSError, ValueError, IndexError):
+                    pid = -1
+                if pid > 0 and pid != os.getpid() and _alive(pid):
+                    raise RunError(f"{self.dir} is in use by another esn-lens run (pid {pid}; lock file {lock}); "
+                                   "wait for it to finish, or remove the lock file if that process is gone") from None
+                lock.unlink(missing_ok=True)  # stale: its process is gone
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(f"{os.getpid()} {time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
+            self._lock = lock
+            return
+        raise RunError(f"{self.dir}: cannot take the lock file {lock}")
+
+    def _release(self, failed: bool) -> None:
+        """Drop the lock; after a failure, remove a folder this command created if no stage completed."""
+        lock = getattr(self, "_lock", None)
+        if lock is not None:
+            lock.unlink(missing_ok=True)
+            self._lock = None
+        stages = getattr(self, "progress", {}).get("stages", {})
+        if failed and getattr(self, "_created", False) and not any(v.get("done") for v in stages.values()):
+            shutil.rmtree(self.dir, ignore_errors=True)
+
     def execute(self) -> dict[str, Any]:
-        """Run every stage not yet done; return the results (also written to ``results.json``)."""
-        cfg = self.cfg.check(clips_given=self._clips is not None, lens_given=self._lens is not None)
+        """Run every stage not yet done; return the results (also written to ``results.json``).
+
+        Everything that needs no model is checked first (:meth:`preflight`); a lock file in the folder stops
+        a second run on it; a command that fails before any stage completes leaves no folder behind."""
+        self.preflight()
+        self._acquire_lock()
+        ok = False
+        try:
+            results = self._execute()
+            ok = True
+            return results
+        finally:
+            self._release(failed=not ok)
+
+    def _execute(self) -> dict[str, Any]:
+        cfg = self.cfg
         t_all = time.perf_counter()
         if cfg.threads:
             torch.set_num_threads(int(cfg.threads))
-        if self.resume and not self.progress_path.exists() and self.dir.exists() and any(self.dir.iterdir()):
-            raise RunError(f"{self.dir} holds no run to resume (no progress.json)")
         t0 = time.perf_counter()
         self.log(f"loading model {cfg.model}" + (" (given)" if self._lens is not None else ""))
         lens = self._lens if self._lens is not None else load_lens(cfg)
         self.lens = lens
-        model_id = {"name": cfg.model, "class": type(lens.model).__name__, "adapter": lens.adapter.name,
+        model_id = {"name": normalise_model(cfg.model), "class": type(lens.model).__name__, "adapter": lens.adapter.name,
                     "fingerprint": lens.fingerprint, "weights": weights_digest(lens.model),
                     "n_layers": lens.n_layers, "d_mlp": lens.d_mlp,
                     "dtype": str(next(lens.model.parameters()).dtype).replace("torch.", "")}
@@ -501,7 +671,7 @@ class Run:
     # ------------------------------------------------------------------ stage: data
     def _stage_data(self) -> None:
         t0 = time.perf_counter()
-        split = self._clips if self._clips is not None else load_clips(self.cfg)
+        split = self._clips if self._clips is not None else (getattr(self, "_clips_loaded", None) or load_clips(self.cfg))
         if self._clips is not None:
             split = _restrict_emotions(ClipSplit(list(split.identification), list(split.evaluation),
                                                  tuple(split.emotions), dict(split.source)), self.cfg)
@@ -849,7 +1019,8 @@ def analyse(run: Run) -> dict[str, Any]:
         "model": run.model_id,
         "emotions": E,
         "clips": {"identification": clips_info["counts"]["identification"],
-                  "evaluation": clips_info["counts"]["evaluation"], "source": clips_info.get("source", {})},
+                  "evaluation": clips_info["counts"]["evaluation"], "source": clips_info.get("source", {}),
+                  "skipped": list(clips_info.get("source", {}).get("skipped", []))},
     }
     if cfg.discover:
         pool = run._read_json("pool.json")
