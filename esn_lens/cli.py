@@ -111,6 +111,9 @@ def _run_args(p: argparse.ArgumentParser, *, discover: bool, validate: bool) -> 
         g.add_argument("--alpha", action="append", type=float,
                        help="steering alpha, gain 1 + alpha (repeatable; default 0.5 1 2)")
         g.add_argument("--bootstrap", type=int, help="bootstrap resamples for intervals (1000; 0 = off)")
+        g.add_argument("--intervention", metavar="NAME",
+                       help="registered intervention applied to each emotion's units in the deactivation stage "
+                            "(default deactivate; also mean_ablate, or your own registered by a --plugin module)")
     g.add_argument("--mode", choices=("generate", "constrained"),
                    help="SER answers: generated and parsed (the paper's protocol, default) or constrained scoring")
     g.add_argument("--answer", choices=("digit", "word"), help="constrained options: digits or words")
@@ -148,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="run the whole pipeline on the shipped demo model and clips")
     d.add_argument("--quick", action="store_true", help="a reduced setting (fewer clips and alphas), for CI")
+    d.add_argument("--device", help="e.g. cuda, cuda:1, cpu")
+    d.add_argument("--dtype", help="e.g. bfloat16, float16, float32")
     _runtime_args(d)
 
     r = sub.add_parser("run", help="discover, validate and report in one run folder")

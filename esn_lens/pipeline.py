@@ -111,6 +111,8 @@ class RunConfig:
     validate: bool = True
     neurons: tuple[str, ...] = ()
     bootstrap: int = 1000
+    #: the registered intervention of the deactivation stage (heatmap / SE / ACE / ESS); "deactivate" = gain 0
+    intervention: str = "deactivate"
     # runtime
     dtype: str | None = None
     device: str | None = None
@@ -156,12 +158,22 @@ class RunConfig:
         if len(set(self.alphas)) != len(self.alphas):
             raise InputError(f"alphas repeat: {list(self.alphas)}")
         check_site(self.site)
+        from .loading import parse_dtype
+
+        parse_dtype(self.dtype)  # an unknown --dtype is refused before any model loads
         if self.positions not in ("valid", "audio", "no_prompt", "last"):
             raise InputError(f"unknown positions {self.positions!r}; expected valid, audio, no_prompt or last")
         if self.mode not in ("generate", "constrained"):
             raise InputError(f"mode must be 'generate' or 'constrained', got {self.mode!r}")
         if self.answer not in ("digit", "word"):
             raise InputError(f"answer must be 'digit' or 'word', got {self.answer!r}")
+        from .interventions import INTERVENTIONS
+
+        if self.intervention not in INTERVENTIONS:
+            raise InputError(f"unknown intervention {self.intervention!r}; registered: {', '.join(INTERVENTIONS.names())} "
+                             "(register your own with @INTERVENTIONS.register in a --plugin module)")
+        if self.intervention == "mean_ablate" and not self.discover:
+            raise InputError("intervention 'mean_ablate' needs the run's own statistics (discover), not --neurons alone")
         if self.on_bad_clip not in ("skip", "fail"):
             raise InputError(f"on_bad_clip must be 'skip' or 'fail', got {self.on_bad_clip!r}")
         if self.eval_split not in ("eval", "all"):
@@ -197,6 +209,8 @@ class RunConfig:
         d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in self.RUNTIME}
         d["selectors"], d["alphas"] = list(self.selectors), list(self.alphas)
         d["model"] = normalise_model(self.model)  # ./m, m and /abs/m name one model
+        if d["intervention"] == "deactivate":  # the default is left out: run folders of earlier versions still resume
+            del d["intervention"]
         d["neurons"] = [str(Path(p).expanduser().resolve()) for p in self.neurons]
         if d["data_dir"] is not None:
             d["data_dir"] = str(Path(d["data_dir"]).expanduser().resolve())
@@ -403,7 +417,12 @@ def load_lens(cfg: RunConfig):
     if cfg.model == "demo":
         from .demo_model import load_demo_model
 
+        from .loading import parse_dtype
+
         model, processor = load_demo_model()
+        dtype = parse_dtype(cfg.dtype)  # --dtype is honoured for the demo too ("auto": as saved)
+        if isinstance(dtype, torch.dtype):
+            model = model.to(dtype)
         if cfg.device is not None:
             model = model.to(cfg.device)
         return Lens(model, processor)
@@ -905,7 +924,8 @@ class Run:
     def _deactivation_conditions(self) -> list:
         from .evaluate import deactivation_conditions
 
-        return self._conditions(deactivation_conditions)
+        kw = {"stats": self.stats} if self.cfg.intervention == "mean_ablate" else {}
+        return self._conditions(deactivation_conditions, kind=self.cfg.intervention, **kw)
 
     def _steering_conditions(self) -> list:
         from .evaluate import steering_conditions
