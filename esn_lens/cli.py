@@ -9,12 +9,14 @@
     esn-lens report RUN [--compare OTHER_RUN]
     esn-lens models | esn-lens datasets
 
-Progress goes to stderr, the summary to stdout. Wrong arguments or inputs print one line to stderr and
-exit with status 2 (no traceback); ``--resume`` continues an interrupted run folder.
+Progress goes to stderr, the summary to stdout. Wrong arguments or inputs, OS errors (disk full, read-only
+folder) and damaged run files print one line to stderr and
+exit with status 2 (no traceback unless ``--debug``); ``--resume`` continues an interrupted run folder.
 """
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import sys
@@ -50,6 +52,16 @@ def _positive_int(text: str) -> int:
     return v
 
 
+def _nonnegative_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v}")
+    return v
+
+
 def _optional_int(text: str) -> int | None:
     if text.lower() in ("none", "all"):
         return None
@@ -64,6 +76,9 @@ def _runtime_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--checkpoint-every", type=_positive_int,
                    help="write a checkpoint every N batches (default 4)")
     g.add_argument("--threads", type=_positive_int, help="torch CPU threads")
+    g.add_argument("--workers", type=_nonnegative_int,
+                   help="threads building the next batches while the model runs (default: half the cores, at most 4; "
+                        "0 = build in the loop)")
     g.add_argument("--no-progress", action="store_true", help="no progress bars or stage lines")
     g.add_argument("--plugin", action="append", default=[], metavar="MODULE",
                    help="import a module first (registers your selectors, datasets, adapters); repeatable")
@@ -75,10 +90,16 @@ def _run_args(p: argparse.ArgumentParser, *, discover: bool, validate: bool) -> 
     g.add_argument("--dtype", help="e.g. bfloat16, float16, float32")
     g.add_argument("--device", help="e.g. cuda, cuda:1, cpu")
     g.add_argument("--device-map", help="e.g. auto (spread a large model over GPUs)")
+    g.add_argument("--trust-remote-code", action="store_true",
+                   help="let transformers run the checkpoint's own Python code (e.g. Kimi-Audio); off by default, "
+                        "recorded in config.json")
     g = p.add_argument_group("data")
     g.add_argument("--dataset", required=True, help="a dataset loader (see `esn-lens datasets`), or 'demo'")
     g.add_argument("--data-dir", help="the corpus folder")
     g.add_argument("--label-set", help="label set name (e.g. iemocap4) or 'all'")
+    g.add_argument("--on-bad-clip", choices=("skip", "fail"),
+                   help="a clip whose audio is missing, unreadable, empty or NaN: skip it (default; named in "
+                        "results.json and the report) or refuse the run")
     g.add_argument("--eval-fraction", type=float, help="share of speakers held out for evaluation (0.5)")
     g.add_argument("--eval-per-emotion", type=_optional_int, help="evaluation clips per emotion (200)")
     if discover:
@@ -103,6 +124,9 @@ def _run_args(p: argparse.ArgumentParser, *, discover: bool, validate: bool) -> 
         g.add_argument("--alpha", action="append", type=float,
                        help="steering alpha, gain 1 + alpha (repeatable; default 0.5 1 2)")
         g.add_argument("--bootstrap", type=int, help="bootstrap resamples for intervals (1000; 0 = off)")
+        g.add_argument("--intervention", metavar="NAME",
+                       help="registered intervention applied to each emotion's units in the deactivation stage "
+                            "(default deactivate; also mean_ablate, or your own registered by a --plugin module)")
     g.add_argument("--mode", choices=("generate", "constrained"),
                    help="SER answers: generated and parsed (the paper's protocol, default) or constrained scoring")
     g.add_argument("--answer", choices=("digit", "word"), help="constrained options: digits or words")
@@ -118,18 +142,30 @@ def _suppressing(add_parser):
     return add
 
 
+def _with_debug(add_parser):
+    """Every sub-command takes ``--debug`` (a full traceback instead of the one-line error)."""
+    def add(*a, **kw):
+        sp = add_parser(*a, **kw)
+        sp.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+        return sp
+    return add
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
     p = _Parser(prog="esn-lens", argument_default=argparse.SUPPRESS,
                 description="Find and causally validate emotion-sensitive neurons (ESNs) in audio-language models.")
     p.add_argument("--version", action="version", version=f"esn-lens {__version__}")
+    p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    sub.add_parser = _suppressing(sub.add_parser)
+    sub.add_parser = _with_debug(_suppressing(sub.add_parser))
     sub.required = True
 
     d = sub.add_parser("demo", help="run the whole pipeline on the shipped demo model and clips")
     d.add_argument("--quick", action="store_true", help="a reduced setting (fewer clips and alphas), for CI")
+    d.add_argument("--device", help="e.g. cuda, cuda:1, cpu")
+    d.add_argument("--dtype", help="e.g. bfloat16, float16, float32")
     _runtime_args(d)
 
     r = sub.add_parser("run", help="discover, validate and report in one run folder")
@@ -170,7 +206,7 @@ def demo_config(quick: bool = False):
 
 #: command-line option (argparse dest) -> RunConfig field, where the names differ
 _RENAME = {"selector": "selectors", "alpha": "alphas"}
-_NOT_CONFIG = {"command", "out", "resume", "no_progress", "plugin", "quick", "run_dir", "compare"}
+_NOT_CONFIG = {"command", "out", "resume", "no_progress", "plugin", "quick", "run_dir", "compare", "debug"}
 
 
 def config_from_args(args: argparse.Namespace):
@@ -263,6 +299,38 @@ class _Usage(Exception):
     pass
 
 
+#: errno -> what it means for a run (the OS's own wording is kept after it)
+_OS_HINTS = {
+    errno.ENOSPC: "disk full",
+    errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied",
+    errno.ENOTDIR: "not a directory",
+    errno.EISDIR: "is a directory",
+    errno.EDQUOT: "disk quota exceeded",
+}
+
+
+def _one_line(e: BaseException) -> str:
+    """One line for an error the CLI reports without a traceback (it names the file where there is one)."""
+    from .errors import ESNLensError
+
+    if isinstance(e, OSError) and not isinstance(e, ESNLensError):
+        hint = _OS_HINTS.get(e.errno or -1)
+        what = e.strerror or str(e) or type(e).__name__
+        where = f"{e.filename}: " if e.filename else ""
+        if hint and hint.lower() not in what.lower():
+            what = f"{hint} ({what})"
+        msg = f"{where}{what}"
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            msg += "; free space and continue with --resume"
+        return msg
+    if isinstance(e, KeyError) and not isinstance(e, ESNLensError) and e.args:
+        key = e.args[0]
+        return key if isinstance(key, str) and " " in key else f"missing key {key!r}"
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``esn-lens``; returns the exit status (0 ok, 2 bad arguments or inputs)."""
     parser = build_parser()
@@ -270,6 +338,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .errors import ESNLensError
 
     try:
+        from .plugins import load_entry_point_plugins
+
+        load_entry_point_plugins()  # third-party packages' selectors, interventions, adapters, datasets
         for mod in getattr(args, "plugin", []) or []:
             try:
                 importlib.import_module(mod)
@@ -278,9 +349,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command in ("demo", "run", "discover", "validate"):
             return cmd_pipeline(args)
         return {"report": cmd_report, "models": cmd_models, "datasets": cmd_datasets}[args.command](args)
-    except (ESNLensError, _Usage, KeyError, FileNotFoundError, NotADirectoryError, PermissionError) as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-        print(f"esn-lens {args.command}: error: {msg}", file=sys.stderr)
+    except (ESNLensError, _Usage, KeyError, OSError) as e:
+        if getattr(args, "debug", False):
+            raise
+        print(f"esn-lens {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"esn-lens {args.command}: interrupted; continue with the same command and --resume", file=sys.stderr)

@@ -67,12 +67,25 @@ class SEREvaluator:
     """Runs SER over clips for a list of conditions.
 
     ``answer``: how the options are read in constrained mode -- ``"digit"`` (option numbers) or ``"word"``
-    (the emotion words). Example: ``SEREvaluator(lens, ["angry", "happy"], mode="constrained").run(clips)``.
+    (the emotion words). ``text_template``: for a text-only model, how a clip's transcript and the question
+    are joined (``"{text}"`` and ``"{prompt}"``; default ``"Transcript: {text}\\n{prompt}"``, see
+    :meth:`~esn_lens.lens.Lens.batch_clips`). Example:
+    ``SEREvaluator(lens, ["angry", "happy"], mode="constrained").run(clips)``.
     """
 
     def __init__(self, lens: Lens, emotions: Sequence[str], *, mode: str = "constrained", answer: str = "digit",
                  template: str = DEFAULT_TEMPLATE, seed: int = 0, shuffle: bool = True, max_new_tokens: int = 20,
-                 batch_size: int = 8, encoder_reuse: bool = True, num_workers: int | None = None):
+                 batch_size: int = 8, encoder_reuse: bool = True, text_template: str | None = None,
+                 num_workers: int | None = None):
+        if text_template is not None:
+            try:
+                probe = text_template.format(text="\x00T", prompt="\x00P")
+            except (KeyError, IndexError, ValueError, AttributeError) as e:
+                raise InputError(f"text_template must be a format string with {{text}} and {{prompt}}, got "
+                                 f"{text_template!r} ({type(e).__name__}: {e})") from None
+            if "\x00P" not in probe:
+                raise InputError(f"text_template must contain {{prompt}} (the SER question), got {text_template!r}")
+        self.text_template = text_template
         if mode not in ("constrained", "generate"):
             raise InputError(f"mode must be 'constrained' or 'generate', got {mode!r}")
         if answer not in ("digit", "word"):
@@ -162,7 +175,8 @@ class SEREvaluator:
     def _build_chunk(self, chunk: list[EmotionClip]):
         """The chunk's prompts and model inputs (CPU work; may run ahead in a prefetch thread)."""
         prompts = [self.prompt(c) for c in chunk]
-        return prompts, self.lens.batch_clips(chunk, [p.text for p in prompts])
+        kw = {} if self.text_template is None else {"text_template": self.text_template}
+        return prompts, self.lens.batch_clips(chunk, [p.text for p in prompts], **kw)
 
     def _run_chunk(self, chunk: list[EmotionClip], conditions: Sequence[Condition], built=None):
         prompts, base = built if built is not None else self._build_chunk(chunk)

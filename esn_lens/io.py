@@ -1,6 +1,7 @@
 """Atomic, self-describing files: tensors in safetensors, metadata as JSON in its header."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -14,13 +15,34 @@ from safetensors.torch import load_file, save_file
 from .errors import CorruptFileError, MissingFileError
 
 FORMAT_KEY = "esn_lens_format"
+#: header key of the content checksum: sha256 over every tensor's name, dtype, shape and bytes
+CHECKSUM_KEY = "esn_lens_sha256"
+
+
+def tensor_checksum(tensors: dict[str, torch.Tensor], meta_text: str = "") -> str:
+    """sha256 of ``tensors`` (sorted by name; each name, dtype, shape and raw bytes) and of the metadata text.
+
+    Any flipped data byte, or edited metadata, changes it.
+
+    Example: ``tensor_checksum({"x": torch.zeros(2)}) != tensor_checksum({"x": torch.ones(2)})``.
+    """
+    h = hashlib.sha256(meta_text.encode())
+    for name in sorted(tensors):
+        t = tensors[name].detach().contiguous().cpu()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        if t.numel():
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` via a temporary file and rename: a crash never leaves a half file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:  # read-only folder, a file where a folder should be, ...: name the file meant
+        raise _naming(e, path) from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -28,10 +50,22 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; run folders are meant to be shared
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError):  # e.g. disk full (errno 28): one error naming the file being written
+            raise _naming(e, path) from None
         raise
+
+
+def _naming(e: OSError, path: Path) -> OSError:
+    """The same kind of OSError (errno, message) naming ``path``, the file the caller meant to write."""
+    if e.errno is None:
+        return e
+    try:
+        return type(e)(e.errno, e.strerror or os.strerror(e.errno), str(path))
+    except TypeError:
+        return OSError(e.errno, e.strerror or os.strerror(e.errno), str(path))
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
@@ -42,11 +76,13 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
 def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], kind: str, meta: dict[str, Any]) -> None:
     """Save ``tensors`` with JSON ``meta`` (tagged with ``kind``) atomically to a safetensors file."""
     path = Path(path)
-    header = {FORMAT_KEY: kind, "meta": json.dumps(meta)}
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    meta_text = json.dumps(meta)
+    header = {FORMAT_KEY: kind, "meta": meta_text, CHECKSUM_KEY: tensor_checksum(tensors, meta_text)}
     fd, tmp = tempfile.mkstemp(dir=path.parent if path.parent.exists() else None, suffix=".safetensors")
     os.close(fd)
     try:
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=header)
+        save_file(tensors, tmp, metadata=header)
         atomic_write_bytes(path, Path(tmp).read_bytes())
     finally:
         if os.path.exists(tmp):
@@ -54,7 +90,12 @@ def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], kind
 
 
 def load_tensors(path: str | os.PathLike, kind: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Load a file written by :func:`save_tensors`; refuse a corrupt file or one of another ``kind``."""
+    """Load a file written by :func:`save_tensors`; refuse a corrupt file or one of another ``kind``.
+
+    A file carrying a content checksum (every file this version writes) is refused when any tensor's bytes,
+    dtype or shape, or the metadata text, differ from what was written. Files of earlier versions carry none; they load, and the
+    caller's own checks (dtypes, shapes, counts) are then the only guard.
+    """
     path = Path(path)
     if not path.exists():
         raise MissingFileError(f"{path}: no such file (expected an esn_lens {kind} file)")
@@ -73,4 +114,8 @@ def load_tensors(path: str | os.PathLike, kind: str) -> tuple[dict[str, torch.Te
         meta = json.loads(header.get("meta", "{}"))
     except json.JSONDecodeError as e:
         raise CorruptFileError(f"{path}: damaged metadata ({e})") from None
+    expected = header.get(CHECKSUM_KEY)
+    if expected is not None and tensor_checksum(tensors, header.get("meta", "")) != expected:
+        raise CorruptFileError(f"{path}: damaged esn_lens {kind} file (tensor data or metadata do not match the "
+                               "checksum written with them: the file was altered after it was saved)")
     return tensors, meta

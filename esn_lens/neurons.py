@@ -14,6 +14,7 @@ Example::
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -293,6 +294,9 @@ class NeuronSet:
             )
         if meta["site"] not in SITES:
             raise CorruptFileError(f"{path}: damaged neuron set file (unknown site {meta['site']!r})")
+        if masks.numel() and int(masks.reshape(-1).view(torch.uint8).max()) > 1:
+            raise CorruptFileError(f"{path}: damaged neuron set file (mask bytes other than 0 and 1)")
+        _check_budget(path, masks, meta)
         if expect_fingerprint is not None and meta["model_fingerprint"] != expect_fingerprint:
             raise IncompatibleError(
                 f"{path}: neuron set was selected on model {meta['model_fingerprint']!r}, not {expect_fingerprint!r}"
@@ -327,6 +331,30 @@ class NeuronSet:
             f"NeuronSet(selector={self.selector!r}, r={r}, site={self.site!r}, model={fp}, "
             f"layers={self.n_layers}, d_mlp={self.d_mlp}; counts: {counts}; top layers: {top_s})"
         )
+
+
+def _check_budget(path: Any, masks: Tensor, meta: dict[str, Any]) -> None:
+    """Refuse a set holding more units than the budget its metadata records (``select`` writes ``meta["budget"]``)."""
+    info = meta.get("meta") or {}
+    if not isinstance(info, dict) or "budget" not in info:
+        return  # a hand-made set: no budget recorded
+    budget, per = info["budget"], info.get("per", "global")
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 0 or per not in ("global", "layer"):
+        raise CorruptFileError(f"{path}: damaged neuron set file (budget {budget!r} per {per!r}; expected a "
+                               "non-negative integer per 'global' or 'layer')")
+    E, L, N = masks.shape
+    top_frac, count = meta.get("top_frac"), info.get("count")
+    if count is None and isinstance(top_frac, (int, float)) and not isinstance(top_frac, bool):
+        units = L * N if per == "global" else N
+        if int(math.floor(float(top_frac) * units + 0.5)) != budget:
+            raise CorruptFileError(f"{path}: damaged neuron set file (budget {budget} does not match top_frac "
+                                   f"{top_frac} of {units} units)")
+    counts = masks.sum(dim=(1, 2)) if per == "global" else masks.sum(dim=2).amax(dim=1)
+    over = [(e, int(c)) for e, c in zip(meta["emotions"], counts.tolist()) if c > budget]
+    if over:
+        where = "" if per == "global" else " in one layer"
+        raise CorruptFileError(f"{path}: damaged neuron set file (units{where} per emotion "
+                               f"{', '.join(f'{e}={c}' for e, c in over)} exceed the recorded budget {budget})")
 
 
 __all__ = ["NeuronSet", "SITES", "OVERLAP_METRICS", "NEURON_SET_KIND"]

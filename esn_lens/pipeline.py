@@ -33,7 +33,9 @@ import json
 import math
 import os
 import re
+import shutil
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -43,7 +45,7 @@ import numpy as np
 import torch
 
 from .data.clip import EmotionClip
-from .errors import ESNLensError, IncompatibleError, InputError
+from .errors import CorruptFileError, ESNLensError, IncompatibleError, InputError
 from .evaluate import balanced_pool, se_ace_ess
 from .io import atomic_write_json, load_tensors, save_tensors
 
@@ -55,6 +57,20 @@ RESULTS_VERSION = 1
 STATS_CHECKPOINT_KIND = "stats_checkpoint"
 #: Testing aid: seconds to sleep after each checkpoint is written (lets a test kill a run mid-stage).
 CHECKPOINT_PAUSE_ENV = "ESN_LENS_CHECKPOINT_PAUSE"
+
+
+#: lock file of a run folder in use (holds the pid of the process running it)
+LOCK_NAME = ".esn_lens.lock"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class RunError(InputError):
@@ -95,6 +111,8 @@ class RunConfig:
     validate: bool = True
     neurons: tuple[str, ...] = ()
     bootstrap: int = 1000
+    #: the registered intervention of the deactivation stage (heatmap / SE / ACE / ESS); "deactivate" = gain 0
+    intervention: str = "deactivate"
     # runtime
     dtype: str | None = None
     device: str | None = None
@@ -102,8 +120,13 @@ class RunConfig:
     checkpoint_every: int = 4
     progress: bool = True
     threads: int | None = None
+    #: threads building the next batches while the model runs (None: a default for the machine, 0: serial)
+    workers: int | None = None
+    trust_remote_code: bool = False
+    on_bad_clip: str = "skip"
 
-    RUNTIME = ("dtype", "device", "device_map", "checkpoint_every", "progress", "threads")
+    RUNTIME = ("dtype", "device", "device_map", "checkpoint_every", "progress", "threads", "workers", "trust_remote_code",
+               "on_bad_clip")
 
     def __post_init__(self) -> None:
         self.selectors = tuple(self.selectors)
@@ -124,6 +147,9 @@ class RunConfig:
         unknown = [s for s in self.selectors if s not in SELECTORS]
         if unknown:
             raise InputError(f"unknown selector(s) {unknown}; registered: {', '.join(SELECTORS.names())}")
+        if "atp" in self.selectors:
+            raise InputError("selector 'atp' ranks units by attribution patching, which esn-lens run does not collect; "
+                             "use esn_lens.collect_attribution + find_neurons(att, 'atp') in Python (tutorial 06)")
         if len(set(self.selectors)) != len(self.selectors):
             raise InputError(f"selectors repeat: {list(self.selectors)}")
         if self.discover and not self.selectors:
@@ -137,12 +163,24 @@ class RunConfig:
         if len(set(self.alphas)) != len(self.alphas):
             raise InputError(f"alphas repeat: {list(self.alphas)}")
         check_site(self.site)
+        from .loading import parse_dtype
+
+        parse_dtype(self.dtype)  # an unknown --dtype is refused before any model loads
         if self.positions not in ("valid", "audio", "no_prompt", "last"):
             raise InputError(f"unknown positions {self.positions!r}; expected valid, audio, no_prompt or last")
         if self.mode not in ("generate", "constrained"):
             raise InputError(f"mode must be 'generate' or 'constrained', got {self.mode!r}")
         if self.answer not in ("digit", "word"):
             raise InputError(f"answer must be 'digit' or 'word', got {self.answer!r}")
+        from .interventions import INTERVENTIONS
+
+        if self.intervention not in INTERVENTIONS:
+            raise InputError(f"unknown intervention {self.intervention!r}; registered: {', '.join(INTERVENTIONS.names())} "
+                             "(register your own with @INTERVENTIONS.register in a --plugin module)")
+        if self.intervention == "mean_ablate" and not self.discover:
+            raise InputError("intervention 'mean_ablate' needs the run's own statistics (discover), not --neurons alone")
+        if self.on_bad_clip not in ("skip", "fail"):
+            raise InputError(f"on_bad_clip must be 'skip' or 'fail', got {self.on_bad_clip!r}")
         if self.eval_split not in ("eval", "all"):
             raise InputError(f"eval_split must be 'eval' or 'all', got {self.eval_split!r}")
         for name in ("batch_size", "checkpoint_every", "max_new_tokens"):
@@ -160,6 +198,10 @@ class RunConfig:
                 raise InputError(f"dataset {self.dataset!r} needs a data folder (--data-dir PATH)")
             if not Path(self.data_dir).expanduser().exists():
                 raise InputError(f"data folder {self.data_dir} does not exist")
+        if self.label_set is not None and not clips_given:
+            from .data.labels import get_label_set
+
+            get_label_set(self.label_set)  # InputError listing the registered label sets
         if self.model != "demo" and not lens_given:
             check_model_arg(self.model)
         for p in self.neurons:
@@ -171,6 +213,9 @@ class RunConfig:
         """The fields that determine the results (compared when a run is resumed)."""
         d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in self.RUNTIME}
         d["selectors"], d["alphas"] = list(self.selectors), list(self.alphas)
+        d["model"] = normalise_model(self.model)  # ./m, m and /abs/m name one model
+        if d["intervention"] == "deactivate":  # the default is left out: run folders of earlier versions still resume
+            del d["intervention"]
         d["neurons"] = [str(Path(p).expanduser().resolve()) for p in self.neurons]
         if d["data_dir"] is not None:
             d["data_dir"] = str(Path(d["data_dir"]).expanduser().resolve())
@@ -243,6 +288,14 @@ def load_clips(cfg: RunConfig) -> ClipSplit:
 
         ds = load_dataset(cfg.dataset, cfg.data_dir, label_set=cfg.label_set)
         emotions = ds.emotions
+        if cfg.label_set is None:  # no label set chosen: only known emotions (not "bored", "3") become options
+            from .data.labels import CANONICAL_EMOTIONS, LABEL_SETS
+
+            odd = [e for e in emotions if e not in CANONICAL_EMOTIONS]
+            if odd:
+                raise InputError(f"{cfg.dataset} at {cfg.data_dir}: labels {odd} are not known emotions "
+                                 f"({', '.join(CANONICAL_EMOTIONS)}); choose a label set with --label-set "
+                                 f"({', '.join(LABEL_SETS.names())}) or pass --label-set all to keep every label")
         if cfg.discover:
             ident, evaluation = split_identification_evaluation(
                 ds, eval_fraction=cfg.eval_fraction, eval_per_emotion=cfg.eval_per_emotion,
@@ -260,7 +313,49 @@ def load_clips(cfg: RunConfig) -> ClipSplit:
         ident, evaluation = list(ident), list(evaluation)
         src = {"dataset": cfg.dataset, "data_dir": str(cfg.data_dir), "label_set": ds.manifest.label_set,
                "manifest": ds.manifest.summary() if hasattr(ds.manifest, "summary") else ""}
+        from .data.dataset import DROP_REASONS
+
+        bad = [{"id": item, "reason": DROP_REASONS[r]} for r in BAD_FILE_REASONS
+               for item in ds.manifest.dropped.get(r, [])]
+        if bad:
+            src["bad_files"] = bad
     return _restrict_emotions(ClipSplit(ident, evaluation, tuple(emotions), src), cfg)
+
+
+#: manifest drop reasons that are bad clips (a file listed but absent or unreadable), not label choices
+BAD_FILE_REASONS = ("missing_file", "unreadable")
+
+
+def screen_clips(split: ClipSplit, cfg: RunConfig) -> ClipSplit:
+    """Decode every clip of the run now (before any model loads) and set aside those that fail.
+
+    A clip fails when its file is missing or unreadable, or its audio is empty, NaN/inf or mis-scaled;
+    multi-channel and other-rate audio is fine (downmixed and resampled when read). ``cfg.on_bad_clip``:
+    ``"skip"`` runs without them and records each with its reason in ``split.source["skipped"]`` (clips.json,
+    results.json, the report); ``"fail"`` refuses the run naming them.
+    """
+    skipped = list(split.source.get("bad_files", []))
+    keep: dict[str, list[EmotionClip]] = {"identification": [], "evaluation": []}
+    for side in keep:
+        for c in getattr(split, side):
+            try:
+                c.load()
+            except InputError as e:
+                reason = str(e)
+                prefix = f"clip {c.utterance_id}: "
+                skipped.append({"id": c.utterance_id, "reason": reason[len(prefix):] if reason.startswith(prefix) else reason})
+            else:
+                keep[side].append(c)
+    if not skipped:
+        return split
+    if cfg.on_bad_clip == "fail":
+        first = "; ".join(f"{s['id']}: {s['reason']}" for s in skipped[:3])
+        more = f" and {len(skipped) - 3} more" if len(skipped) > 3 else ""
+        raise InputError(f"{len(skipped)} bad clip(s) in {split.source.get('dataset')}: {first}{more} "
+                         "(--on-bad-clip skip runs without them)")
+    source = {k: v for k, v in split.source.items() if k != "bad_files"}
+    source["skipped"] = skipped
+    return _restrict_emotions(ClipSplit(keep["identification"], keep["evaluation"], split.emotions, source), cfg)
 
 
 def _cap(clips: list[EmotionClip], emotions: Sequence[str], n: int, seed: int) -> list[EmotionClip]:
@@ -291,12 +386,23 @@ def _restrict_emotions(split: ClipSplit, cfg: RunConfig) -> ClipSplit:
                      [c for c in split.evaluation if c.emotion in ks], tuple(keep), split.source)
 
 
+def _looks_local(m: str) -> bool:
+    return m.startswith((os.sep, ".", "~")) or os.path.exists(os.path.expanduser(m)) or m.count("/") > 1
+
+
+def normalise_model(model: str) -> str:
+    """The run identity's model name: an existing local folder as its absolute resolved path; a hub id or
+    ``"demo"`` unchanged. Example: ``normalise_model("./m") == normalise_model(os.path.abspath("m"))``."""
+    if model != "demo" and _looks_local(model) and Path(model).expanduser().is_dir():
+        return str(Path(model).expanduser().resolve())
+    return model
+
+
 def check_model_arg(model: str) -> str:
     """A local model folder (checked: exists, has config.json) as an absolute path, or a hub id unchanged."""
     m = model
-    looks_local = m.startswith((os.sep, ".", "~")) or os.path.exists(os.path.expanduser(m)) or m.count("/") > 1
-    if looks_local:
-        path = Path(m).expanduser()
+    if _looks_local(m):
+        path = Path(m).expanduser().resolve()
         if not path.is_dir():
             raise InputError(f"model folder {m} does not exist")
         if not (path / "config.json").is_file():
@@ -316,13 +422,19 @@ def load_lens(cfg: RunConfig):
     if cfg.model == "demo":
         from .demo_model import load_demo_model
 
+        from .loading import parse_dtype
+
         model, processor = load_demo_model()
+        dtype = parse_dtype(cfg.dtype)  # --dtype is honoured for the demo too ("auto": as saved)
+        if isinstance(dtype, torch.dtype):
+            model = model.to(dtype)
         if cfg.device is not None:
             model = model.to(cfg.device)
         return Lens(model, processor)
     m = check_model_arg(cfg.model)
     try:
-        return Lens.from_pretrained(m, dtype=cfg.dtype, device=cfg.device, device_map=cfg.device_map)
+        return Lens.from_pretrained(m, dtype=cfg.dtype, device=cfg.device, device_map=cfg.device_map,
+                                    trust_remote_code=bool(cfg.trust_remote_code))
     except ESNLensError:
         raise
     except Exception as e:  # transformers/hub raise many types; name the model and the cause in one line
@@ -331,6 +443,39 @@ def load_lens(cfg: RunConfig):
 
 
 # ---------------------------------------------------------------------------------------------- the run
+class _RunFileDict(dict):
+    """A JSON object read from a run file: a missing key is a :class:`CorruptFileError` naming file and key."""
+
+    path: str = ""
+
+    def __missing__(self, key: Any) -> Any:
+        raise CorruptFileError(f"{self.path}: damaged run file (no key {key!r}); the file was edited or cut short "
+                               "-- choose another --out or remove the folder")
+
+
+def read_run_json(path: str | Path) -> dict[str, Any]:
+    """A JSON object of a run folder; damage (not JSON, not an object, later a missing key) is a one-line
+    :class:`CorruptFileError` naming the file (e.g. ``clips.json`` holding ``[]``)."""
+    path = Path(path)
+
+    def hook(pairs):
+        d = _RunFileDict(pairs)
+        d.path = str(path)
+        return d
+
+    try:
+        with open(path) as f:
+            obj = json.load(f, object_pairs_hook=hook)
+    except json.JSONDecodeError as e:
+        raise CorruptFileError(f"{path}: damaged run file (not JSON: {e}); choose another --out or remove the folder") from None
+    except UnicodeDecodeError as e:
+        raise CorruptFileError(f"{path}: damaged run file (not text: {e}); choose another --out or remove the folder") from None
+    if not isinstance(obj, dict):
+        raise CorruptFileError(f"{path}: damaged run file (expected a JSON object, found {type(obj).__name__} "
+                               f"{json.dumps(obj)[:40]}); choose another --out or remove the folder")
+    return obj
+
+
 def _log_default(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -362,8 +507,7 @@ class Run:
         return self.dir.joinpath(*parts)
 
     def _read_json(self, *parts: str) -> Any:
-        with open(self.path(*parts)) as f:
-            return json.load(f)
+        return read_run_json(self.path(*parts))
 
     @property
     def progress_path(self) -> Path:
@@ -398,7 +542,7 @@ class Run:
                 raise RunError(f"{self.dir} already holds a run; pass --resume to continue it, or choose another --out")
             try:
                 prog = self._read_json("progress.json")
-            except (OSError, json.JSONDecodeError) as e:
+            except OSError as e:
                 raise RunError(f"{self.progress_path}: unreadable ({e}); choose another --out") from None
             if prog.get("key") != key:
                 diffs = [f"{k}: {prog.get('config', {}).get(k)!r} there, {v!r} now"
@@ -411,7 +555,7 @@ class Run:
             self.progress = prog
             self.log(f"resuming {self.dir}: done {[s for s in STAGES if self.done(s)] or 'nothing yet'}")
         else:
-            if self.dir.exists() and any(self.dir.iterdir()) and not self.resume:
+            if self.dir.exists() and any(p.name != LOCK_NAME for p in self.dir.iterdir()) and not self.resume:
                 raise RunError(f"{self.dir} exists and is not empty; choose another --out")
             self.dir.mkdir(parents=True, exist_ok=True)
             self.progress = {"version": RESULTS_VERSION, "key": key, "config": ident, "model": model_id,
@@ -421,19 +565,101 @@ class Run:
         atomic_write_json(self.path("config.json"), self.cfg.to_dict())
 
     # ------------------------------------------------------------------ main
+    def preflight(self) -> None:
+        """Refuse what needs no model, before any model loads: ``out`` a file, holding a run (without
+        ``resume``) or other files, or not writable; bad options (:meth:`RunConfig.check`); a corpus that gives
+        no clips or unknown labels (the clips are read here). Creates nothing."""
+        self.cfg.check(clips_given=self._clips is not None, lens_given=self._lens is not None)
+        d = self.dir
+        if d.exists() and not d.is_dir():
+            raise RunError(f"--out {d} is a file, not a folder; choose another --out")
+        if d.is_dir():
+            if self.progress_path.exists():
+                if not self.resume:
+                    raise RunError(f"{d} already holds a run; pass --resume to continue it, or choose another --out")
+            elif any(p.name != LOCK_NAME for p in d.iterdir()):
+                if self.resume:
+                    raise RunError(f"{d} holds no run to resume (no progress.json)")
+                raise RunError(f"{d} exists and is not empty; choose another --out")
+        anc = d
+        while not anc.exists() and anc != anc.parent:
+            anc = anc.parent
+        if not anc.is_dir():
+            raise RunError(f"--out {d}: {anc} is a file, not a folder; choose another --out")
+        try:  # a real write: os.access says yes to root on a read-only mount
+            fd, probe = tempfile.mkstemp(dir=anc, prefix=".esn_lens_probe.")
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as e:
+            raise RunError(f"--out {d}: cannot write in {anc} ({e.strerror or e}); choose another --out") from None
+        if self._clips is None:
+            self._clips_loaded = screen_clips(load_clips(self.cfg), self.cfg)
+            n = len(self._clips_loaded.source.get("skipped", []))
+            if n:
+                self.log(f"[data] skipping {n} bad clip(s): " + "; ".join(
+                    f"{s['id']} ({s['reason']})" for s in self._clips_loaded.source["skipped"][:5])
+                    + (" ..." if n > 5 else "") + " (listed in clips.json and results.json)")
+
+    def _acquire_lock(self) -> None:
+        """Create the run folder (remembering whether this command did) and its lock file; refuse a folder
+        another live process holds."""
+        self._created = not self.dir.exists()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        lock = self.path(LOCK_NAME)
+        for _ in range(2):
+            try:
+                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                try:
+                    pid = int(lock.read_text().split()[0])
+                except (OSError, ValueError, IndexError):
+                    pid = -1
+                if pid > 0 and pid != os.getpid() and _alive(pid):
+                    raise RunError(f"{self.dir} is in use by another esn-lens run (pid {pid}; lock file {lock}); "
+                                   "wait for it to finish, or remove the lock file if that process is gone") from None
+                lock.unlink(missing_ok=True)  # stale: its process is gone
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(f"{os.getpid()} {time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
+            self._lock = lock
+            return
+        raise RunError(f"{self.dir}: cannot take the lock file {lock}")
+
+    def _release(self, failed: bool) -> None:
+        """Drop the lock; after a failure, remove a folder this command created if no stage completed."""
+        lock = getattr(self, "_lock", None)
+        if lock is not None:
+            lock.unlink(missing_ok=True)
+            self._lock = None
+        stages = getattr(self, "progress", {}).get("stages", {})
+        if failed and getattr(self, "_created", False) and not any(v.get("done") for v in stages.values()):
+            shutil.rmtree(self.dir, ignore_errors=True)
+
     def execute(self) -> dict[str, Any]:
-        """Run every stage not yet done; return the results (also written to ``results.json``)."""
-        cfg = self.cfg.check(clips_given=self._clips is not None, lens_given=self._lens is not None)
+        """Run every stage not yet done; return the results (also written to ``results.json``).
+
+        Everything that needs no model is checked first (:meth:`preflight`); a lock file in the folder stops
+        a second run on it; a command that fails before any stage completes leaves no folder behind."""
+        self.preflight()
+        self._acquire_lock()
+        ok = False
+        try:
+            results = self._execute()
+            ok = True
+            return results
+        finally:
+            self._release(failed=not ok)
+
+    def _execute(self) -> dict[str, Any]:
+        cfg = self.cfg
         t_all = time.perf_counter()
         if cfg.threads:
             torch.set_num_threads(int(cfg.threads))
-        if self.resume and not self.progress_path.exists() and self.dir.exists() and any(self.dir.iterdir()):
-            raise RunError(f"{self.dir} holds no run to resume (no progress.json)")
         t0 = time.perf_counter()
         self.log(f"loading model {cfg.model}" + (" (given)" if self._lens is not None else ""))
         lens = self._lens if self._lens is not None else load_lens(cfg)
         self.lens = lens
-        model_id = {"name": cfg.model, "class": type(lens.model).__name__, "adapter": lens.adapter.name,
+        model_id = {"name": normalise_model(cfg.model), "class": type(lens.model).__name__, "adapter": lens.adapter.name,
                     "fingerprint": lens.fingerprint, "weights": weights_digest(lens.model),
                     "n_layers": lens.n_layers, "d_mlp": lens.d_mlp,
                     "dtype": str(next(lens.model.parameters()).dtype).replace("torch.", "")}
@@ -444,7 +670,8 @@ class Run:
 
         self._stage_data()
         self.evaluator = SEREvaluator(lens, self.split.emotions, mode=cfg.mode, answer=cfg.answer, seed=cfg.seed,
-                                      max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size)
+                                      max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size,
+                                      num_workers=cfg.workers)
         if cfg.discover:
             self._stage_pool()
             self._stage_stats()
@@ -469,7 +696,7 @@ class Run:
     # ------------------------------------------------------------------ stage: data
     def _stage_data(self) -> None:
         t0 = time.perf_counter()
-        split = self._clips if self._clips is not None else load_clips(self.cfg)
+        split = self._clips if self._clips is not None else (getattr(self, "_clips_loaded", None) or load_clips(self.cfg))
         if self._clips is not None:
             split = _restrict_emotions(ClipSplit(list(split.identification), list(split.evaluation),
                                                  tuple(split.emotions), dict(split.source)), self.cfg)
@@ -506,7 +733,7 @@ class Run:
         state = {"sig": sig, "consumed": 0, "elapsed": 0.0, "pred": {n: [] for n in names},
                  "answers": {n: [] for n in names}}
         if ckpt.exists():
-            prev = json.loads(ckpt.read_text())
+            prev = read_run_json(ckpt)
             if prev.get("sig") != sig:
                 raise IncompatibleError(f"checkpoint {ckpt} belongs to another model, configuration or clip list; "
                                         "choose another --out")
@@ -608,7 +835,7 @@ class Run:
 
         self.lens.collect_stats(pool, [self.evaluator.prompt(c).text for c in pool], self.split.emotions,
                                 batch_size=self.cfg.batch_size, stats=stats, progress=self.cfg.progress,
-                                start=consumed, on_batch=checkpoint)
+                                start=consumed, on_batch=checkpoint, num_workers=self.cfg.workers)
         elapsed, t0 = clock["elapsed"], clock["t0"]
         elapsed += time.perf_counter() - t0
         stats.save(self.path("stats.safetensors"))
@@ -703,7 +930,8 @@ class Run:
     def _deactivation_conditions(self) -> list:
         from .evaluate import deactivation_conditions
 
-        return self._conditions(deactivation_conditions)
+        kw = {"stats": self.stats} if self.cfg.intervention == "mean_ablate" else {}
+        return self._conditions(deactivation_conditions, kind=self.cfg.intervention, **kw)
 
     def _steering_conditions(self) -> list:
         from .evaluate import steering_conditions
@@ -817,7 +1045,8 @@ def analyse(run: Run) -> dict[str, Any]:
         "model": run.model_id,
         "emotions": E,
         "clips": {"identification": clips_info["counts"]["identification"],
-                  "evaluation": clips_info["counts"]["evaluation"], "source": clips_info.get("source", {})},
+                  "evaluation": clips_info["counts"]["evaluation"], "source": clips_info.get("source", {}),
+                  "skipped": list(clips_info.get("source", {}).get("skipped", []))},
     }
     if cfg.discover:
         pool = run._read_json("pool.json")
@@ -938,10 +1167,7 @@ def load_results(run_dir: str | Path) -> dict[str, Any]:
     if not f.is_file():
         hint = " (the run did not finish; continue it with --resume)" if (p / "progress.json").exists() else ""
         raise InputError(f"{p} holds no results.json{hint}")
-    try:
-        return json.loads(f.read_text())
-    except json.JSONDecodeError as e:
-        raise InputError(f"{f}: damaged results file ({e})") from None
+    return read_run_json(f)
 
 
 __all__ = ["RunConfig", "ClipSplit", "Run", "RunError", "run_pipeline", "load_results", "load_clips", "load_lens",

@@ -272,6 +272,10 @@ def build_blocks(results: dict[str, Any], figs: dict[str, Path], root: Path,
                      + f"); baseline accuracy {pts(b['accuracy'], False)}% {ci_str(b.get('ci'), False)}, per class "
                      + ", ".join(f"{e} {pts(v, False)}" for e, v in b["per_class"].items())
                      + f"; {b['unparsed']} unparsed answers.")
+    skipped = clips.get("skipped") or []
+    if skipped:
+        facts.append(f"Skipped {len(skipped)} bad clip(s): "
+                     + "; ".join(f"{s.get('id')} ({s.get('reason')})" for s in skipped) + ".")
     if facts:
         B.append(Block("list", facts))
 

@@ -298,6 +298,9 @@ def _checked_file_stats(cls, path, tensors: dict[str, Tensor], meta: dict[str, A
     if missing:
         raise CorruptFileError(f"{path}: damaged stats file (missing {missing})")
     meta = {k: v for k, v in meta.items() if k in known}  # tolerate keys added by later versions
+    wrong = {n: str(tensors[n].dtype) for n in ("K", "T", "sum", "sumsq", "n_clips") if tensors[n].dtype != torch.float64}
+    if wrong:  # save() writes float64 only: another dtype is damage (uint8 counts would wrap 1086 -> 62)
+        raise CorruptFileError(f"{path}: damaged stats file (tensors {wrong} are not torch.float64 as written)")
     try:
         s = cls.from_state_dict({"meta": meta, **tensors})
     except (IncompatibleError, InputError, KeyError, TypeError, ValueError, AttributeError) as e:
@@ -308,6 +311,21 @@ def _checked_file_stats(cls, path, tensors: dict[str, Tensor], meta: dict[str, A
         t = getattr(s, n)
         if not bool(torch.isfinite(t).all()) or (n != "sum" and bool((t < 0).any())):
             raise CorruptFileError(f"{path}: damaged stats file (tensor {n} has NaN, inf or negative entries)")
+    for n in ("K", "T", "n_clips"):
+        t = getattr(s, n)
+        if not bool((t == t.round()).all()):
+            raise CorruptFileError(f"{path}: damaged stats file (tensor {n} holds counts but has non-integer entries)")
+    over = s.K > s.T.view(-1, 1, 1)
+    if bool(over.any()):
+        e, l, n = (int(i) for i in over.nonzero()[0])
+        raise CorruptFileError(
+            f"{path}: damaged stats file (firing count K exceeds the token count T: K={int(s.K[e, l, n])} > "
+            f"T={int(s.T[e])} for {s.emotions[e]!r} at layer {l}, neuron {n}; expected K <= T)")
+    bad = ((s.T > 0) & (s.n_clips == 0)) | (s.n_clips > s.T)  # a clip is counted when it gives >= 1 token
+    if bool(bad.any()):
+        e = int(bad.nonzero()[0])
+        raise CorruptFileError(f"{path}: damaged stats file ({int(s.T[e])} tokens counted for {s.emotions[e]!r} "
+                               f"from n_clips={int(s.n_clips[e])} clips; expected 1 <= n_clips <= T where T > 0)")
     return s
 
 

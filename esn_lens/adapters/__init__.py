@@ -4,5 +4,14 @@ from . import qwen2_audio, qwen_omni, audio_flamingo3, kimi_audio  # noqa: E402,
 from . import bridge  # noqa: E402,F401  (TransformerLens TransformerBridge backend)
 from . import text_lm  # noqa: E402,F401  (generic fallback, registered last)
 
-__all__ = ["ADAPTERS", "SITE_ORDER", "SITES", "Adapter", "PositionMasks", "adapter_for", "check_site", "hook_name",
+
+
+def __getattr__(name: str):
+    """``AudioOnlyOmniProcessor`` (Qwen2.5-Omni processor for audio and text only), built on first use."""
+    if name == "AudioOnlyOmniProcessor":
+        return qwen_omni.audio_only_omni_processor_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["ADAPTERS", "AudioOnlyOmniProcessor", "SITE_ORDER", "SITES", "Adapter", "PositionMasks", "adapter_for", "check_site", "hook_name",
            "parse_hook_name", "register_adapter"]

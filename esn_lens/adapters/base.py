@@ -249,7 +249,27 @@ class Adapter:
                                  or getattr(self.tokenizer, "chat_template", None)):
             raise InputError(f"{self.name}: the processor/tokenizer has no chat template; set "
                              "processor.chat_template (a Jinja template) before building inputs")
-        return templ(self.conversation(prompt, with_audio, system), add_generation_prompt=True, tokenize=False)
+        try:
+            text = templ(self.conversation(prompt, with_audio, system), add_generation_prompt=True, tokenize=False)
+        except Exception:  # a template written for string content fails on a list of parts (TypeError in Jinja)
+            text = None
+        if isinstance(text, str) and prompt in text:
+            return text
+        # string content: the template cannot take a list of parts (or dropped them); the audio placeholder
+        # goes in front of the prompt as text
+        try:
+            return templ(self.conversation_text(prompt, with_audio, system), add_generation_prompt=True, tokenize=False)
+        except Exception as e:
+            raise InputError(f"{self.name}: the chat template fails on both list-of-parts and string message content "
+                             f"({type(e).__name__}: {e})") from None
+
+    def conversation_text(self, prompt: str, with_audio: bool = True, system: str | None = None) -> list[dict]:
+        """:meth:`conversation` with string content (for chat templates that only take strings)."""
+        audio = (self.audio_token or "") if with_audio else ""
+        conv = [{"role": "user", "content": audio + prompt}]
+        if system:
+            conv.insert(0, {"role": "system", "content": system})
+        return conv
 
     def build_inputs(self, audios: Sequence[np.ndarray] | None, prompts: Sequence[str], *,
                      padding_side: str = "left", system: str | None = None) -> dict[str, Tensor]:

@@ -7,23 +7,37 @@ tokens, Whisper features) come from the user's Kimi-Audio toolkit: pass them as 
 """
 from __future__ import annotations
 
+import functools
 from typing import Any
-
-from torch import nn
-from transformers import Qwen2Config, Qwen2ForCausalLM
-from transformers.models.qwen2.modeling_qwen2 import Qwen2DecoderLayer
 
 from ..errors import InputError
 from .base import Adapter, register_adapter
 
 
-class TinyKimiaForCausalLM(Qwen2ForCausalLM):
-    """A Qwen2 causal LM with extra ``model.mimo_layers`` (the Kimi-Audio module tree), for tests."""
+@functools.lru_cache(maxsize=None)
+def tiny_kimia_class() -> type:
+    """The class :class:`TinyKimiaForCausalLM`, built on first use (keeps ``import esn_lens`` cheap)."""
+    from torch import nn
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+    from transformers.models.qwen2.modeling_qwen2 import Qwen2DecoderLayer
 
-    def __init__(self, text_dims: dict[str, Any] | Qwen2Config, n_mimo_layers: int = 1):
-        cfg = text_dims if isinstance(text_dims, Qwen2Config) else Qwen2Config(**text_dims)
-        super().__init__(cfg)
-        self.model.mimo_layers = nn.ModuleList([Qwen2DecoderLayer(cfg, i) for i in range(n_mimo_layers)])
+    class TinyKimiaForCausalLM(Qwen2ForCausalLM):
+        """A Qwen2 causal LM with extra ``model.mimo_layers`` (the Kimi-Audio module tree), for tests."""
+
+        def __init__(self, text_dims: dict[str, Any] | Qwen2Config, n_mimo_layers: int = 1):
+            cfg = text_dims if isinstance(text_dims, Qwen2Config) else Qwen2Config(**text_dims)
+            super().__init__(cfg)
+            self.model.mimo_layers = nn.ModuleList([Qwen2DecoderLayer(cfg, i) for i in range(n_mimo_layers)])
+
+    TinyKimiaForCausalLM.__module__ = __name__
+    TinyKimiaForCausalLM.__qualname__ = "TinyKimiaForCausalLM"
+    return TinyKimiaForCausalLM
+
+
+def __getattr__(name: str) -> Any:  # PEP 562: ``from esn_lens.adapters.kimi_audio import TinyKimiaForCausalLM``
+    if name == "TinyKimiaForCausalLM":
+        return tiny_kimia_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @register_adapter("kimi_audio")

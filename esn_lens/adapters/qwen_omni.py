@@ -1,47 +1,65 @@
 """Qwen2.5-Omni: the thinker (``Qwen2_5OmniThinkerForConditionalGeneration``), and the full model through it.
 
 The Omni processor in transformers 5.x refuses to build without image and video processors, which
-need torchvision; :class:`AudioOnlyOmniProcessor` accepts ``None`` for both (audio + text only).
+need torchvision; ``AudioOnlyOmniProcessor`` accepts ``None`` for both (audio + text only). It is built on
+first access (``from esn_lens.adapters import AudioOnlyOmniProcessor``), so importing the adapter stays cheap.
 """
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from torch import nn
-from transformers import Qwen2_5OmniProcessor
 
 from .base import Adapter, register_adapter
 
 
-class AudioOnlyOmniProcessor(Qwen2_5OmniProcessor):
-    """``Qwen2_5OmniProcessor`` that works without image/video processors (audio and text only)."""
+@functools.lru_cache(maxsize=None)
+def audio_only_omni_processor_class() -> type:
+    """The class :class:`AudioOnlyOmniProcessor`, built on first use (importing transformers' Omni processor
+    costs seconds, so ``import esn_lens`` does not do it)."""
+    from transformers import Qwen2_5OmniProcessor
 
-    def check_argument_for_proper_class(self, argument_name: str, argument: Any):  # noqa: D401
-        if argument is None and argument_name in ("image_processor", "video_processor"):
-            return None
-        return super().check_argument_for_proper_class(argument_name, argument)
+    class AudioOnlyOmniProcessor(Qwen2_5OmniProcessor):
+        """``Qwen2_5OmniProcessor`` that works without image/video processors (audio and text only)."""
 
-    def __init__(self, image_processor=None, video_processor=None, feature_extractor=None, tokenizer=None,
-                 chat_template=None, **kwargs):
-        super().__init__(image_processor=image_processor, video_processor=video_processor,
-                         feature_extractor=feature_extractor, tokenizer=tokenizer, chat_template=chat_template, **kwargs)
+        def check_argument_for_proper_class(self, argument_name: str, argument: Any):  # noqa: D401
+            if argument is None and argument_name in ("image_processor", "video_processor"):
+                return None
+            return super().check_argument_for_proper_class(argument_name, argument)
 
-    def save_pretrained(self, save_directory, **kwargs):
-        """Save the tokenizer (with the chat template) and the feature extractor; there are no vision processors."""
-        if self.chat_template and not getattr(self.tokenizer, "chat_template", None):
-            self.tokenizer.chat_template = self.chat_template
-        self.tokenizer.save_pretrained(save_directory)
-        self.feature_extractor.save_pretrained(save_directory)
-        return [str(save_directory)]
+        def __init__(self, image_processor=None, video_processor=None, feature_extractor=None, tokenizer=None,
+                     chat_template=None, **kwargs):
+            super().__init__(image_processor=image_processor, video_processor=video_processor,
+                             feature_extractor=feature_extractor, tokenizer=tokenizer, chat_template=chat_template,
+                             **kwargs)
 
-    @classmethod
-    def from_pretrained(cls, path: str, **kwargs) -> "AudioOnlyOmniProcessor":
-        """Load the tokenizer and feature extractor of a Qwen2.5-Omni checkpoint, skipping vision processors."""
-        from transformers import AutoTokenizer, WhisperFeatureExtractor
+        def save_pretrained(self, save_directory, **kwargs):
+            """Save the tokenizer (with the chat template) and the feature extractor; there are no vision processors."""
+            if self.chat_template and not getattr(self.tokenizer, "chat_template", None):
+                self.tokenizer.chat_template = self.chat_template
+            self.tokenizer.save_pretrained(save_directory)
+            self.feature_extractor.save_pretrained(save_directory)
+            return [str(save_directory)]
 
-        tok = AutoTokenizer.from_pretrained(path, **kwargs)
-        fe = WhisperFeatureExtractor.from_pretrained(path, **kwargs)
-        return cls(feature_extractor=fe, tokenizer=tok, chat_template=getattr(tok, "chat_template", None))
+        @classmethod
+        def from_pretrained(cls, path: str, **kwargs) -> "AudioOnlyOmniProcessor":
+            """Load the tokenizer and feature extractor of a Qwen2.5-Omni checkpoint, skipping vision processors."""
+            from transformers import AutoTokenizer, WhisperFeatureExtractor
+
+            tok = AutoTokenizer.from_pretrained(path, **kwargs)
+            fe = WhisperFeatureExtractor.from_pretrained(path, **kwargs)
+            return cls(feature_extractor=fe, tokenizer=tok, chat_template=getattr(tok, "chat_template", None))
+
+    AudioOnlyOmniProcessor.__module__ = __name__
+    AudioOnlyOmniProcessor.__qualname__ = "AudioOnlyOmniProcessor"
+    return AudioOnlyOmniProcessor
+
+
+def __getattr__(name: str) -> Any:  # PEP 562: ``from esn_lens.adapters.qwen_omni import AudioOnlyOmniProcessor``
+    if name == "AudioOnlyOmniProcessor":
+        return audio_only_omni_processor_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @register_adapter("qwen2_5_omni")
