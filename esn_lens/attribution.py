@@ -138,7 +138,7 @@ def collect_attribution(lens: Any, clips: Sequence[Any], emotions: Sequence[str]
     """
     from tqdm.auto import tqdm
 
-    from .adapters.base import check_site
+    from .vocab import check_site
     from .evaluate import SEREvaluator
 
     check_site(site)

@@ -10,7 +10,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from .adapters.base import PositionMasks
+from .vocab import PositionMasks
 from .errors import InputError
 
 
@@ -32,7 +32,7 @@ class Batch:
         cat = lambda t: torch.cat([t] * n, dim=0)  # noqa: E731
         m = self.masks
         return Batch({k: cat(v) for k, v in self.inputs.items()},
-                     PositionMasks(cat(m.padding), cat(m.special), cat(m.audio), cat(m.prompt_text)),
+                     PositionMasks(cat(m.padding), cat(m.special), cat(m.audio), cat(m.prompt_text), m.prompt_known),
                      None if self.labels is None else self.labels * n,
                      None if self.clip_ids is None else self.clip_ids * n)
 

@@ -17,6 +17,7 @@ from .data.clip import EmotionClip
 from .errors import InputError
 from .interventions import Condition, Edit, make_edit
 from .lens import Lens
+from .vocab import ANSWERS, MODES, check_choice
 from .prompts import DEFAULT_TEMPLATE, SERPrompt, build_prompt, parse_answer
 
 UNPARSED = None
@@ -86,10 +87,8 @@ class SEREvaluator:
             if "\x00P" not in probe:
                 raise InputError(f"text_template must contain {{prompt}} (the SER question), got {text_template!r}")
         self.text_template = text_template
-        if mode not in ("constrained", "generate"):
-            raise InputError(f"mode must be 'constrained' or 'generate', got {mode!r}")
-        if answer not in ("digit", "word"):
-            raise InputError(f"answer must be 'digit' or 'word', got {answer!r}")
+        check_choice("mode", mode, MODES)
+        check_choice("answer", answer, ANSWERS)
         self.lens, self.emotions = lens, tuple(emotions)
         self.mode, self.answer, self.template = mode, answer, template
         self.seed, self.shuffle, self.max_new_tokens, self.batch_size = seed, shuffle, max_new_tokens, batch_size

@@ -18,13 +18,13 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
-from .adapters.base import check_site
+from .vocab import EDIT_POSITIONS, check_site
 from .errors import InputError
 from .registry import Registry
 
 INTERVENTIONS: Registry[Callable[..., "Edit"]] = Registry("intervention")
 #: named position sets an edit can be limited to (or a boolean (batch, pos) mask); "all" = every position
-POSITIONS = ("all", "valid", "audio", "no_prompt", "last")
+POSITIONS = EDIT_POSITIONS
 
 
 def _units_tensor(units) -> Bool[Tensor, "layer neuron"]:

@@ -98,11 +98,13 @@ class Lens:
     # ------------------------------------------------------------------ inputs
     def batch(self, audios: Sequence[Any] | None, prompts: str | Sequence[str], *, sampling_rate: int | None = None,
               labels: Sequence[str] | None = None, clip_ids: Sequence[str] | None = None, padding_side: str = "left",
-              system: str | None = None, resample: bool = True) -> Batch:
+              system: str | None = None, resample: bool = True, long_audio: str = "warn") -> Batch:
         """Validate audio, build model inputs with the model's processor and chat template, and masks.
 
         ``audios``: mono arrays at ``sampling_rate`` (resampled to the model's rate; ``resample=False``
         refuses a wrong rate instead), or None for text-only models. ``prompts``: one per clip or one for all.
+        ``long_audio``: what happens to a clip longer than the model's audio window (Qwen2-Audio: 30 s) -- "warn"
+        (cut to the window, with a warning naming the clips), "truncate" (cut, silently: a stated choice) or "error".
         """
         n = len(audios) if audios is not None else (1 if isinstance(prompts, str) else len(prompts))
         if n == 0:
@@ -118,6 +120,7 @@ class Lens:
             ids = clip_ids or [str(i) for i in range(n)]
             prepared = [prepare_audio(a, sampling_rate, self.sampling_rate, name=f"clip {cid}", resample=resample)
                         for a, cid in zip(audios, ids)]
+            prepared = self._fit_window(prepared, ids, long_audio)
         inputs = self.adapter.build_inputs(prepared, list(prompts), padding_side=padding_side, system=system)
         dev = self.adapter.device
         inputs = {k: (v.to(dev) if isinstance(v, Tensor) else v) for k, v in inputs.items()}
@@ -129,6 +132,26 @@ class Lens:
                 raise InputError(f"{', '.join(short)}: too short, the model makes no audio tokens from it; "
                                  "pad it with silence (about 0.05 s is the shortest usable clip)")
         return Batch(inputs, masks, list(labels) if labels is not None else None, list(clip_ids) if clip_ids else None)
+
+    def _fit_window(self, audios: list, ids: Sequence[str], long_audio: str) -> list:
+        """Clips cut to the model's audio window, as ``long_audio`` says (never silently unless asked)."""
+        if long_audio not in ("warn", "truncate", "error"):
+            raise InputError(f"long_audio must be 'warn', 'truncate' or 'error', got {long_audio!r}")
+        window = self.adapter.max_audio_seconds
+        if window is None:
+            return audios
+        n = int(window * self.sampling_rate)
+        long = [f"clip {cid} ({a.size / self.sampling_rate:.1f} s)" for a, cid in zip(audios, ids) if a.size > n]
+        if long and long_audio == "error":
+            raise InputError(f"{', '.join(long)}: longer than {self.adapter.name}'s {window:g} s audio window; cut the "
+                             "clips into windows, or pass long_audio='truncate'")
+        if long and long_audio == "warn":
+            import warnings
+
+            warnings.warn(f"{', '.join(long)}: longer than {self.adapter.name}'s {window:g} s audio window; only the "
+                          f"first {window:g} s are heard (long_audio='truncate' cuts without this warning, 'error' "
+                          "refuses)", stacklevel=3)
+        return [a[:n] for a in audios]
 
     def batch_clips(self, clips: Sequence[EmotionClip], prompts: str | Sequence[str], *,
                     text_template: str = "Transcript: {text}\n{prompt}", **kw) -> Batch:

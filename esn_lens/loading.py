@@ -30,18 +30,11 @@ def _model_class(config) -> Any:
     return None
 
 
-def load_processor(path: str, model_type: str | None, trust_remote_code: bool = False) -> Any:
-    """The processor of a checkpoint; Qwen2.5-Omni gets the audio-only processor (no torchvision needed)."""
-    if model_type in ("qwen2_5_omni", "qwen2_5_omni_thinker"):
-        from .adapters.qwen_omni import AudioOnlyOmniProcessor
+def load_processor(path: str, config: Any, trust_remote_code: bool = False) -> Any:
+    """The processor of a checkpoint, loaded by the adapter of its family (e.g. Qwen2.5-Omni's audio-only one)."""
+    from .adapters import adapter_class_for_config
 
-        return AudioOnlyOmniProcessor.from_pretrained(path)
-    from transformers import AutoProcessor, AutoTokenizer
-
-    try:
-        return AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
-    except Exception:  # text-only checkpoints have just a tokenizer
-        return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    return adapter_class_for_config(config).load_processor(path, trust_remote_code=trust_remote_code)
 
 
 def load_model_and_processor(path_or_id: str, *, dtype=None, device: str | None = None, device_map=None,
@@ -53,7 +46,15 @@ def load_model_and_processor(path_or_id: str, *, dtype=None, device: str | None 
         config = AutoConfig.from_pretrained(path_or_id, trust_remote_code=trust_remote_code)
     except OSError as e:
         raise InputError(f"cannot load a model config from {path_or_id!r} ({e})") from None
-    cls = _model_class(config) or AutoModelForCausalLM
+    cls = _model_class(config)
+    archs = list(getattr(config, "architectures", None) or [])
+    if cls is None and archs and not trust_remote_code:
+        import warnings
+
+        warnings.warn(f"{path_or_id}: architecture {', '.join(archs)} is not a transformers class; loading it as a "
+                      "generic causal LM (AutoModelForCausalLM). Pass trust_remote_code=True (--trust-remote-code) for "
+                      "the checkpoint's own code (e.g. Kimi-Audio)", stacklevel=2)
+    cls = cls or AutoModelForCausalLM
     kw: dict[str, Any] = dict(trust_remote_code=trust_remote_code, **kwargs)
     if dtype is not None:
         kw["dtype"] = parse_dtype(dtype)
@@ -65,5 +66,5 @@ def load_model_and_processor(path_or_id: str, *, dtype=None, device: str | None 
         raise UnsupportedModelError(f"cannot load {path_or_id!r} as {cls.__name__}: {e}") from None
     if device is not None and device_map is None:
         model = model.to(device)
-    processor = load_processor(path_or_id, getattr(config, "model_type", None), trust_remote_code)
+    processor = load_processor(path_or_id, config, trust_remote_code)
     return model.eval(), processor

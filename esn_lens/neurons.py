@@ -24,12 +24,13 @@ import torch
 from jaxtyping import Bool, Float64, Int64
 from torch import Tensor
 
+from .vocab import SITES as _SITES
 from .errors import CorruptFileError, IncompatibleError, InputError
 from .io import load_tensors, save_tensors
 
 NEURON_SET_KIND = "neuron_set"
 #: The MLP sites a neuron set may refer to (see DESIGN.md): gate_proj output, act_fn output, down_proj input.
-SITES = ("pre", "act", "post")
+SITES = tuple(_SITES)
 #: Overlap measures of :meth:`NeuronSet.overlap_matrix`.
 OVERLAP_METRICS = ("jaccard", "intersection", "overlap")
 

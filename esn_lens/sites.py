@@ -182,7 +182,7 @@ def _site_or_missing(nn: Any, name: str, path: str, side: str, attr: str, adapte
 
 def build_sites(nn: Any, adapter: Any) -> tuple[Blocks, Site, Site | None, Site]:
     """The named sites of a wrapped model from its adapter's module paths: (blocks, embed, audio_encoder, logits)."""
-    from .adapters.base import hook_name
+    from .vocab import hook_name
 
     blocks = []
     for layer in range(adapter.n_layers):

@@ -11,7 +11,6 @@ Statistics from shards merge exactly (they are sums).
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -23,6 +22,7 @@ from torch import Tensor
 
 from .errors import CorruptFileError, IncompatibleError, InputError
 from .io import load_tensors, save_tensors
+from .vocab import SITES, fingerprint_of  # noqa: F401  (fingerprint_of: kept importable from here)
 
 STATS_KIND = "neuron_stats"
 
@@ -290,7 +290,6 @@ class NeuronStats:
 
 def _checked_file_stats(cls, path, tensors: dict[str, Tensor], meta: dict[str, Any]) -> "NeuronStats":
     """Rebuild stats read from ``path``, turning damaged metadata or tensors into :class:`CorruptFileError`."""
-    from .adapters.base import SITES  # lazy: adapters import this module
 
     known = {"emotions", "n_layers", "d_mlp", "site", "positions", "model_fingerprint", "adapter"}
     missing = sorted({"emotions", "n_layers", "d_mlp"} - set(meta)) + sorted(
@@ -327,10 +326,3 @@ def _checked_file_stats(cls, path, tensors: dict[str, Tensor], meta: dict[str, A
         raise CorruptFileError(f"{path}: damaged stats file ({int(s.T[e])} tokens counted for {s.emotions[e]!r} "
                                f"from n_clips={int(s.n_clips[e])} clips; expected 1 <= n_clips <= T where T > 0)")
     return s
-
-
-def fingerprint_of(config_dict: dict[str, Any], extra: str = "") -> str:
-    """A short stable hash of a model's architecture (config) used to match saved stats and neuron sets."""
-    keys = sorted(k for k in config_dict if k not in {"_name_or_path", "transformers_version", "torch_dtype", "dtype"})
-    text = repr([(k, repr(config_dict[k])) for k in keys]) + extra
-    return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -47,7 +47,7 @@ def _right_padded(batch: "Batch") -> bool:
 def merge_batches(batches: list["Batch"], pad_token_id: int) -> tuple["Batch", list["Batch"]]:
     """One batch holding every row of ``batches`` (sequences padded to the longest, on the side they were
     padded; audio features padded with zeros after their end), and each batch re-padded to that length."""
-    from .adapters.base import PositionMasks
+    from .vocab import PositionMasks
     from .batch import Batch
 
     left = not any(_right_padded(b) for b in batches)
@@ -66,7 +66,8 @@ def merge_batches(batches: list["Batch"], pad_token_id: int) -> tuple["Batch", l
                 inputs[k] = v
         m = b.masks
         masks = PositionMasks(pad_to(m.padding, P, 1, True, left), pad_to(m.special, P, 1, False, left),
-                              pad_to(m.audio, P, 1, False, left), pad_to(m.prompt_text, P, 1, False, left))
+                              pad_to(m.audio, P, 1, False, left), pad_to(m.prompt_text, P, 1, False, left),
+                              m.prompt_known)
         padded.append(Batch(inputs, masks, b.labels, b.clip_ids))
     merged_inputs: dict[str, Any] = {}
     for k in padded[0].inputs:
@@ -85,7 +86,8 @@ def merge_batches(batches: list["Batch"], pad_token_id: int) -> tuple["Batch", l
             fixed.append(v)
         merged_inputs[k] = torch.cat(fixed, dim=0)
     cat = lambda name: torch.cat([getattr(p.masks, name) for p in padded], dim=0)  # noqa: E731
-    masks = PositionMasks(cat("padding"), cat("special"), cat("audio"), cat("prompt_text"))
+    masks = PositionMasks(cat("padding"), cat("special"), cat("audio"), cat("prompt_text"),
+                          all(p.masks.prompt_known for p in padded))
     labels = None if any(p.labels is None for p in padded) else [x for p in padded for x in p.labels]
     ids = None if any(p.clip_ids is None for p in padded) else [x for p in padded for x in p.clip_ids]
     return Batch(merged_inputs, masks, labels, ids), padded

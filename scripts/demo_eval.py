@@ -8,16 +8,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from esn_lens.demo_model import DEMO_EMOTIONS, load_demo_model, read_manifest  # noqa: E402
-from esn_lens.lens import Lens  # noqa: E402
-from train_demo_model import evaluate  # noqa: E402
+from esn_lens.demo_check import evaluate_demo
+from esn_lens.demo_model import DEMO_EMOTIONS, load_demo_model, read_manifest
+from esn_lens.lens import Lens
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser()
@@ -29,5 +26,5 @@ if __name__ == "__main__":
     torch.set_num_threads(1)
     model, proc = load_demo_model(Path(a.run) / "model")
     train, unseen = ([c for c in read_manifest(d) if c.emotion in DEMO_EMOTIONS] for d in (a.train, a.unseen))
-    res = evaluate(Lens(model, proc), train, unseen, a.top_frac)  # null-class (plain) clips left out
+    res = evaluate_demo(Lens(model, proc), train, unseen, a.top_frac)  # null-class (plain) clips left out
     (Path(a.run) / f"eval_{a.top_frac}.json").write_text(json.dumps(res, indent=1))

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from esn_lens.lens import Lens
+from esn_lens.demo_check import evaluate_demo
 from esn_lens.demo_model import DEMO_EMOTIONS, demo_prompt, read_manifest
 from esn_lens.testing.tiny import build_tiny
 
@@ -400,42 +401,13 @@ def train(args) -> dict:
                 final_train=np.mean(log[-steps_per_epoch:], axis=0).round(4).tolist(), check_max_diff=max_diff,
                 total_s=round(time.perf_counter() - t_start, 1))
     if args.eval and args.unseen:
-        info["eval"] = evaluate(lens, [c for c in clips if c.emotion in EMOTIONS],
-                                [c for c in read_manifest(args.unseen) if c.emotion in EMOTIONS], args.top_frac)
+        info["eval"] = evaluate_demo(lens, [c for c in clips if c.emotion in EMOTIONS],
+                                [c for c in read_manifest(args.unseen) if c.emotion in EMOTIONS], args.top_frac,
+                                     emotions=EMOTIONS)
     (out / "train_info.json").write_text(json.dumps(info, indent=1))
     if tmp is not None:
         tmp.cleanup()
     return info
-
-
-def evaluate(lens, train_clips, unseen_clips, top_frac: float, ident_per_emotion: int = 60,
-             ident_candidates: int = 100) -> dict:
-    """Identification on training-speaker clips, deactivation and steering on unseen speakers."""
-    from esn_lens.demo_model import deactivation_effects, identification_stats, per_class_accuracy, predict, \
-        steering_shares
-    from esn_lens.interventions import deactivate
-    from esn_lens.selectors import find_neurons
-
-    t0 = time.perf_counter()
-    rng = random.Random(1)
-    by_e = {e: [c for c in train_clips if c.emotion == e] for e in EMOTIONS}
-    cand = [c for e in EMOTIONS for c in rng.sample(by_e[e], min(ident_candidates, len(by_e[e])))]
-    stats, pool = identification_stats(lens, cand, per_emotion=ident_per_emotion)
-    sets = {name: find_neurons(stats, name, top_frac=top_frac) for name in ("conact", "mad", "random", "lap")}
-    all_mlp = torch.ones(lens.n_layers, lens.d_mlp, dtype=torch.bool)
-    p = predict(lens, unseen_clips, {"all_mlp_off": [deactivate(all_mlp)]})
-    res = {"unseen_acc": per_class_accuracy(p["base"], unseen_clips),
-           "all_mlp_off_acc": per_class_accuracy(p["all_mlp_off"], unseen_clips),
-           "pool_per_emotion": len(pool) // len(EMOTIONS),
-           "budget_units": int(sets["conact"].masks[0].sum())}
-    res["effects"] = deactivation_effects(lens, unseen_clips, sets)
-    res["steer_conact"] = steering_shares(lens, unseen_clips, sets["conact"])
-    res["eval_s"] = round(time.perf_counter() - t0, 1)
-    eff = res["effects"]
-    print(json.dumps({"unseen": res["unseen_acc"], "all_off": res["all_mlp_off_acc"],
-                      **{k: {m: round(eff[k][m], 2) for m in ("SE", "ACE", "ESS")} | {"se_per": eff[k]["se_per"]}
-                         for k in sets}, "steer": res["steer_conact"]}, indent=1))
-    return res
 
 
 if __name__ == "__main__":

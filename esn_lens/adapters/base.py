@@ -6,7 +6,6 @@ and marks which positions are padding, special, audio or prompt text.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, ClassVar, Sequence
 
 import numpy as np
@@ -16,18 +15,10 @@ from torch import Tensor, nn
 
 from ..errors import InputError, UnsupportedModelError
 from ..registry import Registry
-from ..stats import fingerprint_of
+from ..vocab import (HOOK_NAMES, SITE_ORDER, SITES, PositionMasks, check_site, fingerprint_of, hook_name,  # noqa: F401
+                     parse_hook_name)
 
 ADAPTERS: Registry[type["Adapter"]] = Registry("adapter")
-
-#: site -> (attribute of the MLP module, which side of it: "output" or "input"), in forward order.
-SITES: dict[str, tuple[str, str]] = {
-    "pre": ("gate_proj", "output"),   # TransformerLens hook_pre
-    "act": ("act_fn", "output"),      # the paper's site: act_fn(gate_proj(x))
-    "post": ("down_proj", "input"),   # TransformerLens hook_post: act_fn(gate) * up
-}
-SITE_ORDER = tuple(SITES)
-HOOK_NAMES = {"pre": "hook_pre", "act": "hook_act", "post": "hook_post"}
 
 
 def register_adapter(name: str):
@@ -39,61 +30,6 @@ def register_adapter(name: str):
         return cls
 
     return deco
-
-
-def check_site(site: str) -> str:
-    if site not in SITES:
-        raise InputError(f"unknown site {site!r}; expected one of {list(SITES)} "
-                         "(pre = gate_proj output, act = act_fn output, post = down_proj input)")
-    return site
-
-
-def hook_name(layer: int, site: str) -> str:
-    """TransformerLens-style name of a site: ``hook_name(3, "act") == "blocks.3.mlp.hook_act"``."""
-    return f"blocks.{layer}.mlp.{HOOK_NAMES[check_site(site)]}"
-
-
-def parse_hook_name(name: str) -> tuple[int, str]:
-    """Inverse of :func:`hook_name`: ``parse_hook_name("blocks.3.mlp.hook_post") == (3, "post")``."""
-    parts = name.split(".")
-    inv = {v: k for k, v in HOOK_NAMES.items()}
-    if len(parts) != 4 or parts[0] != "blocks" or parts[2] != "mlp" or parts[3] not in inv or not parts[1].isdigit():
-        raise InputError(f"unknown hook name {name!r}; expected 'blocks.<layer>.mlp.<{'|'.join(inv)}>'")
-    return int(parts[1]), inv[parts[3]]
-
-
-@dataclass
-class PositionMasks:
-    """Boolean masks over (batch, pos) of a built input."""
-
-    padding: Bool[Tensor, "batch pos"]
-    special: Bool[Tensor, "batch pos"]
-    audio: Bool[Tensor, "batch pos"]
-    prompt_text: Bool[Tensor, "batch pos"]
-
-    @property
-    def valid(self) -> Bool[Tensor, "batch pos"]:
-        """The paper's counted positions: not padding, not special tokens (audio tokens count)."""
-        return ~self.padding & ~self.special
-
-    def last_token(self) -> Bool[Tensor, "batch pos"]:
-        """The last non-padding position of each row."""
-        idx = (~self.padding).long().cumsum(1).argmax(1)
-        m = torch.zeros_like(self.padding)
-        m[torch.arange(m.shape[0]), idx] = True
-        return m
-
-    def select(self, positions: str) -> Bool[Tensor, "batch pos"]:
-        """Mask for a named position set: valid | audio | text (valid minus prompt text) | last."""
-        if positions == "valid":
-            return self.valid
-        if positions == "audio":
-            return self.audio & ~self.padding
-        if positions == "no_prompt":
-            return self.valid & ~self.prompt_text
-        if positions == "last":
-            return self.last_token()
-        raise InputError(f"unknown positions {positions!r}; expected one of valid, audio, no_prompt, last")
 
 
 class Adapter:
@@ -113,9 +49,17 @@ class Adapter:
     #: audio tower's output instead)
     embeds_reuse_path: ClassVar[str | None] = None
     supports_generate: ClassVar[bool] = True
+    #: the longest audio the model hears (its processor cuts the rest), in seconds; None = no fixed window
+    max_audio_seconds: ClassVar[float | None] = None
     #: Model classes / model_types this adapter claims (checked by the default :meth:`matches`).
     class_names: ClassVar[tuple[str, ...]] = ()
     model_types: ClassVar[tuple[str, ...]] = ()
+    #: a generic adapter tried only after every specific one (whatever the registration order)
+    fallback: ClassVar[bool] = False
+    #: chat-turn markers of the family's template (ChatML by default): they delimit the user's prompt text
+    turn_start: ClassVar[str | None] = "<|im_start|>"
+    turn_end: ClassVar[str | None] = "<|im_end|>"
+    user_role: ClassVar[str] = "user"
 
     def __init__(self, model: nn.Module, processor: Any = None):
         self.model = model
@@ -283,7 +227,17 @@ class Adapter:
                              text_kwargs={"padding": True, "padding_side": padding_side})
         return dict(enc)
 
-    def position_masks(self, inputs: dict[str, Tensor], prompt_token_ranges: Any = None) -> PositionMasks:
+    @classmethod
+    def load_processor(cls, path: str, trust_remote_code: bool = False) -> Any:
+        """The processor (or tokenizer, for text models) of a checkpoint of this family."""
+        from transformers import AutoProcessor, AutoTokenizer
+
+        try:
+            return AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
+        except Exception:  # noqa: BLE001 - text-only checkpoints have just a tokenizer
+            return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+
+    def position_masks(self, inputs: dict[str, Tensor]) -> PositionMasks:
         """Masks of padding, special, audio and prompt-text positions of built inputs."""
         ids: Tensor = inputs["input_ids"]
         att = inputs.get("attention_mask")
@@ -292,8 +246,10 @@ class Adapter:
         special_ids = torch.tensor(sorted(set(tok.all_special_ids) | set(self._extra_special_ids())), dtype=ids.dtype)
         audio = self.audio_positions(ids)
         special = torch.isin(ids, special_ids) & ~audio
-        prompt_text = ~padding & ~special & ~audio & self._user_turn(ids)
-        return PositionMasks(padding=padding, special=special, audio=audio, prompt_text=prompt_text)
+        user = self._user_turn(ids)
+        known = user is not None
+        prompt_text = ~padding & ~special & ~audio & (user if known else torch.zeros_like(padding))
+        return PositionMasks(padding=padding, special=special, audio=audio, prompt_text=prompt_text, prompt_known=known)
 
     def audio_positions(self, ids: Tensor) -> Bool[Tensor, "batch pos"]:
         if self.audio_token is None:
@@ -309,17 +265,21 @@ class Adapter:
                 out.append(tok.convert_tokens_to_ids(t.content))
         return out
 
-    def _user_turn(self, ids: Tensor) -> Bool[Tensor, "batch pos"]:
-        """Positions inside a user turn (between ``<|im_start|>user`` and the next ``<|im_end|>``)."""
+    def _user_turn(self, ids: Tensor) -> Bool[Tensor, "batch pos"] | None:
+        """Positions inside a user turn (between ``turn_start`` + ``user_role`` and the next ``turn_end``);
+        None when the tokenizer does not know the markers (then the prompt text is unknown, not guessed)."""
         tok = self.tokenizer
-        start = tok.convert_tokens_to_ids("<|im_start|>")
-        end = tok.convert_tokens_to_ids("<|im_end|>")
-        if start is None or end is None or start == getattr(tok, "unk_token_id", -1):
-            return torch.ones_like(ids, dtype=torch.bool)
+        if self.turn_start is None or self.turn_end is None:
+            return None
+        start = tok.convert_tokens_to_ids(self.turn_start)
+        end = tok.convert_tokens_to_ids(self.turn_end)
+        unk = getattr(tok, "unk_token_id", None)
+        if start is None or end is None or start == unk or end == unk:
+            return None
         # segment counter: turns begin at <|im_start|>; a turn is "user" if the next tokens spell 'user'
         is_start = ids == start
         turn = is_start.long().cumsum(1)
-        user_ids = tok("user", add_special_tokens=False).input_ids
+        user_ids = tok(self.user_role, add_special_tokens=False).input_ids
         k = len(user_ids)
         B, P = ids.shape
         turn_is_user = torch.zeros(B, P + 1, dtype=torch.bool)
@@ -334,24 +294,33 @@ class Adapter:
             role[r, c: c + k + 2] = True
         return in_user & ~role & (ids != end)
 
-    def model_inputs_for_generate(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
-        return inputs
-
     def __repr__(self) -> str:
         return f"{type(self).__name__}(layers={self.n_layers}, d_mlp={self.d_mlp}, path={self.layers_path!r})"
+
+
+def adapter_class_for_config(config: Any) -> type[Adapter]:
+    """The registered adapter class claiming a checkpoint's config (by architecture or model_type), else the base."""
+    archs = set(getattr(config, "architectures", None) or [])
+    mt = getattr(config, "model_type", None)
+    for key in ADAPTERS.names():
+        cls = ADAPTERS.get(key)
+        if archs & set(cls.class_names) or (mt is not None and mt in cls.model_types):
+            return cls
+    return Adapter
 
 
 def adapter_for(model: nn.Module, processor: Any = None, name: str | None = None) -> Adapter:
     """Choose the registered adapter for ``model`` (or the one named), with an error listing families."""
     if name is not None:
         return ADAPTERS.get(name)(model, processor)
-    # an exact class-name claim wins (a TransformerBridge also carries its model's model_type);
-    # then each adapter's own test, in registration order (the generic text adapter is registered last)
+    # an exact class-name claim wins (a TransformerBridge also carries its model's model_type); then each specific
+    # adapter's own test in registration order; generic (fallback) adapters last, whatever their registration order
     for key in ADAPTERS.names():
         cls = ADAPTERS.get(key)
         if type(model).__name__ in cls.class_names:
             return cls(model, processor)
-    for key in ADAPTERS.names():
+    ordered = sorted(ADAPTERS.names(), key=lambda k: ADAPTERS.get(k).fallback)  # stable: registration order kept
+    for key in ordered:
         cls = ADAPTERS.get(key)
         if cls.matches(model):
             return cls(model, processor)

@@ -81,8 +81,8 @@ class TransformerBridgeAdapter(Adapter):
     def build_inputs(self, audios, prompts, *, padding_side: str = "left", system=None):
         return self.inner.build_inputs(audios, prompts, padding_side=padding_side, system=system)
 
-    def position_masks(self, inputs, prompt_token_ranges=None):
-        return self.inner.position_masks(inputs, prompt_token_ranges)
+    def position_masks(self, inputs):
+        return self.inner.position_masks(inputs)
 
     @property
     def sampling_rate(self) -> int:

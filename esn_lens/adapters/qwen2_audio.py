@@ -12,5 +12,6 @@ class Qwen2AudioAdapter(Adapter):
     audio_token = "<|AUDIO|>"
     audio_tower_path = "model.audio_tower"
     embeds_reuse_path = "model.language_model"
+    max_audio_seconds = 30.0  # Whisper features are exactly 3000 frames
     class_names = ("Qwen2AudioForConditionalGeneration",)
     model_types = ("qwen2_audio",)

@@ -72,6 +72,11 @@ class Qwen25OmniAdapter(Adapter):
     class_names = ("Qwen2_5OmniThinkerForConditionalGeneration", "Qwen2_5OmniForConditionalGeneration")
     model_types = ("qwen2_5_omni_thinker", "qwen2_5_omni")
 
+    @classmethod
+    def load_processor(cls, path: str, trust_remote_code: bool = False) -> Any:
+        """The audio-only Omni processor (transformers' own needs image/video processors, hence torchvision)."""
+        return audio_only_omni_processor_class().from_pretrained(path)
+
     def root(self) -> nn.Module:
         # calling the full model's forward fails: the thinker is the text-producing model
         return getattr(self.model, "thinker", self.model)

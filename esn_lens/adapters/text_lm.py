@@ -11,6 +11,7 @@ class CausalLMAdapter(Adapter):
     """Generic gated-MLP decoder at ``model.layers`` (Llama, Qwen2, Qwen3, Mistral, ...)."""
 
     layers_path = "model.layers"
+    fallback = True
 
     @classmethod
     def matches(cls, model: nn.Module) -> bool:

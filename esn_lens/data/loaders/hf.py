@@ -57,7 +57,17 @@ def _label_names(ds: Any, column: str) -> Callable[[Any], str]:
 
 
 def _audio_loader(ds: Any, index: int, column: str) -> Callable[[EmotionClip], tuple[Any, int]]:
-    return lambda clip: decode_audio_value(ds[index][column], f"clip {clip.utterance_id}")
+    def load(clip: EmotionClip) -> tuple[Any, int]:
+        try:
+            cell = ds[index][column]
+        except ImportError as e:  # datasets >= 4 decodes Audio columns with torchcodec (and FFmpeg)
+            raise InputError(f"clip {clip.utterance_id}: the dataset's Audio column cannot be decoded here ({e}); "
+                             "install the 'hf' extra (pip install 'esn-lens[hf]': datasets + torchcodec, which needs "
+                             f"FFmpeg), or read the files yourself: ds = ds.cast_column({column!r}, "
+                             "datasets.Audio(decode=False))") from None
+        return decode_audio_value(cell, f"clip {clip.utterance_id}")
+
+    return load
 
 
 @DATASETS.register("hf")
