@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 from jaxtyping import Float, Int
@@ -83,3 +83,25 @@ def _map_tensors(obj: Any, fn: Callable[[Tensor], Tensor]) -> Any:
     if isinstance(obj, tuple):
         return type(obj)(_map_tensors(v, fn) for v in obj)
     return obj
+
+
+def fit_audio_window(audios: list, ids: Sequence[str], adapter: Any, rate: int, long_audio: str) -> list:
+    """Clips cut to the model's audio window (``adapter.max_audio_seconds``) as ``long_audio`` says: "warn" (cut, with
+    a warning naming the clips), "truncate" (cut silently: a stated choice) or "error" (refuse)."""
+    if long_audio not in ("warn", "truncate", "error"):
+        raise InputError(f"long_audio must be 'warn', 'truncate' or 'error', got {long_audio!r}")
+    window = adapter.max_audio_seconds
+    if window is None:
+        return audios
+    n = int(window * rate)
+    long = [f"clip {cid} ({a.size / rate:.1f} s)" for a, cid in zip(audios, ids) if a.size > n]
+    if long and long_audio == "error":
+        raise InputError(f"{', '.join(long)}: longer than {adapter.name}'s {window:g} s audio window; cut the "
+                         "clips into windows, or pass long_audio='truncate'")
+    if long and long_audio == "warn":
+        import warnings
+
+        warnings.warn(f"{', '.join(long)}: longer than {adapter.name}'s {window:g} s audio window; only the "
+                      f"first {window:g} s are heard (long_audio='truncate' cuts without this warning, 'error' "
+                      "refuses)", stacklevel=4)
+    return [a[:n] for a in audios]

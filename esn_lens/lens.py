@@ -23,7 +23,7 @@ from jaxtyping import Float
 from torch import Tensor, nn
 
 from .adapters import Adapter, adapter_for, check_site, hook_name, parse_hook_name
-from .batch import AudioCache, Batch, ProbeRecord, TraceOutput
+from .batch import AudioCache, Batch, ProbeRecord, TraceOutput, fit_audio_window
 from .data.clip import EmotionClip, prepare_audio
 from .errors import InputError
 from .interventions import Edit
@@ -120,7 +120,7 @@ class Lens:
             ids = clip_ids or [str(i) for i in range(n)]
             prepared = [prepare_audio(a, sampling_rate, self.sampling_rate, name=f"clip {cid}", resample=resample)
                         for a, cid in zip(audios, ids)]
-            prepared = self._fit_window(prepared, ids, long_audio)
+            prepared = fit_audio_window(prepared, ids, self.adapter, self.sampling_rate, long_audio)
         inputs = self.adapter.build_inputs(prepared, list(prompts), padding_side=padding_side, system=system)
         dev = self.adapter.device
         inputs = {k: (v.to(dev) if isinstance(v, Tensor) else v) for k, v in inputs.items()}
@@ -132,26 +132,6 @@ class Lens:
                 raise InputError(f"{', '.join(short)}: too short, the model makes no audio tokens from it; "
                                  "pad it with silence (about 0.05 s is the shortest usable clip)")
         return Batch(inputs, masks, list(labels) if labels is not None else None, list(clip_ids) if clip_ids else None)
-
-    def _fit_window(self, audios: list, ids: Sequence[str], long_audio: str) -> list:
-        """Clips cut to the model's audio window, as ``long_audio`` says (never silently unless asked)."""
-        if long_audio not in ("warn", "truncate", "error"):
-            raise InputError(f"long_audio must be 'warn', 'truncate' or 'error', got {long_audio!r}")
-        window = self.adapter.max_audio_seconds
-        if window is None:
-            return audios
-        n = int(window * self.sampling_rate)
-        long = [f"clip {cid} ({a.size / self.sampling_rate:.1f} s)" for a, cid in zip(audios, ids) if a.size > n]
-        if long and long_audio == "error":
-            raise InputError(f"{', '.join(long)}: longer than {self.adapter.name}'s {window:g} s audio window; cut the "
-                             "clips into windows, or pass long_audio='truncate'")
-        if long and long_audio == "warn":
-            import warnings
-
-            warnings.warn(f"{', '.join(long)}: longer than {self.adapter.name}'s {window:g} s audio window; only the "
-                          f"first {window:g} s are heard (long_audio='truncate' cuts without this warning, 'error' "
-                          "refuses)", stacklevel=3)
-        return [a[:n] for a in audios]
 
     def batch_clips(self, clips: Sequence[EmotionClip], prompts: str | Sequence[str], *,
                     text_template: str = "Transcript: {text}\n{prompt}", **kw) -> Batch:
