@@ -242,9 +242,11 @@ def discovery(lens, model, clips, prompt, emotions, batch_size):
         K = torch.zeros(E, L, N, dtype=torch.float64, device=dev)
         for b in prebuilt:
             w = weights(b)
+            def count(m, i, o, layer, w=w):
+                K[:, layer].add_(torch.einsum("bpe,bpn->en", w, (o > 0).to(torch.float32)))  # returns None: output kept
+
             handles = [lens.adapter.site_module(layer, "act").register_forward_hook(
-                lambda m, i, o, layer=layer: K[:, layer].add_(torch.einsum("bpe,bpn->en", w, (o > 0).to(torch.float32))))
-                for layer in range(L)]
+                lambda m, i, o, layer=layer: count(m, i, o, layer)) for layer in range(L)]
             try:
                 with torch.inference_mode():
                     model(**b.inputs)
