@@ -12,6 +12,7 @@ from esn_lens.testing import build_tiny, tiny_audio
 import nnsight  # noqa: E402  (after esn_lens: the jaxtyping/beartype import hook must load first)
 
 FAMILIES = AUDIO_FAMILIES + TEXT_FAMILIES
+WITH_BRIDGE = FAMILIES + ("bridge_af3", "bridge_qwen2")
 PROMPTS = ["Which emotion is it?", "Name the emotion", "Emotion?"]
 
 
@@ -67,12 +68,17 @@ def plain_forward(lens, batch, hooks=(), grad=False):
             handles.append(mod.register_forward_hook(post))
     try:
         ctx = torch.enable_grad() if grad else torch.no_grad()
+        args, kwargs = lens.adapter.call_args(batch.inputs)
         with ctx:
-            out = lens.adapter.root()(**batch.inputs)
+            out = lens.adapter.root()(*args, **kwargs)
     finally:
         for h in handles:
             h.remove()
-    return out.logits
+    return out if isinstance(out, torch.Tensor) else out.logits
+
+
+BRIDGE_ARCH = {"bridge_af3": ("audio_flamingo3", "AudioFlamingo3ForConditionalGeneration"),
+               "bridge_qwen2": ("qwen2", "Qwen2ForCausalLM")}
 
 
 @pytest.fixture(scope="module")
@@ -81,13 +87,20 @@ def lenses():
 
     def get(family):
         if family not in cache:
-            model, proc = build_tiny(family, seed=0)
-            cache[family] = Lens(model, proc)
+            if family in BRIDGE_ARCH:  # a TransformerLens TransformerBridge around the tiny model
+                from transformer_lens.model_bridge.sources import build_bridge_from_module
+                fam, arch = BRIDGE_ARCH[family]
+                model, proc = build_tiny(fam, seed=0)
+                tok = getattr(proc, "tokenizer", proc)
+                cache[family] = Lens(build_bridge_from_module(model, arch, hf_config=model.config, tokenizer=tok), proc)
+            else:
+                model, proc = build_tiny(family, seed=0)
+                cache[family] = Lens(model, proc)
         return cache[family]
     return get
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", WITH_BRIDGE)
 def test_every_named_site_equals_a_plain_hook(lenses, family):
     lens = lenses(family)
     batch = make_batch(lens)
@@ -136,7 +149,7 @@ def test_audio_encoder_site_equals_plain_hook(lenses, family):
 UNITS = [3, 17, 40]
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", WITH_BRIDGE)
 @pytest.mark.parametrize("site", ["mlp.hook_act", "mlp.hook_pre", "mlp.hook_post", "hook_resid_post"])
 @pytest.mark.parametrize("gain", [0.0, 2.5])
 def test_assigning_units_equals_a_plain_hook_edit(lenses, family, site, gain):
@@ -160,7 +173,7 @@ def test_assigning_units_equals_a_plain_hook_edit(lenses, family, site, gain):
     assert (ref - base).abs().max() > 1e-4  # the edit did something
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", WITH_BRIDGE)
 def test_grad_of_hook_act_equals_autograd(lenses, family):
     lens = lenses(family)
     batch = make_batch(lens)
@@ -186,7 +199,7 @@ def test_grad_of_hook_act_equals_autograd(lenses, family):
     assert g.abs().max() > 0
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", WITH_BRIDGE)
 def test_patching_every_layer_reproduces_the_source_and_one_site_equals_plain_hook(lenses, family):
     lens = lenses(family)
     # equal lengths: same prompt length and the same audio duration, different content

@@ -68,7 +68,7 @@ class TransformerBridgeAdapter(Adapter):
         return f"{self.layer_path(layer)}.mlp._original_component"
 
     def attn_path(self, layer: int) -> str:
-        return f"{self.layer_path(layer)}.self_attn._original_component"
+        return f"{self.layer_path(layer)}.self_attn"  # the bridge runs its own attention, not the original's forward
 
     @property
     def embed_path(self) -> str:
