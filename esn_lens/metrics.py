@@ -27,32 +27,36 @@ import numpy as np
 
 from .errors import InputError
 
+#: per-clip values: a list or a 1-D array (true emotions, or predicted emotions with None = unparsed)
+Labels = Sequence[str] | np.ndarray
+Preds = Sequence[str | None] | np.ndarray
 
-def correct(predictions: Sequence[str | None], labels: Sequence[str]) -> np.ndarray:
+
+def correct(predictions: Preds, labels: Labels) -> np.ndarray:
     """Per-clip correctness (float 0/1) of ``predictions`` against ``labels``; an unparsed answer is wrong."""
     if len(predictions) != len(labels):
         raise InputError(f"{len(predictions)} predictions for {len(labels)} labels")
     return np.array([p == y for p, y in zip(predictions, labels)], dtype=float)
 
 
-def per_class(correct_: np.ndarray, labels: Sequence[str], emotions: Sequence[str]) -> dict[str, float]:
+def per_class(correct_: np.ndarray, labels: Labels, emotions: Sequence[str]) -> dict[str, float]:
     """Accuracy per true emotion (NaN for an emotion without clips)."""
     c, y = np.asarray(correct_, dtype=bool), np.asarray(labels)
     return {e: (float(c[y == e].mean()) if (y == e).any() else float("nan")) for e in emotions}
 
 
-def share(predictions: Sequence[str | None], emotion: str) -> float:
+def share(predictions: Preds, emotion: str) -> float:
     """Fraction of all clips predicted as ``emotion`` (NaN for no clips)."""
     return float(np.mean([p == emotion for p in predictions])) if len(predictions) else float("nan")
 
 
-def target_shift(base: Sequence[str | None], steered: Sequence[Sequence[str | None]], emotion: str) -> list[float]:
+def target_shift(base: Preds, steered: Sequence[Preds], emotion: str) -> list[float]:
     """Share of clips predicted as ``emotion`` under each steered condition minus its share at baseline."""
     b = share(base, emotion)
     return [share(p, emotion) - b for p in steered]
 
 
-def stratified_bootstrap(labels: Sequence[str], emotions: Sequence[str], n_boot: int, seed: int = 0) -> np.ndarray:
+def stratified_bootstrap(labels: Labels, emotions: Sequence[str], n_boot: int, seed: int = 0) -> np.ndarray:
     """Bootstrap resamples of clip indices, ``(n_boot, n_clips)``: each emotion's clips resampled among themselves
     (so every replicate keeps the per-emotion counts). Columns are grouped by emotion, in ``emotions`` order."""
     labels = np.asarray(labels)
@@ -67,7 +71,7 @@ def stratified_bootstrap(labels: Sequence[str], emotions: Sequence[str], n_boot:
     return np.concatenate(cols, axis=1)
 
 
-def accuracy_change(rows: Sequence[np.ndarray], base: np.ndarray, labels: Sequence[str], cols: Sequence[str],
+def accuracy_change(rows: Sequence[np.ndarray], base: np.ndarray, labels: Labels, cols: Sequence[str],
                     boot: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """Accuracy-change heatmap and its bootstrap replicates.
 
