@@ -59,8 +59,8 @@ def test_torchrun_two_ranks_give_the_single_process_results(tmp_path):
     a, b = NeuronStats.load(one / "stats.safetensors"), NeuronStats.load(two / "stats.safetensors")
     for n in ("K", "T", "n_clips"):
         assert torch.equal(getattr(a, n), getattr(b, n)), n
-    for n in ("sum", "sumsq"):
-        torch.testing.assert_close(getattr(a, n), getattr(b, n), rtol=1e-9, atol=1e-9)
+    for n in ("sum", "sumsq"):  # float32 activations of other batch compositions (each rank batches its shard)
+        torch.testing.assert_close(getattr(a, n), getattr(b, n), rtol=1e-5, atol=1e-6)
     for f in (one / "neurons").glob("*.safetensors"):
         assert torch.equal(NeuronSet.load(f).masks, NeuronSet.load(two / "neurons" / f.name).masks)
     for stage in ("identification", "deactivation", "steering"):

@@ -182,6 +182,15 @@ class RunFolder:
         self.key = key
         self.write_json(config, "config.json")
 
+    def join(self, identity: dict[str, Any], model_id: dict[str, Any]) -> None:
+        """Another rank's view of the folder rank 0 has just opened (read, never written)."""
+        key = digest({"config": identity, "model": model_id})
+        self.progress = self.read_json("progress.json")
+        if self.progress.get("key") != key:
+            raise IncompatibleError(f"{self.dir}: the ranks disagree on the run's identity (another model or "
+                                    "configuration on this rank)")
+        self.key = key
+
     # ------------------------------------------------------------------ the checkpointed streaming loop
     def stream(self, stage: str, items: Sequence[Any], step: int, *, work: Callable[[Sequence[Any]], None],
                save: Callable[[Path, int, float], None], load: Callable[[Path], tuple[int, float]],

@@ -113,8 +113,15 @@ class Run:
         if self.cfg.threads:
             torch.set_num_threads(int(self.cfg.threads))
         self.par.agree(self._load_model, "loading the model")
-        self.par.agree(lambda: self.folder.open(self.cfg.identity(), self.model_id, self.cfg.to_dict(), STAGES),
-                       "opening the run folder")
+        ident = self.cfg.identity()
+        if self.par.main:  # rank 0 opens (or checks) the folder; then the others read it
+            self.par.agree(lambda: self.folder.open(ident, self.model_id, self.cfg.to_dict(), STAGES),
+                           "opening the run folder")
+        else:
+            self.par.agree(lambda: None, "opening the run folder")
+            self.par.agree(lambda: self.folder.join(ident, self.model_id), "joining the run folder")
+        if self.par.main:
+            self.par.agree(lambda: None, "joining the run folder")
         pending = [s for s in STAGE_TABLE]
         ready = {p for s in STAGE_TABLE if not s.when(self.cfg) for p in s.produces}
         while pending:
