@@ -260,7 +260,8 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     if out is None:
         raise _Usage("--out RUN_DIR is required")
     results = run_pipeline(cfg, out, resume=getattr(args, "resume", False))
-    print(_summary(results, out))
+    if os.environ.get("RANK", "0") in ("", "0"):  # under torchrun: rank 0 reports
+        print(_summary(results, out))
     return 0
 
 
