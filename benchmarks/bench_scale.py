@@ -279,7 +279,7 @@ def sweep(lens, model, evaluator, clips, conditions, batch_size):
                             encoder_reuse=False)
     C = len(conditions)
     dev = lens.adapter.device
-    masks = [None] + [c.edits[0].units.to(dev) for c in conditions[1:]]  # baseline has no edit
+    masks = [None if c.kind == "baseline" else c.edits[0].units.to(dev) for c in conditions]
     option_ids = torch.tensor(evaluator._option_ids, device=dev)
 
     def factors(n: int) -> list[torch.Tensor]:
@@ -348,6 +348,7 @@ def main(argv=None) -> dict:
 
     dtype = parse_dtype(args.dtype or ("bfloat16" if device.type == "cuda" else "float32"))
     from esn_lens.evaluate import SEREvaluator, deactivation_conditions
+    from esn_lens.interventions import Condition
     from esn_lens.lens import Lens
     from esn_lens.selectors import find_neurons
 
@@ -402,7 +403,7 @@ def main(argv=None) -> dict:
     # (b) deactivation sweep
     if not args.skip_sweep:
         ns = find_neurons(stats, "mad", top_frac=args.top_frac)
-        conditions = deactivation_conditions(ns)
+        conditions = [Condition.baseline(), *deactivation_conditions(ns)]
         var = sweep(lens, model, evaluator, clips, conditions, args.batch_size)
         times = paired(var, args.repeats, device)
         sw = summarise(times, {"esn_lens": "plain", "esn_lens_no_reuse": "plain"}, args.clips)

@@ -17,6 +17,7 @@ from .adapters import ADAPTERS, Adapter, PositionMasks, adapter_for, hook_name, 
 from .errors import CorruptFileError, ESNLensError, IncompatibleError, InputError, UnsupportedModelError
 from .evaluate import (SEREvaluator, SERResult, accuracy_change_heatmap, bootstrap_ci, deactivation_conditions,
                        identification_pool, specificity, steering_conditions, target_shift)
+from . import metrics
 from .interventions import (INTERVENTIONS, AddTo, Condition, Edit, FunctionEdit, Gain, SetTo, add, deactivate,
                             make_edit, mean_ablate, steer)
 from .lens import Batch, Lens, ProbeRecord, TraceOutput
@@ -37,5 +38,5 @@ __all__ = [
     "identification_pool", "specificity", "steering_conditions", "target_shift",
     "INTERVENTIONS", "AddTo", "Condition", "Edit", "FunctionEdit", "Gain", "SetTo", "add", "deactivate", "make_edit",
     "mean_ablate", "steer", "Batch", "Lens", "TraceOutput", "NeuronSet", "SERPrompt", "build_prompt", "parse_answer",
-    "Registry", "SELECTORS", "find_neurons", "score", "select", "NeuronStats",
+    "Registry", "metrics", "SELECTORS", "find_neurons", "score", "select", "NeuronStats",
 ]

@@ -194,7 +194,7 @@ def demo_config(quick: bool = False):
     ``quick``: a reduced setting for CI (8 identification and 4 evaluation clips per emotion, one alpha).
     """
     from .demo_model import DEMO_TOP_FRAC  # the demo's documented budget: 2 % = 20 of 1,024 units per emotion
-    from .pipeline import PAPER_SELECTORS, RunConfig
+    from .run import PAPER_SELECTORS, RunConfig
 
     base = dict(model="demo", dataset="demo", selectors=PAPER_SELECTORS, mode="constrained", answer="word",
                 top_frac=DEMO_TOP_FRAC, alphas=(1.0, 2.0, 4.0), batch_size=8, eval_per_emotion=None,
@@ -211,7 +211,7 @@ _NOT_CONFIG = {"command", "out", "resume", "no_progress", "plugin", "quick", "ru
 
 def config_from_args(args: argparse.Namespace):
     """The RunConfig of a pipeline command: defaults (or the demo's), then every option given."""
-    from .pipeline import RunConfig
+    from .run import RunConfig
 
     cmd = args.command
     if cmd == "demo":
@@ -252,7 +252,7 @@ def _summary(results: dict, out: str) -> str:
 
 
 def cmd_pipeline(args: argparse.Namespace) -> int:
-    from .pipeline import run_pipeline
+    from .run import run_pipeline
 
     cfg = config_from_args(args)
     cfg.check()
@@ -260,7 +260,8 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     if out is None:
         raise _Usage("--out RUN_DIR is required")
     results = run_pipeline(cfg, out, resume=getattr(args, "resume", False))
-    print(_summary(results, out))
+    if os.environ.get("RANK", "0") in ("", "0"):  # under torchrun: rank 0 reports
+        print(_summary(results, out))
     return 0
 
 

@@ -134,12 +134,11 @@ def deactivation_effects(lens, clips: Sequence[EmotionClip], neuron_sets: dict[s
     from .evaluate import accuracy_change_heatmap, deactivation_conditions, specificity
     from .interventions import Condition
 
-    conds = [Condition("baseline")] + [c for name, ns in neuron_sets.items()
-                                       for c in deactivation_conditions(ns, prefix=f"{name}|")[1:]]
+    conds = [Condition.baseline()] + [c for name, ns in neuron_sets.items() for c in deactivation_conditions(ns, name=name)]
     res = demo_evaluator(lens, emotions, batch_size).run(clips, conds)
     out: dict[str, Any] = {"base": res["baseline"].per_class()}
     for name in neuron_sets:
-        H = 100 * accuracy_change_heatmap(res, emotions, prefix=f"{name}|")
+        H = 100 * accuracy_change_heatmap(res, emotions, name=name)
         sp = specificity(H)
         out[name] = {"delta": H.round(2).tolist(), "SE": sp["se_mean"], "ACE": sp["ace_mean"], "ESS": sp["ess_mean"],
                      "se_per": dict(zip(emotions, sp["se"].round(2).tolist()))}
@@ -149,7 +148,8 @@ def deactivation_effects(lens, clips: Sequence[EmotionClip], neuron_sets: dict[s
 def steering_shares(lens, clips: Sequence[EmotionClip], neuron_set, alphas: Sequence[float] = (0, 0.5, 1, 2, 4), *,
                     emotions: Sequence[str] = DEMO_EMOTIONS, batch_size: int = 32) -> dict[str, list[float]]:
     """For each emotion, the share of all clips predicted as that emotion when its units get gain 1 + alpha."""
-    from .evaluate import steering_conditions
+    from .evaluate import find_result, steering_conditions
+    from .metrics import share
 
     res = demo_evaluator(lens, emotions, batch_size).run(clips, steering_conditions(neuron_set, alphas))
-    return {e: [res[f"steer:{e}:{a:g}"].share(e) for a in alphas] for e in emotions}
+    return {e: [share(find_result(res, "steer", emotion=e, alpha=a).predictions, e) for a in alphas] for e in emotions}

@@ -321,7 +321,8 @@ def gather_results(local: dict, indices: Sequence[int], n_total: int | None = No
     out = {}
     for k, n in enumerate(names):
         emotions = local[n].emotions
-        out[n] = SERResult(n, emotions, [r[k][0] for r in full], [r[k][1] for r in full], [r[k][2] for r in full])
+        out[n] = SERResult(n, emotions, [r[k][0] for r in full], [r[k][1] for r in full], [r[k][2] for r in full],
+                           local[n].spec)
     return out
 
 
@@ -337,7 +338,7 @@ def evaluate_distributed(evaluator, clips: Sequence, conditions: Sequence | None
     clips = list(clips)
     if not clips:
         raise InputError("evaluate_distributed: no clips given")
-    conditions = list(conditions) if conditions else [Condition("baseline", [])]
+    conditions = list(conditions) if conditions else [Condition.baseline()]
     bad = sorted({c.emotion for c in clips} - set(evaluator.emotions))
     if bad:  # checked on every rank before any work, so all ranks fail together
         raise InputError(f"clips have emotion label(s) {bad} outside the evaluated set {list(evaluator.emotions)}")
@@ -347,7 +348,7 @@ def evaluate_distributed(evaluator, clips: Sequence, conditions: Sequence | None
         if not idx:
             from .evaluate import SERResult
 
-            return {c.name: SERResult(c.name, evaluator.emotions, [], [], []) for c in conditions}
+            return {c.name: SERResult(c.name, evaluator.emotions, [], [], [], c) for c in conditions}
         return evaluator.run([clips[i] for i in idx], conditions, progress=progress and info.is_main)
 
     local = run_agreed(work, what="evaluate_distributed", group=group)

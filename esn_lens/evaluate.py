@@ -1,4 +1,4 @@
-"""SER evaluation under interventions, and the paper's metrics.
+"""SER evaluation under interventions; the paper's metrics on its results (computed by :mod:`esn_lens.metrics`).
 
 Two modes: ``"generate"`` (the paper's protocol: greedy decoding, at most 20 new tokens, parsed answers)
 and ``"constrained"`` (the options' token logits at the answer position: one forward, no generation).
@@ -15,7 +15,8 @@ import torch
 
 from .data.clip import EmotionClip
 from .errors import InputError
-from .interventions import Condition, Edit, make_edit
+from . import metrics
+from .interventions import Condition, Edit, find_condition, make_edit
 from .lens import Lens
 from .vocab import ANSWERS, MODES, check_choice
 from .prompts import DEFAULT_TEMPLATE, SERPrompt, build_prompt, parse_answer
@@ -32,6 +33,8 @@ class SERResult:
     labels: list[str]
     predictions: list[str | None]
     answers: list[str] = field(default_factory=list)
+    #: the evaluated :class:`~esn_lens.interventions.Condition` (its kind, emotion, neuron set, alpha)
+    spec: Condition | None = None
 
     @property
     def n_unparsed(self) -> int:
@@ -43,16 +46,15 @@ class SERResult:
         return float(np.mean([p == y for p, y in zip(self.predictions, self.labels)])) if self.labels else float("nan")
 
     def correct(self) -> np.ndarray:
-        return np.array([p == y for p, y in zip(self.predictions, self.labels)], dtype=bool)
+        return metrics.correct(self.predictions, self.labels).astype(bool)
 
     def per_class(self) -> dict[str, float]:
         """Accuracy per true emotion (NaN for an emotion without clips)."""
-        c, y = self.correct(), np.array(self.labels)
-        return {e: (float(c[y == e].mean()) if (y == e).any() else float("nan")) for e in self.emotions}
+        return metrics.per_class(self.correct(), self.labels, self.emotions)
 
     def share(self, emotion: str) -> float:
         """Fraction of all clips predicted as ``emotion``."""
-        return float(np.mean([p == emotion for p in self.predictions])) if self.predictions else float("nan")
+        return metrics.share(self.predictions, emotion)
 
     def confusion(self) -> np.ndarray:
         """Counts (true emotion x predicted emotion), last column = unparsed."""
@@ -132,7 +134,7 @@ class SEREvaluator:
         """
         from tqdm.auto import tqdm
 
-        conditions = list(conditions) if conditions else [Condition("baseline", [])]
+        conditions = list(conditions) if conditions else [Condition.baseline()]
         names = [c.name for c in conditions]
         if len(set(names)) != len(names):
             raise InputError(f"condition names must be distinct, got {names}")
@@ -156,7 +158,7 @@ class SEREvaluator:
             bar.update(len(chunk))
         bar.close()
         labels = [c.emotion for c in clips]
-        return {n: SERResult(n, self.emotions, labels, preds[n], answers[n]) for n in names}
+        return {c.name: SERResult(c.name, self.emotions, labels, preds[c.name], answers[c.name], c) for c in conditions}
 
     def _row_edits(self, conditions: Sequence[Condition], n: int) -> list[Edit]:
         C = len(conditions)
@@ -238,81 +240,77 @@ def balanced_pool(clips: Sequence[EmotionClip], correct: Sequence[bool] | np.nda
     return pool
 
 
-def deactivation_conditions(neurons, kind: str = "deactivate", *, prefix: str = "",
-                            emotions: Sequence[str] | None = None, **kwargs) -> list[Condition]:
-    """Baseline + one condition ``{prefix}mask:<e>`` per emotion editing that emotion's neurons
-    (``kind`` = a registered intervention; ``emotions`` restricts to those the set has)."""
-    conds = [Condition("baseline", [])]
-    for e in (emotions if emotions is not None else neurons.emotions):
-        if e in neurons.emotions:
-            conds.append(Condition(f"{prefix}mask:{e}", [make_edit(kind, neurons[e], site=neurons.site, **kwargs)]))
-    return conds
+def _set_name(name: str | None, prefix: str) -> str | None:
+    """The neuron-set name of a builder call (``prefix="conact|"`` is the older spelling of ``name="conact"``)."""
+    if name is None and prefix:
+        name = prefix[:-1] if prefix.endswith("|") else prefix
+    return name or None
 
 
-def accuracy_change_heatmap(results: dict[str, SERResult], emotions: Sequence[str], *, prefix: str = "") -> np.ndarray:
-    """Rows: emotion whose neurons are edited (``{prefix}mask:<e>``); columns: evaluated emotion; values: accuracy change."""
-    base = results["baseline"].per_class()
-    missing = [e for e in emotions if not np.isfinite(base.get(e, float("nan")))]
+def deactivation_conditions(neurons, kind: str = "deactivate", *, name: str | None = None,
+                            emotions: Sequence[str] | None = None, prefix: str = "", **kwargs) -> list[Condition]:
+    """One :meth:`Condition.deactivate <esn_lens.interventions.Condition.deactivate>` per emotion, editing that
+    emotion's neurons with the registered intervention ``kind`` (``emotions`` restricts to those the set has;
+    ``name``: the neuron set's name, shown in the condition names ``<name>|mask:<e>``). No baseline: evaluate
+    ``[Condition.baseline(), *deactivation_conditions(ns)]``."""
+    set_name = _set_name(name, prefix)
+    return [Condition.deactivate(e, [make_edit(kind, neurons[e], site=neurons.site, **kwargs)], neurons=set_name)
+            for e in (emotions if emotions is not None else neurons.emotions) if e in neurons.emotions]
+
+
+def steering_conditions(neurons, alphas: Sequence[float], *, name: str | None = None,
+                        emotions: Sequence[str] | None = None, prefix: str = "") -> list[Condition]:
+    """One :meth:`Condition.steer <esn_lens.interventions.Condition.steer>` per emotion and alpha: steer
+    (gain 1 + alpha) of that emotion's neurons (names ``<name>|steer:<e>:<alpha>``). No baseline (see
+    :func:`deactivation_conditions`)."""
+    set_name = _set_name(name, prefix)
+    return [Condition.steer(e, a, [make_edit("steer", neurons[e], alpha=a, site=neurons.site)], neurons=set_name)
+            for e in (emotions if emotions is not None else neurons.emotions) if e in neurons.emotions
+            for a in alphas]
+
+
+def find_result(results: dict[str, SERResult], kind: str, *, emotion: str | None = None, neurons: str | None = None,
+                alpha: float | None = None) -> SERResult:
+    """The result of the condition with these fields (results carry their :class:`Condition` as ``spec``;
+    results without one are found by the name those fields give)."""
+    specs = [r.spec for r in results.values() if r.spec is not None]
+    if any(c.matches(kind, emotion=emotion, neurons=neurons, alpha=alpha) for c in specs):
+        return results[find_condition(specs, kind, emotion=emotion, neurons=neurons, alpha=alpha).name]
+    # a user's condition named like the library's (Condition("mask:angry", edits)) is found by that name
+    key = Condition("", [], kind=kind, emotion=emotion, neurons=neurons, alpha=alpha).name
+    if key not in results:
+        raise InputError(f"no result for condition {key!r}; results: {list(results)}")
+    return results[key]
+
+
+def accuracy_change_heatmap(results: dict[str, SERResult], emotions: Sequence[str], *, name: str | None = None,
+                            prefix: str = "") -> np.ndarray:
+    """Rows: emotion whose neurons are edited (the deactivate conditions of the set ``name``); columns: evaluated
+    emotion; values: accuracy change from the baseline (:func:`esn_lens.metrics.accuracy_change`)."""
+    set_name = _set_name(name, prefix)
+    base = find_result(results, "baseline")
+    pc = base.per_class()
+    missing = [e for e in emotions if not np.isfinite(pc.get(e, float("nan")))]
     if missing:  # a NaN cell would poison SE/ACE/ESS
         raise InputError(f"accuracy_change_heatmap: no evaluation clips of emotion(s) {missing}; "
                          "evaluate at least one clip of every emotion")
-    H = np.zeros((len(emotions), len(emotions)))
-    for i, m in enumerate(emotions):
-        pc = results[f"{prefix}mask:{m}"].per_class()
-        for j, e in enumerate(emotions):
-            H[i, j] = pc[e] - base[e]
+    rows = [find_result(results, "deactivate", emotion=m, neurons=set_name).correct() for m in emotions]
+    H, _ = metrics.accuracy_change(rows, base.correct(), base.labels, emotions)
     return H
 
 
-def specificity(heatmap: np.ndarray) -> dict[str, np.ndarray | float]:
-    """SE(e) = H[e,e]; ACE(e) = mean over e' != e of H[e',e]; ESS = SE - ACE (and their means).
-
-    With deactivation a specific set gives a negative SE and ACE near 0, i.e. a negative ESS.
-    """
-    H = np.asarray(heatmap, dtype=float)
-    E = H.shape[0]
-    if H.shape != (E, E) or E < 2:
-        raise InputError(f"heatmap must be square with at least 2 emotions, got shape {H.shape}")
-    se, ace, ess = se_ace_ess(H)
-    return {"se": se, "ace": ace, "ess": ess, "se_mean": float(se.mean()), "ace_mean": float(ace.mean()),
-            "ess_mean": float(ess.mean())}
+specificity = metrics.specificity
+se_ace_ess = metrics.se_ace_ess
 
 
-def se_ace_ess(H: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """SE, ACE and ESS per evaluated emotion of a heatmap, or of a stack of heatmaps (last two axes)."""
-    E = H.shape[-1]
-    se = np.diagonal(H, axis1=-2, axis2=-1).copy()
-    ace = (H.sum(-2) - se) / (E - 1)
-    return se, ace, se - ace
-
-
-def target_shift(results: dict[str, SERResult], emotion: str, alphas: Sequence[float]) -> list[float]:
-    """Share of clips predicted as ``emotion`` under ``steer:<emotion>:<alpha>`` minus the baseline share."""
-    base = results["baseline"].share(emotion)
-    return [results[f"steer:{emotion}:{a:g}"].share(emotion) - base for a in alphas]
-
-
-def steering_conditions(neurons, alphas: Sequence[float], *, prefix: str = "",
-                        emotions: Sequence[str] | None = None) -> list[Condition]:
-    """Baseline + ``{prefix}steer:<e>:<alpha>``: steer(1 + alpha) of each emotion's neurons for each alpha."""
-    conds = [Condition("baseline", [])]
-    for e in (emotions if emotions is not None else neurons.emotions):
-        if e not in neurons.emotions:
-            continue
-        for a in alphas:
-            conds.append(Condition(f"{prefix}steer:{e}:{a:g}",
-                                   [make_edit("steer", neurons[e], alpha=a, site=neurons.site)]))
-    return conds
+def target_shift(results: dict[str, SERResult], emotion: str, alphas: Sequence[float], *,
+                 name: str | None = None) -> list[float]:
+    """Share of clips predicted as ``emotion`` when its units are steered by each alpha minus the baseline share."""
+    steered = [find_result(results, "steer", emotion=emotion, neurons=name, alpha=a).predictions for a in alphas]
+    return metrics.target_shift(find_result(results, "baseline").predictions, steered, emotion)
 
 
 def bootstrap_ci(correct_edit: np.ndarray, correct_base: np.ndarray, *, n_boot: int = 1000, level: float = 0.95,
                  seed: int = 0) -> tuple[float, float]:
     """Paired bootstrap confidence interval of an accuracy change (same clips under two conditions)."""
-    a, b = np.asarray(correct_edit, float), np.asarray(correct_base, float)
-    if a.shape != b.shape or a.size == 0:
-        raise InputError("bootstrap_ci needs two equal-length, non-empty arrays of per-clip correctness")
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, a.size, size=(n_boot, a.size))
-    d = a[idx].mean(1) - b[idx].mean(1)
-    lo, hi = np.quantile(d, [(1 - level) / 2, 1 - (1 - level) / 2])
-    return float(lo), float(hi)
+    return metrics.paired_bootstrap_ci(correct_edit, correct_base, n_boot=n_boot, level=level, seed=seed)

@@ -270,9 +270,88 @@ def make_edit(name: str, units, **kwargs) -> Edit:
     return INTERVENTIONS.get(name)(units, **kwargs)
 
 
+#: the kinds of a :class:`Condition` the library builds and measures; anything else is a user's condition
+CONDITION_KINDS = ("baseline", "deactivate", "steer", "user")
+
+
 @dataclass
 class Condition:
-    """A named list of edits applied together to some rows (e.g. ``"mask:angry"`` = deactivate angry ESNs)."""
+    """A list of edits applied together to some rows of an evaluation, with what it means.
 
-    name: str
+    ``kind``: ``"baseline"`` (no edits), ``"deactivate"`` (one emotion's units edited by the deactivation-stage
+    intervention), ``"steer"`` (one emotion's units amplified by ``alpha``) or ``"user"``; ``emotion``: the
+    emotion whose units are edited; ``neurons``: the name of the neuron set they come from; ``alpha``: the
+    steering strength. Results and metrics look conditions up by these fields (:meth:`matches`); ``name`` is
+    only the display name, derived from them when not given (``"baseline"``, ``"conact|mask:angry"``,
+    ``"conact|steer:happy:2"``). ``Condition("mine", edits)`` is a user's condition; ``Condition("baseline")``
+    (no edits) is the baseline. Build the library's with :meth:`baseline`, :meth:`deactivate`, :meth:`steer`.
+    """
+
+    name: str = ""
     edits: list[Edit] = field(default_factory=list)
+    kind: str = "user"
+    emotion: str | None = None
+    neurons: str | None = None
+    alpha: float | None = None
+
+    def __post_init__(self) -> None:
+        self.edits = list(self.edits)
+        if self.kind not in CONDITION_KINDS:
+            raise InputError(f"condition kind must be one of {list(CONDITION_KINDS)}, got {self.kind!r}")
+        if self.kind == "user" and self.name == "baseline" and not self.edits:
+            self.kind = "baseline"
+        if self.kind in ("deactivate", "steer") and self.emotion is None:
+            raise InputError(f"a {self.kind!r} condition needs the emotion whose units it edits")
+        if self.kind == "steer":
+            if self.alpha is None:
+                raise InputError("a 'steer' condition needs alpha")
+            self.alpha = float(self.alpha)
+        if not self.name:
+            if self.kind == "user":
+                raise InputError("a user's condition needs a name: Condition('mine', edits)")
+            self.name = self.display_name()
+
+    def display_name(self) -> str:
+        """The name derived from the fields (the keys of results and stored predictions)."""
+        prefix = f"{self.neurons}|" if self.neurons else ""
+        if self.kind == "baseline":
+            return "baseline"
+        if self.kind == "deactivate":
+            return f"{prefix}mask:{self.emotion}"
+        if self.kind == "steer":
+            return f"{prefix}steer:{self.emotion}:{self.alpha:g}"
+        return self.name
+
+    def matches(self, kind: str | None = None, *, emotion: str | None = None, neurons: str | None = None,
+                alpha: float | None = None) -> bool:
+        """True when every given field equals this condition's (``None`` = any)."""
+        return ((kind is None or self.kind == kind) and (emotion is None or self.emotion == emotion)
+                and (neurons is None or self.neurons == neurons)
+                and (alpha is None or (self.alpha is not None and float(self.alpha) == float(alpha))))
+
+    @classmethod
+    def baseline(cls) -> "Condition":
+        """The un-edited model."""
+        return cls("baseline", [], kind="baseline")
+
+    @classmethod
+    def deactivate(cls, emotion: str, edits: list[Edit], *, neurons: str | None = None) -> "Condition":
+        """``edits`` of ``emotion``'s units (of the set named ``neurons``): one row of the deactivation heatmap."""
+        return cls("", edits, kind="deactivate", emotion=emotion, neurons=neurons)
+
+    @classmethod
+    def steer(cls, emotion: str, alpha: float, edits: list[Edit], *, neurons: str | None = None) -> "Condition":
+        """``edits`` amplifying ``emotion``'s units by ``alpha``: one point of the dose-response."""
+        return cls("", edits, kind="steer", emotion=emotion, neurons=neurons, alpha=alpha)
+
+
+def find_condition(conditions, kind: str | None = None, *, emotion: str | None = None, neurons: str | None = None,
+                   alpha: float | None = None) -> Condition:
+    """The one condition of ``conditions`` with these fields (:class:`InputError` when none or several)."""
+    hits = [c for c in conditions if c.matches(kind, emotion=emotion, neurons=neurons, alpha=alpha)]
+    if len(hits) != 1:
+        want = {k: v for k, v in (("kind", kind), ("emotion", emotion), ("neurons", neurons), ("alpha", alpha))
+                if v is not None}
+        raise InputError(f"{'no' if not hits else len(hits)} condition(s) with {want}; conditions: "
+                         f"{[c.name for c in conditions]}")
+    return hits[0]

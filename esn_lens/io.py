@@ -12,7 +12,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .errors import CorruptFileError, MissingFileError
+from .errors import CorruptFileError, InputError, MissingFileError
 
 FORMAT_KEY = "esn_lens_format"
 #: header key of the content checksum: sha256 over every tensor's name, dtype, shape and bytes
@@ -119,3 +119,49 @@ def load_tensors(path: str | os.PathLike, kind: str) -> tuple[dict[str, torch.Te
         raise CorruptFileError(f"{path}: damaged esn_lens {kind} file (tensor data or metadata do not match the "
                                "checksum written with them: the file was altered after it was saved)")
     return tensors, meta
+
+
+# ---------------------------------------------------------------------- run-folder JSON (read by the run and the report)
+class _RunFileDict(dict):
+    """A JSON object read from a run file: a missing key is a :class:`CorruptFileError` naming file and key."""
+
+    path: str = ""
+
+    def __missing__(self, key: Any) -> Any:
+        raise CorruptFileError(f"{self.path}: damaged run file (no key {key!r}); the file was edited or cut short "
+                               "-- choose another --out or remove the folder")
+
+
+def read_run_json(path: str | Path) -> dict[str, Any]:
+    """A JSON object of a run folder; damage (not JSON, not an object, later a missing key) is a one-line
+    :class:`CorruptFileError` naming the file (e.g. ``clips.json`` holding ``[]``)."""
+    path = Path(path)
+
+    def hook(pairs):
+        d = _RunFileDict(pairs)
+        d.path = str(path)
+        return d
+
+    try:
+        with open(path) as f:
+            obj = json.load(f, object_pairs_hook=hook)
+    except json.JSONDecodeError as e:
+        raise CorruptFileError(f"{path}: damaged run file (not JSON: {e}); choose another --out or remove the folder") from None
+    except UnicodeDecodeError as e:
+        raise CorruptFileError(f"{path}: damaged run file (not text: {e}); choose another --out or remove the folder") from None
+    if not isinstance(obj, dict):
+        raise CorruptFileError(f"{path}: damaged run file (expected a JSON object, found {type(obj).__name__} "
+                               f"{json.dumps(obj)[:40]}); choose another --out or remove the folder")
+    return obj
+
+
+def load_results(run_dir: str | Path) -> dict[str, Any]:
+    """``results.json`` of a finished run, with a clear error for a folder that is not one."""
+    p = Path(run_dir).expanduser()
+    if not p.is_dir():
+        raise InputError(f"run folder {run_dir} does not exist")
+    f = p / "results.json"
+    if not f.is_file():
+        hint = " (the run did not finish; continue it with --resume)" if (p / "progress.json").exists() else ""
+        raise InputError(f"{p} holds no results.json{hint}")
+    return read_run_json(f)

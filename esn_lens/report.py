@@ -375,7 +375,7 @@ def write_report(run_dir: str | Path, results: dict[str, Any] | None = None, *,
     ``results``: the run's results (read from ``results.json`` when omitted). ``compare``: another run folder;
     adds the cross-dataset overlap of every selector found in both.
     """
-    from .pipeline import load_results
+    from .io import load_results
 
     root = Path(run_dir).expanduser()
     if results is None:

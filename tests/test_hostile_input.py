@@ -250,7 +250,7 @@ def test_empty_class_in_stats_clear_error_when_scoring(lens):
 def test_empty_class_in_evaluation_no_nan_heatmap(lens):
     clips = [c for c in clips_for(1) if c.emotion != "sad"]
     ns = NeuronSet.from_indices(EMOTIONS, {e: [(0, i)] for i, e in enumerate(EMOTIONS)}, lens.n_layers, lens.d_mlp)
-    res = SEREvaluator(lens, EMOTIONS).run(clips, deactivation_conditions(ns))
+    res = SEREvaluator(lens, EMOTIONS).run(clips, [Condition.baseline(), *deactivation_conditions(ns)])
     with pytest.raises(InputError, match=r"no evaluation clips of emotion\(s\) \['sad'\]"):
         accuracy_change_heatmap(res, EMOTIONS)
 
@@ -262,7 +262,7 @@ def small_stats(lens):
 
 
 def heatmap_metrics(lens, ns, clips):
-    res = SEREvaluator(lens, EMOTIONS).run(clips, deactivation_conditions(ns))
+    res = SEREvaluator(lens, EMOTIONS).run(clips, [Condition.baseline(), *deactivation_conditions(ns)])
     H = accuracy_change_heatmap(res, EMOTIONS)
     return H, specificity(H)
 
@@ -335,7 +335,7 @@ def test_fp16_steering_large_alpha_stays_finite(fp16_lens, alpha):
     assert torch.isfinite(out.cache["blocks.1.mlp.hook_act"]).all()
     ns = NeuronSet(every[None].expand(3, -1, -1).clone(), EMOTIONS)
     clips = clips_for(1)
-    res = SEREvaluator(lens, EMOTIONS).run(clips, deactivation_conditions(ns, kind="steer", alpha=alpha))
+    res = SEREvaluator(lens, EMOTIONS).run(clips, [Condition.baseline(), *deactivation_conditions(ns, kind="steer", alpha=alpha)])
     assert all(p is not None for r in res.values() for p in r.predictions)
     m = specificity(accuracy_change_heatmap(res, EMOTIONS))
     assert all(math.isfinite(m[k]) for k in ("se_mean", "ace_mean", "ess_mean"))

@@ -105,9 +105,17 @@ def test_run_folder_results_and_report(reference):
 
 def test_kill_and_resume_gives_identical_results(assets, reference):
     out = assets["root"] / "killed"
-    env = dict(os.environ, ESN_LENS_CHECKPOINT_PAUSE="stats:60", HF_HUB_OFFLINE="1")
+    # a --plugin module adds a checkpoint hook that holds the run after its first stats checkpoint
+    plugins = assets["root"] / "plugins"
+    plugins.mkdir(exist_ok=True)
+    (plugins / "hold_after_stats_checkpoint.py").write_text(
+        "import time\nfrom esn_lens.run import CHECKPOINT_HOOKS\n"
+        "CHECKPOINT_HOOKS.append(lambda stage, consumed: time.sleep(60) if stage == 'stats' else None)\n")
+    path = os.pathsep.join(p for p in (str(plugins), os.environ.get("PYTHONPATH", "")) if p)
+    env = dict(os.environ, PYTHONPATH=path, HF_HUB_OFFLINE="1")
     exe = shutil.which("esn-lens")  # the installed console script (else the module)
-    cmd = ([exe] if exe else [sys.executable, "-m", "esn_lens.cli"]) + run_args(assets, out)
+    cmd = ([exe] if exe else [sys.executable, "-m", "esn_lens.cli"]) + run_args(
+        assets, out, "--plugin", "hold_after_stats_checkpoint")
     proc = subprocess.Popen(cmd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     ckpt = out / "checkpoints" / "stats.safetensors"
@@ -157,18 +165,18 @@ def test_kill_and_resume_gives_identical_results(assets, reference):
 
 def test_interrupted_evaluation_stage_resumes(assets, reference, monkeypatch):
     """An interruption inside an evaluation stage resumes from its checkpoint (Python API, same identity)."""
-    from esn_lens.pipeline import Run
+    from esn_lens.run import CHECKPOINT_HOOKS
 
     out = assets["root"] / "interrupted"
     cfg = RunConfig(model=str(assets["model"]), dataset="manifest", data_dir=str(assets["corpus"]), mode="constrained",
                     answer="word", top_frac=float(TOP), alphas=(1.0, 4.0), batch_size=2, checkpoint_every=1,
                     bootstrap=200, progress=False)
 
-    def interrupt(self, stage):
+    def interrupt(stage, consumed):
         if stage == "steering":
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(Run, "_pause", interrupt)
+    monkeypatch.setattr("esn_lens.run.folder.CHECKPOINT_HOOKS", [*CHECKPOINT_HOOKS, interrupt])
     with pytest.raises(KeyboardInterrupt):
         run_pipeline(cfg, out)
     prog = json.loads((out / "progress.json").read_text())

@@ -37,6 +37,7 @@ import torch
 
 from esn_lens.evaluate import (SEREvaluator, accuracy_change_heatmap, deactivation_conditions, identification_pool,
                                specificity)
+from esn_lens.interventions import Condition
 from esn_lens.lens import Lens
 from esn_lens.selectors import find_neurons
 
@@ -122,7 +123,7 @@ print("ConAct units per layer:", conact.layer_counts().sum(0).tolist())
 # %%
 heatmaps = {}
 for name, ns in (("ConAct", conact), ("random", random_set)):
-    results = ev.run(held_out, deactivation_conditions(ns))
+    results = ev.run(held_out, [Condition.baseline(), *deactivation_conditions(ns)])
     heatmaps[name] = accuracy_change_heatmap(results, EMOTIONS)
     sp = specificity(heatmaps[name])
     print(f"{name} mean SE {100 * sp['se_mean']:+.1f}  ACE {100 * sp['ace_mean']:+.1f}  ESS {100 * sp['ess_mean']:+.1f} points")

@@ -28,6 +28,7 @@ import os
 import torch
 
 from esn_lens.evaluate import SEREvaluator, accuracy_change_heatmap, deactivation_conditions, specificity
+from esn_lens.interventions import Condition
 from esn_lens.lens import Lens
 from esn_lens.selectors import SELECTORS, find_neurons, score
 from esn_lens.stats import NeuronStats
@@ -83,7 +84,7 @@ for name in ("log_ratio", "conact", "mad", "lap", "random"):
 # %%
 mine = find_neurons(stats, "log_ratio", top_frac=budget)
 held_out = planted_clips(4, EMOTIONS, seed=1, prefix="h")
-H = accuracy_change_heatmap(ev.run(held_out, deactivation_conditions(mine)), EMOTIONS)
+H = accuracy_change_heatmap(ev.run(held_out, [Condition.baseline(), *deactivation_conditions(mine)]), EMOTIONS)
 print(f"log_ratio mean ESS {100 * specificity(H)['ess_mean']:+.1f} points")
 
 # %% [markdown]

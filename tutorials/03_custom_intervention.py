@@ -56,12 +56,12 @@ print("interventions:", INTERVENTIONS.names())
 
 # %% [markdown]
 # ## Use it in conditions
-# `deactivation_conditions(neurons, kind=...)` builds baseline + one condition per emotion with any
+# `deactivation_conditions(neurons, kind=...)` builds one condition per emotion with any
 # registered intervention; `make_edit(name, units, **options)` builds a single edit.
 
 # %%
 for limit in (4.0, 2.0, 1.0, 0.0):
-    res = ev.run(clips, deactivation_conditions(units, kind="clamp", limit=limit))
+    res = ev.run(clips, [Condition.baseline(), *deactivation_conditions(units, kind="clamp", limit=limit)])
     H = accuracy_change_heatmap(res, EMOTIONS)
     print(f"clamp at {limit:.1f}: mean SE {100 * specificity(H)['se_mean']:+.1f} points")
 

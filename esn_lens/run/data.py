@@ -1,0 +1,199 @@
+"""The run's clips (demo splits or a corpus split speaker-disjointly, bad clips screened) and its model."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from ..data.clip import EmotionClip
+from ..errors import ESNLensError, InputError
+from .config import RunConfig, check_model_arg
+
+
+@dataclass
+class ClipSplit:
+    """Identification and evaluation clips of one run, with the emotions they are scored on."""
+
+    identification: list[EmotionClip]
+    evaluation: list[EmotionClip]
+    emotions: tuple[str, ...]
+    source: dict[str, Any] = field(default_factory=dict)
+
+
+def counts(clips: Sequence[EmotionClip], emotions: Sequence[str]) -> dict[str, int]:
+    return {e: sum(c.emotion == e for c in clips) for e in emotions}
+
+
+def load_clips(cfg: RunConfig) -> ClipSplit:
+    """The run's clips: the demo's shipped splits, or a registered corpus split speaker-disjointly."""
+    if cfg.dataset == "demo":
+        from ..demo_model import DEMO_EMOTIONS, demo_clips
+
+        # identification: the training speakers' clips; evaluation: held-out ("unseen") speakers
+        ident, evaluation = list(demo_clips("identification")), list(demo_clips("unseen"))
+        emotions = DEMO_EMOTIONS  # the demo's fixed label order (it fixes the prompts' option order)
+        if cfg.ident_per_emotion is not None:
+            ident = _cap(ident, emotions, cfg.ident_per_emotion, cfg.seed)
+        if cfg.eval_per_emotion is not None:
+            evaluation = _cap(evaluation, emotions, cfg.eval_per_emotion, cfg.seed)
+        src = {"dataset": "demo"}
+    else:
+        from ..data.loaders import load_dataset
+        from ..data.splits import split_identification_evaluation
+
+        ds = load_dataset(cfg.dataset, cfg.data_dir, label_set=cfg.label_set)
+        emotions = ds.emotions
+        if cfg.label_set is None:  # no label set chosen: only known emotions (not "bored", "3") become options
+            from ..data.labels import CANONICAL_EMOTIONS, LABEL_SETS
+
+            odd = [e for e in emotions if e not in CANONICAL_EMOTIONS]
+            if odd:
+                raise InputError(f"{cfg.dataset} at {cfg.data_dir}: labels {odd} are not known emotions "
+                                 f"({', '.join(CANONICAL_EMOTIONS)}); choose a label set with --label-set "
+                                 f"({', '.join(LABEL_SETS.names())}) or pass --label-set all to keep every label")
+        if cfg.discover:
+            ident, evaluation = split_identification_evaluation(
+                ds, eval_fraction=cfg.eval_fraction, eval_per_emotion=cfg.eval_per_emotion,
+                identification_per_emotion=cfg.ident_per_emotion, seed=cfg.seed, unknown_speakers="drop")
+            if cfg.eval_split == "all":
+                raise InputError("eval_split='all' only applies to validation without discovery")
+        elif cfg.eval_split == "eval":
+            ident, evaluation = split_identification_evaluation(
+                ds, eval_fraction=cfg.eval_fraction, eval_per_emotion=cfg.eval_per_emotion, seed=cfg.seed,
+                unknown_speakers="drop")
+            ident = ident[:0]
+        else:
+            ident, evaluation = ds[:0], (ds.cap_per_emotion(cfg.eval_per_emotion, seed=cfg.seed)
+                                         if cfg.eval_per_emotion is not None else ds)
+        ident, evaluation = list(ident), list(evaluation)
+        src = {"dataset": cfg.dataset, "data_dir": str(cfg.data_dir), "label_set": ds.manifest.label_set,
+               "manifest": ds.manifest.summary() if hasattr(ds.manifest, "summary") else ""}
+        from ..data.dataset import DROP_REASONS
+
+        bad = [{"id": item, "reason": DROP_REASONS[r]} for r in BAD_FILE_REASONS
+               for item in ds.manifest.dropped.get(r, [])]
+        if bad:
+            src["bad_files"] = bad
+    return restrict_emotions(ClipSplit(ident, evaluation, tuple(emotions), src), cfg)
+
+
+#: manifest drop reasons that are bad clips (a file listed but absent or unreadable), not label choices
+BAD_FILE_REASONS = ("missing_file", "unreadable")
+
+
+def screen_clips(split: ClipSplit, cfg: RunConfig) -> ClipSplit:
+    """Decode every clip of the run now (before any model loads) and set aside those that fail.
+
+    A clip fails when its file is missing or unreadable, or its audio is empty, NaN/inf or mis-scaled;
+    multi-channel and other-rate audio is fine (downmixed and resampled when read). ``cfg.on_bad_clip``:
+    ``"skip"`` runs without them and records each with its reason in ``split.source["skipped"]`` (clips.json,
+    results.json, the report); ``"fail"`` refuses the run naming them.
+    """
+    skipped = list(split.source.get("bad_files", []))
+    keep: dict[str, list[EmotionClip]] = {"identification": [], "evaluation": []}
+    for side in keep:
+        for c in getattr(split, side):
+            try:
+                c.load()
+            except InputError as e:
+                reason = str(e)
+                prefix = f"clip {c.utterance_id}: "
+                skipped.append({"id": c.utterance_id, "reason": reason[len(prefix):] if reason.startswith(prefix) else reason})
+            else:
+                keep[side].append(c)
+    if not skipped:
+        return split
+    if cfg.on_bad_clip == "fail":
+        first = "; ".join(f"{s['id']}: {s['reason']}" for s in skipped[:3])
+        more = f" and {len(skipped) - 3} more" if len(skipped) > 3 else ""
+        raise InputError(f"{len(skipped)} bad clip(s) in {split.source.get('dataset')}: {first}{more} "
+                         "(--on-bad-clip skip runs without them)")
+    source = {k: v for k, v in split.source.items() if k != "bad_files"}
+    source["skipped"] = skipped
+    return restrict_emotions(ClipSplit(keep["identification"], keep["evaluation"], split.emotions, source), cfg)
+
+
+def _cap(clips: list[EmotionClip], emotions: Sequence[str], n: int, seed: int) -> list[EmotionClip]:
+    rng = np.random.default_rng(seed)
+    keep: set[int] = set()
+    for e in emotions:
+        idx = [i for i, c in enumerate(clips) if c.emotion == e]
+        if len(idx) > n:
+            idx = [idx[j] for j in sorted(rng.permutation(len(idx))[:n])]
+        keep.update(idx)
+    return [c for i, c in enumerate(clips) if i in keep]
+
+
+def restrict_emotions(split: ClipSplit, cfg: RunConfig) -> ClipSplit:
+    """Keep the emotions that have clips wherever the run needs them (at least two)."""
+    need_ident, need_eval = cfg.discover, cfg.validate
+    keep = [e for e in split.emotions
+            if (not need_ident or any(c.emotion == e for c in split.identification))
+            and (not need_eval or any(c.emotion == e for c in split.evaluation))]
+    dropped = [e for e in split.emotions if e not in keep]
+    if len(keep) < 2:
+        raise InputError(f"{split.source.get('dataset')}: fewer than 2 emotions have clips on both sides of the "
+                         f"identification/evaluation split (emotions {list(split.emotions)}); use more clips or speakers")
+    if dropped:
+        split.source["dropped_emotions"] = dropped
+    ks = set(keep)
+    return ClipSplit([c for c in split.identification if c.emotion in ks],
+                     [c for c in split.evaluation if c.emotion in ks], tuple(keep), split.source)
+
+
+def load_lens(cfg: RunConfig, device: str | None = None):
+    """The run's :class:`~esn_lens.lens.Lens`: the shipped demo model, or a local folder / hub id, on ``device``
+    (default ``cfg.device``)."""
+    device = cfg.device if device is None else device
+    from ..lens import Lens
+
+    if not cfg.progress:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    if cfg.model == "demo":
+        from ..demo_model import load_demo_model
+
+        from ..loading import parse_dtype
+
+        model, processor = load_demo_model()
+        dtype = parse_dtype(cfg.dtype)  # --dtype is honoured for the demo too ("auto": as saved)
+        if isinstance(dtype, torch.dtype):
+            model = model.to(dtype)
+        if device is not None:
+            model = model.to(device)
+        return Lens(model, processor)
+    m = check_model_arg(cfg.model)
+    try:
+        return Lens.from_pretrained(m, dtype=cfg.dtype, device=device, device_map=cfg.device_map,
+                                    trust_remote_code=bool(cfg.trust_remote_code))
+    except ESNLensError:
+        raise
+    except Exception as e:  # transformers/hub raise many types; name the model and the cause in one line
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise InputError(f"cannot load model {cfg.model!r}: {msg}") from None
+
+
+def weights_digest(model: torch.nn.Module, samples: int = 64) -> str:
+    """A cheap digest of a model's weights: names, shapes, dtypes and ``samples`` strided values per tensor.
+
+    Tells two checkpoints of one architecture apart (the architecture fingerprint cannot) without reading
+    every weight; works for models spread over devices (values of meta/offloaded tensors are skipped).
+    """
+    h = hashlib.sha256()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            h.update(f"{name}:{tuple(p.shape)}:{p.dtype}".encode())
+            if p.device.type == "meta" or p.numel() == 0:
+                continue
+            flat = p.detach().reshape(-1)
+            idx = torch.linspace(0, flat.numel() - 1, min(samples, flat.numel()), device=flat.device).long()
+            h.update(flat[idx].float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+__all__ = ["ClipSplit", "counts", "load_clips", "screen_clips", "restrict_emotions", "load_lens", "weights_digest",
+           "BAD_FILE_REASONS"]

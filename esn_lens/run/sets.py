@@ -1,0 +1,72 @@
+"""The run's neuron sets: discovered by each selector, read from files found elsewhere (transferred), and the
+random baseline with a transferred set's budget."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from ..errors import IncompatibleError, InputError
+
+
+def safe_name(name: str) -> str:
+    """A neuron set's name as a file name."""
+    return re.sub(r"[^A-Za-z0-9_.@+-]", "_", name)
+
+
+def corpus_tag(dataset: str, data_dir: str | None) -> str:
+    """A short name of the identification corpus (names transferred sets, e.g. ``mad@iemocap``)."""
+    if dataset in ("manifest", "hf") and data_dir:
+        return Path(data_dir).expanduser().resolve().name
+    return dataset
+
+
+def load_transfer(paths: Sequence[str], lens, emotions: Sequence[str], taken: Sequence[str]) -> dict[str, tuple[Any, str]]:
+    """NeuronSets from files (or folders of them) made elsewhere, named ``<selector>@<corpus>``: name -> (set, file)."""
+    from ..neurons import NeuronSet
+
+    files: list[Path] = []
+    for p in paths:
+        p = Path(p).expanduser()
+        found = sorted(p.glob("*.safetensors")) if p.is_dir() else [p]
+        if not found:
+            raise InputError(f"no neuron files (*.safetensors) in {p}")
+        files.extend(found)
+    out: dict[str, tuple[Any, str]] = {}
+    for f in files:
+        ns = NeuronSet.load(f, expect_fingerprint=lens.fingerprint)
+        if (ns.n_layers, ns.d_mlp) != (lens.n_layers, lens.d_mlp):
+            raise IncompatibleError(f"{f}: neuron set is for {ns.n_layers}x{ns.d_mlp} units, the model has "
+                                    f"{lens.n_layers}x{lens.d_mlp}")
+        shared = [e for e in emotions if e in ns.emotions]
+        if len(shared) < 2:
+            raise InputError(f"{f}: its emotions {list(ns.emotions)} share fewer than 2 with the run's {list(emotions)}")
+        tag = ns.meta.get("corpus") or f.parent.parent.name or f.stem
+        name = f"{ns.selector}@{tag}"
+        base, k = name, 2
+        while name in out or name in taken:
+            name, k = f"{base}#{k}", k + 1
+        out[name] = (ns, str(f))
+    return out
+
+
+def random_like(ns, emotions: Sequence[str], seed: int = 0):
+    """Random units with the same per-emotion budget as ``ns`` (the random baseline of a transferred set)."""
+    from ..neurons import NeuronSet
+
+    g = torch.Generator().manual_seed(int(seed))
+    masks = torch.zeros(len(emotions), ns.n_layers, ns.d_mlp, dtype=torch.bool)
+    counts = ns.counts
+    k_default = max(counts.values()) if counts else 0
+    for i, e in enumerate(emotions):
+        k = counts.get(e, k_default)
+        perm = torch.randperm(ns.n_layers * ns.d_mlp, generator=g)[:k]
+        masks[i].view(-1)[perm] = True
+    return NeuronSet(masks, tuple(emotions), selector="random", top_frac=ns.top_frac, site=ns.site,
+                     model_fingerprint=ns.model_fingerprint, meta={"random_like": ns.selector, "seed": seed})
+
+
+
+__all__ = ["safe_name", "corpus_tag", "load_transfer", "random_like"]

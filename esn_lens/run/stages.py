@@ -1,0 +1,401 @@
+"""The run's stages as a table ``(name, needs, produces, fn, when)`` that :meth:`Run.execute` walks.
+
+A stage runs once everything it ``needs`` is produced (by stages that ran, or were skipped by their ``when``);
+it sets the :class:`Run` fields it ``produces`` (all declared in ``Run.__init__``) and marks itself done in
+``progress.json``. A done stage re-reads its saved output, so a resumed run continues where it stopped. To add a
+stage: write ``fn(run)``, add a :class:`Stage` row, and declare its products in ``Run.__init__``.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from ..errors import IncompatibleError, InputError
+from ..interventions import Condition
+from ..io import load_tensors, save_tensors
+from .config import RunConfig, normalise_model
+from .data import ClipSplit, counts, load_clips, load_lens, restrict_emotions, screen_clips, weights_digest
+from .folder import RunFolder, digest
+from .parallel import Parallel
+
+STATS_CHECKPOINT_KIND = "stats_checkpoint"
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    needs: tuple[str, ...]
+    produces: tuple[str, ...]
+    fn: Callable[["Run"], None]
+    when: Callable[[RunConfig], bool] = lambda cfg: True
+
+
+def _log_default(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+class Run:
+    """One run folder: executes the stages not yet done and returns the results dict.
+
+    ``lens`` / ``clips`` may be given directly (Python API, tutorials, tests); otherwise they are loaded from
+    ``config.model`` and ``config.dataset``. ``resume=True`` continues a run folder made with the same identity;
+    without it an existing run folder is refused. Under ``torchrun`` (a ``torch.distributed`` process group, or
+    ``WORLD_SIZE`` > 1 in the environment) every rank computes its share and rank 0 writes the folder.
+    """
+
+    def __init__(self, out: str | Path, config: RunConfig, *, resume: bool = False, lens=None,
+                 clips: ClipSplit | None = None, log: Callable[[str], None] | None = None):
+        self.cfg = config
+        self.par = Parallel.from_env()
+        quiet = (lambda msg: None)
+        self.log = (log or (_log_default if config.progress else quiet)) if self.par.main else quiet
+        self.folder = RunFolder(out, resume=resume, main=self.par.main, log=self.log, barrier=self.par.barrier)
+        self.dir = self.folder.dir
+        self.given_lens, self.given_clips = lens, clips
+        self.timing: dict[str, float] = {}
+        # products of the stages (see STAGE_TABLE)
+        self.lens = lens
+        self.model_id: dict[str, Any] = {}
+        self.loaded_clips: ClipSplit | None = None
+        self.split: ClipSplit | None = None
+        self.evaluator = None
+        self.pool_ids: list[str] | None = None
+        self.stats = None
+        self.sets: dict[str, Any] = {}
+        self.sources: dict[str, str] = {}
+        self.deact: dict[str, Any] | None = None
+        self.steer: dict[str, Any] | None = None
+        self.results: dict[str, Any] | None = None
+
+    def path(self, *parts: str) -> Path:
+        return self.folder.path(*parts)
+
+    # ------------------------------------------------------------------ before any model loads
+    def preflight(self) -> None:
+        """Refuse what needs no model: bad options (:meth:`RunConfig.check`), a bad ``out`` (rank 0), a corpus that
+        gives no clips or unknown labels (the clips are read here). Creates nothing."""
+        self.cfg.check(clips_given=self.given_clips is not None, lens_given=self.given_lens is not None)
+        if self.par.main:
+            self.folder.preflight()
+        if self.given_clips is None:
+            self.loaded_clips = screen_clips(load_clips(self.cfg), self.cfg)
+            skipped = self.loaded_clips.source.get("skipped", [])
+            if skipped:
+                self.log(f"[data] skipping {len(skipped)} bad clip(s): " + "; ".join(
+                    f"{s['id']} ({s['reason']})" for s in skipped[:5]) + (" ..." if len(skipped) > 5 else "")
+                    + " (listed in clips.json and results.json)")
+
+    def execute(self) -> dict[str, Any]:
+        """Run every stage not yet done; return the results (also written to ``results.json``).
+
+        Everything that needs no model is checked first (:meth:`preflight`); a lock file in the folder stops a second
+        run on it; a command that fails before any stage completes leaves no folder behind."""
+        self.par.agree(self.preflight, "preflight")
+        if self.par.main:
+            self.folder.acquire_lock()
+        ok = False
+        try:
+            results = self._walk()
+            ok = True
+            return results
+        finally:
+            if self.par.main:
+                self.folder.release(failed=not ok)
+            self.par.close()
+
+    def _walk(self) -> dict[str, Any]:
+        t_all = time.perf_counter()
+        if self.cfg.threads:
+            torch.set_num_threads(int(self.cfg.threads))
+        self.par.agree(self._load_model, "loading the model")
+        ident = self.cfg.identity()
+        if self.par.main:  # rank 0 opens (or checks) the folder; then the others read it
+            self.par.agree(lambda: self.folder.open(ident, self.model_id, self.cfg.to_dict(), STAGES),
+                           "opening the run folder")
+        else:
+            self.par.agree(lambda: None, "opening the run folder")
+            self.par.agree(lambda: self.folder.join(ident, self.model_id), "joining the run folder")
+        if self.par.main:
+            self.par.agree(lambda: None, "joining the run folder")
+        pending = [s for s in STAGE_TABLE]
+        ready = {p for s in STAGE_TABLE if not s.when(self.cfg) for p in s.produces}
+        while pending:
+            stage = next((s for s in pending if all(n in ready or n not in PRODUCED for n in s.needs)), None)
+            if stage is None:
+                raise RuntimeError(f"stage table: nothing can run next among {[s.name for s in pending]}")
+            pending.remove(stage)
+            if stage.when(self.cfg):
+                stage.fn(self)
+                self.par.barrier()
+            ready.update(stage.produces)
+        results = dict(self.results or {})
+        results["timing"] = self.timings(time.perf_counter() - t_all)
+        self.folder.write_json(results, "results.json")
+        self.log(f"done: {self.path('report.md')}")
+        return results
+
+    def _load_model(self) -> None:
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        self.log(f"loading model {cfg.model}" + (" (given)" if self.given_lens is not None else ""))
+        lens = self.given_lens if self.given_lens is not None else load_lens(cfg, device=self.par.device(cfg.device))
+        self.lens = lens
+        self.model_id = {"name": normalise_model(cfg.model), "class": type(lens.model).__name__,
+                         "adapter": lens.adapter.name, "fingerprint": lens.fingerprint,
+                         "weights": weights_digest(lens.model), "n_layers": lens.n_layers, "d_mlp": lens.d_mlp,
+                         "dtype": str(next(lens.model.parameters()).dtype).replace("torch.", "")}
+        self.timing["load"] = time.perf_counter() - t0
+
+    def timings(self, session_total: float) -> dict[str, float]:
+        t = {s: float(self.folder.progress["stages"][s]["seconds"]) for s in STAGES if self.folder.done(s)}
+        t["load"] = round(self.timing.get("load", 0.0), 4)
+        t["total"] = round(sum(v for k, v in t.items()), 4)
+        t["this_session"] = round(session_total, 4)
+        return t
+
+    # ------------------------------------------------------------------ the resumable evaluation of one stage
+    def evaluate(self, stage: str, clips: list, conditions: list[Condition]) -> dict[str, Any]:
+        """Run ``conditions`` over ``clips`` through the checkpointed loop; returns name -> SERResult (with spec)."""
+        from ..evaluate import SERResult
+
+        f = self.folder
+        names = [c.name for c in conditions]
+        ids = [c.utterance_id for c in clips]
+        if f.done(stage):
+            stored = f.read_json("eval", f"{stage}.json")
+        else:
+            sig = digest({"conditions": names, "clips": ids, "key": f.key})
+            state: dict[str, Any] = {"sig": sig, "pred": {n: [] for n in names}, "answers": {n: [] for n in names}}
+
+            def load(ckpt: Path) -> tuple[int, float]:
+                prev = f.read_json("checkpoints", ckpt.name)
+                f.check_checkpoint(ckpt, prev.get("sig") == sig)
+                state.update(pred=prev["pred"], answers=prev["answers"])
+                return int(prev["consumed"]), float(prev.get("elapsed", 0.0))
+
+            def save(ckpt: Path, consumed: int, elapsed: float) -> None:
+                f.write_json({**state, "consumed": consumed, "elapsed": elapsed}, "checkpoints", ckpt.name)
+
+            def work(chunk: list) -> None:
+                res = self.par.evaluate(self.evaluator, chunk, conditions)
+                for n in names:
+                    state["pred"][n].extend(res[n].predictions)
+                    state["answers"][n].extend(res[n].answers)
+
+            secs = f.stream(stage, clips, self.cfg.batch_size * self.cfg.checkpoint_every, work=work, save=save,
+                            load=load, checkpoint=f"{stage}.json", desc=f"{stage} ({len(conditions)} conditions)",
+                            progress=self.cfg.progress)
+            stored = {"conditions": names, "clips": ids, "labels": [c.emotion for c in clips],
+                      "pred": state["pred"], "answers": state["answers"]}
+            f.write_json(stored, "eval", f"{stage}.json")
+            f.mark(stage, secs)
+            f.drop_checkpoint(f"{stage}.json")
+        E = self.split.emotions
+        return {c.name: SERResult(c.name, E, stored["labels"], stored["pred"][c.name], stored["answers"][c.name], c)
+                for c in conditions}
+
+
+# ---------------------------------------------------------------------------------------------- the stages
+def stage_data(run: Run) -> None:
+    from ..evaluate import SEREvaluator
+
+    t0 = time.perf_counter()
+    cfg, f = run.cfg, run.folder
+    given = run.given_clips
+    if given is not None:
+        split = restrict_emotions(ClipSplit(list(given.identification), list(given.evaluation), tuple(given.emotions),
+                                            dict(given.source)), cfg)
+    else:
+        split = run.loaded_clips if run.loaded_clips is not None else load_clips(cfg)
+    run.split = split
+    run.evaluator = SEREvaluator(run.lens, split.emotions, mode=cfg.mode, answer=cfg.answer, seed=cfg.seed,
+                                 max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, num_workers=cfg.workers)
+    ids = {"identification": [c.utterance_id for c in split.identification],
+           "evaluation": [c.utterance_id for c in split.evaluation]}
+    for side, lst in ids.items():
+        if len(set(lst)) != len(lst):
+            raise InputError(f"{side} clips repeat utterance ids; every clip needs a distinct id")
+    if f.done("data"):
+        prev = f.read_json("clips.json")
+        if prev["emotions"] != list(split.emotions) or prev["ids"] != ids:
+            raise IncompatibleError(f"the clips differ from those {f.dir} was started with (the corpus changed on "
+                                    "disk?); choose another --out")
+        return
+    info = {"emotions": list(split.emotions), "source": split.source, "ids": ids,
+            "counts": {"identification": counts(split.identification, split.emotions),
+                       "evaluation": counts(split.evaluation, split.emotions)}}
+    f.write_json(info, "clips.json")
+    run.log(f"[data] {len(split.identification)} identification / {len(split.evaluation)} evaluation clips, "
+            f"emotions {list(split.emotions)}")
+    f.mark("data", time.perf_counter() - t0)
+
+
+def stage_pool(run: Run) -> None:
+    from ..evaluate import balanced_pool
+
+    f, split = run.folder, run.split
+    if f.done("pool"):
+        run.pool_ids = f.read_json("pool.json")["ids"]
+        return
+    clips = split.identification
+    run.log(f"[pool] SER on {len(clips)} identification clips")
+    res = run.evaluate("identification", clips, [Condition.baseline()])["baseline"]
+    t0 = time.perf_counter()
+    pool = balanced_pool(clips, res.correct(), split.emotions, cap=run.cfg.pool_cap, seed=run.cfg.seed,
+                         min_per_emotion=1)
+    c = counts(pool, split.emotions)
+    info = {"ids": [x.utterance_id for x in pool], "counts": c, "accuracy": res.accuracy,
+            "per_class": res.per_class(), "unparsed": res.n_unparsed,
+            "correct": counts([x for x, ok in zip(clips, res.correct()) if ok], split.emotions)}
+    f.write_json(info, "pool.json")
+    run.pool_ids = info["ids"]
+    run.log(f"[pool] identification accuracy {res.accuracy:.3f}; pool {c}")
+    f.mark("pool", time.perf_counter() - t0 + float(f.seconds("identification")))
+
+
+def stage_stats(run: Run) -> None:
+    from ..stats import NeuronStats
+
+    f, cfg, lens = run.folder, run.cfg, run.lens
+    if f.done("stats"):
+        run.stats = NeuronStats.load(f.path("stats.safetensors"), expect_fingerprint=lens.fingerprint)
+        return
+    by_id = {c.utterance_id: c for c in run.split.identification}
+    pool = [by_id[i] for i in run.pool_ids]
+    prompts = {c.utterance_id: run.evaluator.prompt(c).text for c in pool}
+    holder = {"stats": lens.new_stats(run.split.emotions, cfg.site, cfg.positions)}
+
+    def load(ckpt: Path) -> tuple[int, float]:
+        tensors, meta = load_tensors(ckpt, STATS_CHECKPOINT_KIND)
+        f.check_checkpoint(ckpt, meta.get("key") == f.key and meta.get("model_fingerprint") == lens.fingerprint,
+                           f" (model {meta.get('model_fingerprint')!r}, this model {lens.fingerprint!r})")
+        holder["stats"] = NeuronStats.from_state_dict({"meta": meta["stats"], **tensors},
+                                                      device=holder["stats"].K.device)
+        return int(meta["consumed"]), float(meta.get("elapsed", 0.0))
+
+    def save(ckpt: Path, consumed: int, elapsed: float) -> None:
+        sd = holder["stats"].state_dict()
+        save_tensors(ckpt, {k: v for k, v in sd.items() if k != "meta"}, STATS_CHECKPOINT_KIND,
+                     {"stats": sd["meta"], "consumed": consumed, "elapsed": elapsed, "key": f.key,
+                      "model_fingerprint": lens.fingerprint})
+
+    def work(chunk: list) -> None:
+        run.par.collect_stats(lens, chunk, [prompts[c.utterance_id] for c in chunk], holder["stats"],
+                              batch_size=cfg.batch_size, num_workers=cfg.workers)
+
+    if not f.path("checkpoints", "stats.safetensors").exists():
+        run.log(f"[stats] {cfg.site} statistics over {len(pool)} pool clips")
+    secs = f.stream("stats", pool, cfg.batch_size * cfg.checkpoint_every, work=work, save=save, load=load,
+                    checkpoint="stats.safetensors", desc="collect stats", progress=cfg.progress)
+    run.stats = holder["stats"]
+    if f.main:
+        run.stats.save(f.path("stats.safetensors"))
+    f.mark("stats", secs)
+    f.drop_checkpoint("stats.safetensors")
+
+
+def stage_neurons(run: Run) -> None:
+    """Select with every selector (and read transferred sets); a resumed run reads its own saved copies."""
+    from ..neurons import NeuronSet
+    from ..selectors import find_neurons
+    from .sets import corpus_tag, load_transfer, random_like, safe_name
+
+    f, cfg = run.folder, run.cfg
+    t0 = time.perf_counter()
+    if f.done("neurons"):
+        info = f.progress["stages"]["neurons"]
+        run.sets = {n: NeuronSet.load(f.path("neurons", f"{safe_name(n)}.safetensors"),
+                                      expect_fingerprint=run.lens.fingerprint) for n in info["names"]}
+        run.sources = dict(info["sources"])
+        return
+    if cfg.discover:
+        for sel in cfg.selectors:
+            run.sets[sel] = find_neurons(run.stats, sel, top_frac=float(cfg.top_frac), seed=cfg.seed,
+                                         meta={"corpus": corpus_tag(cfg.dataset, cfg.data_dir), "model": cfg.model,
+                                               "run": f.dir.name})
+            run.sources[sel] = "discovered"
+    transferred = load_transfer(cfg.neurons, run.lens, run.split.emotions, list(run.sets))
+    for name, (ns, src) in transferred.items():
+        run.sets[name], run.sources[name] = ns, src
+    if cfg.validate and transferred and "random" not in run.sets:
+        first = next(iter(transferred))
+        run.sets["random"] = random_like(transferred[first][0], run.split.emotions, seed=cfg.seed)
+        run.sources["random"] = f"random units, same budget as {first}"
+    names = [safe_name(n) for n in run.sets]
+    if len(set(names)) != len(names):
+        raise InputError(f"neuron set names {list(run.sets)} collide as file names")
+    if f.main:
+        for name, ns in run.sets.items():
+            ns.save(f.path("neurons", f"{safe_name(name)}.safetensors"))
+    run.log(f"[neurons] {', '.join(f'{n}: {sum(ns.counts.values())}' for n, ns in run.sets.items())} units")
+    f.mark("neurons", time.perf_counter() - t0, names=list(run.sets), sources=run.sources)
+
+
+def stage_deactivation(run: Run) -> None:
+    from ..evaluate import deactivation_conditions
+
+    kw = {"stats": run.stats} if run.cfg.intervention == "mean_ablate" else {}
+    conds = [Condition.baseline()] + [c for name, ns in run.sets.items() for c in deactivation_conditions(
+        ns, kind=run.cfg.intervention, name=name, emotions=run.split.emotions, **kw)]
+    if not run.folder.done("deactivation"):
+        run.log(f"[deactivation] baseline + {len(conds) - 1} masks on {len(run.split.evaluation)} clips")
+    run.deact = run.evaluate("deactivation", run.split.evaluation, conds)
+
+
+def stage_steering(run: Run) -> None:
+    from ..evaluate import steering_conditions
+
+    conds = [Condition.baseline()] + [c for name, ns in run.sets.items() for c in steering_conditions(
+        ns, run.cfg.alphas, name=name, emotions=run.split.emotions)]
+    if not run.folder.done("steering"):
+        run.log(f"[steering] baseline + {len(conds) - 1} steered conditions on {len(run.split.evaluation)} clips")
+    run.steer = run.evaluate("steering", run.split.evaluation, conds)
+
+
+def stage_analysis(run: Run) -> None:
+    from .analysis import analyse
+
+    t0 = time.perf_counter()
+    run.results = analyse(run)
+    run.folder.write_json(run.results, "results.json")
+    prev = run.folder.seconds("analysis")
+    run.folder.mark("analysis", prev if prev is not None else time.perf_counter() - t0)
+
+
+def stage_report(run: Run) -> None:
+    t0 = time.perf_counter()
+    if run.folder.main:
+        from ..report import write_report
+
+        write_report(run.folder.dir, {**run.results, "timing": run.timings(0.0)})
+    prev = run.folder.seconds("report")
+    run.folder.mark("report", prev if prev is not None else time.perf_counter() - t0)
+
+
+STAGE_TABLE: tuple[Stage, ...] = (
+    Stage("data", (), ("split", "evaluator"), stage_data),
+    Stage("pool", ("split", "evaluator"), ("pool_ids",), stage_pool, lambda cfg: cfg.discover),
+    Stage("stats", ("split", "evaluator", "pool_ids"), ("stats",), stage_stats, lambda cfg: cfg.discover),
+    Stage("neurons", ("split", "stats"), ("sets", "sources"), stage_neurons),
+    Stage("deactivation", ("sets", "stats"), ("deact",), stage_deactivation, lambda cfg: cfg.validate),
+    Stage("steering", ("sets",), ("steer",), stage_steering, lambda cfg: cfg.validate and bool(cfg.alphas)),
+    Stage("analysis", ("sets", "deact", "steer"), ("results",), stage_analysis),
+    Stage("report", ("results",), (), stage_report),
+)
+#: Stage names in table order; which of them a run executes depends on ``RunConfig.discover`` / ``.validate``.
+STAGES = tuple(s.name for s in STAGE_TABLE)
+PRODUCED = {p for s in STAGE_TABLE for p in s.produces}
+
+
+def run_pipeline(config: RunConfig, out: str | Path, *, resume: bool = False, lens=None,
+                 clips: ClipSplit | None = None, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Execute (or resume) a run in ``out``; returns the results dict (see :mod:`esn_lens.run`)."""
+    return Run(out, config, resume=resume, lens=lens, clips=clips, log=log).execute()
+
+
+__all__ = ["Run", "Stage", "STAGE_TABLE", "STAGES", "run_pipeline"]
