@@ -42,24 +42,21 @@ def _fraction(text: str) -> float:
     return v
 
 
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
-    return v
+def _int_at_least(minimum: int):
+    """An argparse type: an integer >= ``minimum``, refused with one line otherwise."""
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if v < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {text}")
+        return v
+    return parse
 
 
-def _nonnegative_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v}")
-    return v
+_positive_int = _int_at_least(1)
+_nonnegative_int = _int_at_least(0)
 
 
 def _optional_int(text: str) -> int | None:
@@ -80,6 +77,8 @@ def _runtime_args(p: argparse.ArgumentParser) -> None:
                    help="threads building the next batches while the model runs (default: half the cores, at most 4; "
                         "0 = build in the loop)")
     g.add_argument("--no-progress", action="store_true", help="no progress bars or stage lines")
+    g.add_argument("--quiet", action="store_true", help="warnings and errors only (no stage lines, no progress bars)")
+    g.add_argument("--verbose", action="store_true", help="debug lines too")
     g.add_argument("--plugin", action="append", default=[], metavar="MODULE",
                    help="import a module first (registers your selectors, datasets, adapters); repeatable")
 
@@ -206,7 +205,8 @@ def demo_config(quick: bool = False):
 
 #: command-line option (argparse dest) -> RunConfig field, where the names differ
 _RENAME = {"selector": "selectors", "alpha": "alphas"}
-_NOT_CONFIG = {"command", "out", "resume", "no_progress", "plugin", "quick", "run_dir", "compare", "debug"}
+_NOT_CONFIG = {"command", "out", "resume", "no_progress", "plugin", "quick", "run_dir", "compare", "debug", "quiet",
+               "verbose"}
 
 
 def config_from_args(args: argparse.Namespace):
@@ -222,7 +222,7 @@ def config_from_args(args: argparse.Namespace):
     for dest, value in vars(args).items():  # options not given are absent (default=SUPPRESS)
         if dest not in _NOT_CONFIG:
             setattr(cfg, _RENAME.get(dest, dest), value)
-    cfg.progress = not getattr(args, "no_progress", False)
+    cfg.progress = not (getattr(args, "no_progress", False) or getattr(args, "quiet", False))
     cfg.__post_init__()
     return cfg
 
@@ -338,6 +338,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from .errors import ESNLensError
 
+    from .logs import configure
+
+    configure(quiet=getattr(args, "quiet", False), verbose=getattr(args, "verbose", False))
     try:
         from .plugins import load_entry_point_plugins
 

@@ -81,3 +81,13 @@ def write_tone_corpus(root: Path, speakers: int = 4, per_speaker: int = 3, secon
                 sf.write(str(root / rel), a, RATE, subtype="PCM_16")
                 rows.append([rel, e, f"spk{s}", f"spk{s}_{e}_{k}", ""])
     return _write(root, rows)
+
+
+def run_main(argv) -> int:
+    """``esn-lens`` in-process: its exit status (argparse's SystemExit included)."""
+    from esn_lens.cli import main
+
+    try:
+        return main(argv)
+    except SystemExit as e:
+        return int(e.code)

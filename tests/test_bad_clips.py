@@ -14,14 +14,7 @@ import pytest
 import soundfile as sf
 
 from esn_lens.cli import main
-from pipeline_assets import planted_model_dir, write_text_corpus
-
-
-def run_main(argv) -> int:
-    try:
-        return main(argv)
-    except SystemExit as e:
-        return int(e.code)
+from pipeline_assets import planted_model_dir, run_main, write_text_corpus
 
 
 def add_rows(corpus, rows):
@@ -103,3 +96,24 @@ def test_unknown_labels_are_refused_unless_label_set_all(assets, tmp_path, capsy
     # with --label-set all the labels are kept as emotions: the run gets past the pre-flight to the model
     assert run_main(args(broken, corpus, tmp_path / "run", "--label-set", "all")) == 2
     assert "cannot load" in capsys.readouterr().err
+
+
+def test_resume_after_fixing_a_clip_continues_with_the_clips_it_started_with(assets, tmp_path, capsys):
+    import shutil
+
+    corpus = tmp_path / "corpus"
+    shutil.copytree(assets["corpus"], corpus)
+    out = tmp_path / "run"
+    assert main(args(assets["model"], corpus, out)) == 0
+    before = json.loads((out / "results.json").read_text())
+    capsys.readouterr()
+    sf.write(str(corpus / "wav" / "nan.wav"), 0.2 * np.sin(np.arange(1600) / 3.0), 16000)  # the bad clip is fixed
+    with_lines = [a for a in args(assets["model"], corpus, out, "--resume") if a != "--no-progress"]  # stage lines on
+    assert main(with_lines) == 0
+    err = capsys.readouterr().err
+    assert "continuing with the" in err and "bad_nan" in err, err
+    after = json.loads((out / "results.json").read_text())
+    assert after["selectors"] == before["selectors"]
+    (corpus / "wav" / "stereo.wav").unlink()  # a clip the run used is gone: refused, naming it
+    assert run_main(args(assets["model"], corpus, out, "--resume")) == 2
+    assert "ok_stereo" in capsys.readouterr().err

@@ -15,14 +15,7 @@ import tempfile
 import pytest
 
 from esn_lens.cli import main
-from pipeline_assets import planted_model_dir, write_text_corpus
-
-
-def run_main(argv) -> int:
-    try:
-        return main(argv)
-    except SystemExit as e:
-        return int(e.code)
+from pipeline_assets import planted_model_dir, run_main, write_text_corpus
 
 
 @pytest.fixture(scope="module")

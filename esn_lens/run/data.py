@@ -92,18 +92,31 @@ def screen_clips(split: ClipSplit, cfg: RunConfig) -> ClipSplit:
     ``"skip"`` runs without them and records each with its reason in ``split.source["skipped"]`` (clips.json,
     results.json, the report); ``"fail"`` refuses the run naming them.
     """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tqdm.auto import tqdm
+
+    from ..prefetch import check_workers
+
+    def problem(c: EmotionClip) -> str | None:
+        try:
+            c.load()
+        except InputError as e:
+            reason, prefix = str(e), f"clip {c.utterance_id}: "
+            return reason[len(prefix):] if reason.startswith(prefix) else reason
+        return None
+
     skipped = list(split.source.get("bad_files", []))
     keep: dict[str, list[EmotionClip]] = {"identification": [], "evaluation": []}
-    for side in keep:
-        for c in getattr(split, side):
-            try:
-                c.load()
-            except InputError as e:
-                reason = str(e)
-                prefix = f"clip {c.utterance_id}: "
-                skipped.append({"id": c.utterance_id, "reason": reason[len(prefix):] if reason.startswith(prefix) else reason})
-            else:
+    everything = [(side, c) for side in keep for c in getattr(split, side)]
+    with ThreadPoolExecutor(max(1, check_workers(cfg.workers))) as pool, \
+            tqdm(total=len(everything), desc="check clips", unit="clip", disable=not cfg.progress) as bar:
+        for (side, c), why in zip(everything, pool.map(problem, [c for _, c in everything])):  # in order
+            bar.update(1)
+            if why is None:
                 keep[side].append(c)
+            else:
+                skipped.append({"id": c.utterance_id, "reason": why})
     if not skipped:
         return split
     if cfg.on_bad_clip == "fail":
