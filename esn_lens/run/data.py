@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ..data.clip import EmotionClip
-from ..errors import ESNLensError, InputError
+from ..errors import ESNLensError, IncompatibleError, InputError
 from .config import RunConfig, check_model_arg
 
 
@@ -210,3 +210,24 @@ def weights_digest(model: torch.nn.Module, samples: int = 64) -> str:
 
 __all__ = ["ClipSplit", "counts", "load_clips", "screen_clips", "restrict_emotions", "load_lens", "weights_digest",
            "BAD_FILE_REASONS"]
+
+
+def resume_clips(split: ClipSplit, prev: dict, ids: dict, run_dir: Any, log: Any) -> ClipSplit:
+    """On resume after the corpus changed (e.g. a fixed manifest): continue with the clips the run started with when
+    every one of them is still there, saying what changed; refuse when some are gone or the emotions differ."""
+    if prev["emotions"] != list(split.emotions):
+        raise IncompatibleError(f"the corpus's emotions {list(split.emotions)} differ from those {run_dir} was "
+                                f"started with {prev['emotions']}; choose another --out")
+    by_id = {c.utterance_id: c for c in (*split.identification, *split.evaluation)}
+    gone = [i for side in ("identification", "evaluation") for i in prev["ids"][side] if i not in by_id]
+    if gone:
+        raise IncompatibleError(f"{len(gone)} clip(s) {run_dir} was started with are gone or unreadable now "
+                                f"({', '.join(gone[:5])}{' ...' if len(gone) > 5 else ''}); the finished stages used "
+                                "them, so the run cannot continue: choose another --out")
+    kept = {side: [by_id[i] for i in prev["ids"][side]] for side in ("identification", "evaluation")}
+    new = sorted(set(by_id) - {i for side in kept.values() for i in [c.utterance_id for c in side]})
+    moved = [i for side in ("identification", "evaluation") for i in prev["ids"][side] if i not in ids[side]]
+    log(f"[data] the corpus changed since this run started: {len(new)} clip(s) new ({', '.join(new[:5])}"
+            f"{' ...' if len(new) > 5 else ''}), {len(moved)} in another split; continuing with the "
+            f"{sum(len(v) for v in kept.values())} clips the run started with (start a new --out to use the new ones)")
+    return ClipSplit(kept["identification"], kept["evaluation"], split.emotions, dict(split.source))

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, Sequence, TypeVar
 
-import torch
 
 T_ = TypeVar("T_")
 

@@ -15,12 +15,13 @@ from typing import Any, Callable
 
 import torch
 
-from ..errors import IncompatibleError, InputError
+from ..errors import InputError
 from ..logs import ensure_handler
 from ..interventions import Condition
 from ..io import load_tensors, save_tensors
 from .config import RunConfig, normalise_model
-from .data import ClipSplit, counts, load_clips, load_lens, restrict_emotions, screen_clips, weights_digest
+from .data import (ClipSplit, counts, load_clips, load_lens, restrict_emotions, resume_clips, screen_clips,
+                   weights_digest)
 from .folder import RunFolder, digest
 from .parallel import Parallel
 
@@ -209,27 +210,6 @@ class Run:
 
 
 # ---------------------------------------------------------------------------------------------- the stages
-def _resume_clips(run: Run, split: ClipSplit, prev: dict, ids: dict) -> ClipSplit:
-    """On resume after the corpus changed (e.g. a fixed manifest): continue with the clips the run started with when
-    every one of them is still there, saying what changed; refuse when some are gone or the emotions differ."""
-    if prev["emotions"] != list(split.emotions):
-        raise IncompatibleError(f"the corpus's emotions {list(split.emotions)} differ from those {run.folder.dir} was "
-                                f"started with {prev['emotions']}; choose another --out")
-    by_id = {c.utterance_id: c for c in (*split.identification, *split.evaluation)}
-    gone = [i for side in ("identification", "evaluation") for i in prev["ids"][side] if i not in by_id]
-    if gone:
-        raise IncompatibleError(f"{len(gone)} clip(s) {run.folder.dir} was started with are gone or unreadable now "
-                                f"({', '.join(gone[:5])}{' ...' if len(gone) > 5 else ''}); the finished stages used "
-                                "them, so the run cannot continue: choose another --out")
-    kept = {side: [by_id[i] for i in prev["ids"][side]] for side in ("identification", "evaluation")}
-    new = sorted(set(by_id) - {i for side in kept.values() for i in [c.utterance_id for c in side]})
-    moved = [i for side in ("identification", "evaluation") for i in prev["ids"][side] if i not in ids[side]]
-    run.log(f"[data] the corpus changed since this run started: {len(new)} clip(s) new ({', '.join(new[:5])}"
-            f"{' ...' if len(new) > 5 else ''}), {len(moved)} in another split; continuing with the "
-            f"{sum(len(v) for v in kept.values())} clips the run started with (start a new --out to use the new ones)")
-    return ClipSplit(kept["identification"], kept["evaluation"], split.emotions, dict(split.source))
-
-
 def stage_data(run: Run) -> None:
     from ..evaluate import SEREvaluator
 
@@ -252,7 +232,7 @@ def stage_data(run: Run) -> None:
     if f.done("data"):
         prev = f.read_json("clips.json")
         if prev["emotions"] != list(split.emotions) or prev["ids"] != ids:
-            run.split = split = _resume_clips(run, split, prev, ids)
+            run.split = split = resume_clips(split, prev, ids, f.dir, run.log)
         return
     info = {"emotions": list(split.emotions), "source": split.source, "ids": ids,
             "counts": {"identification": counts(split.identification, split.emotions),
