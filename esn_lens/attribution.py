@@ -20,36 +20,24 @@ import torch
 from jaxtyping import Bool, Float, Float64, Int64
 from torch import Tensor
 
-from .errors import IncompatibleError, InputError
+from .errors import InputError
+from .stats import UnitStats
 
 
 @dataclass
-class AttributionStats:
+class AttributionStats(UnitStats):
     """Per-emotion sums of per-clip attribution ``sum_pos a * dM/da`` of every unit at one MLP site.
 
     ``sum``: (emotion, layer, neuron) float64; ``n_clips``: (emotion,). ``mean`` = sum / n_clips.
     """
 
-    emotions: tuple[str, ...]
-    n_layers: int
-    d_mlp: int
-    site: str = "act"
-    positions: str = "valid"
-    model_fingerprint: str = ""
-    adapter: str = ""
     sum: Tensor = field(init=False, repr=False)
     n_clips: Tensor = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.emotions = tuple(self.emotions)
-        if not self.emotions or len(set(self.emotions)) != len(self.emotions):
-            raise InputError(f"emotions must be distinct and non-empty, got {self.emotions}")
+        super().__post_init__()
         self.sum = torch.zeros(len(self.emotions), self.n_layers, self.d_mlp, dtype=torch.float64)
         self.n_clips = torch.zeros(len(self.emotions), dtype=torch.float64)
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        return (len(self.emotions), self.n_layers, self.d_mlp)
 
     @property
     def mean(self) -> Float64[Tensor, "emotion layer neuron"]:
@@ -66,9 +54,7 @@ class AttributionStats:
 
     def merge(self, other: "AttributionStats") -> "AttributionStats":
         """Add another shard's sums (identical to one pass over both)."""
-        for name in ("emotions", "n_layers", "d_mlp", "site", "positions", "model_fingerprint"):
-            if getattr(self, name) != getattr(other, name):
-                raise IncompatibleError(f"cannot combine attribution stats: {name} differs")
+        self.check_compatible(other)
         self.sum += other.sum
         self.n_clips += other.n_clips
         return self

@@ -66,14 +66,10 @@ def reduce_site(
 
 
 @dataclass
-class NeuronStats:
-    """Running per-emotion statistics of (layer, neuron) units at one MLP site.
+class UnitStats:
+    """What every per-emotion table of (layer, neuron) units shares: its units, site, positions and model, checked.
 
-    Example::
-
-        stats = NeuronStats(("angry", "happy"), n_layers=2, d_mlp=8)
-        stats.add(acts, emotion_index, mask)     # acts: (layer, batch, pos, neuron)
-        stats.firing_rate                         # P_e(n), shape (emotion, layer, neuron)
+    :class:`NeuronStats` (firing statistics) and :class:`~esn_lens.attribution.AttributionStats` build on it.
     """
 
     emotions: tuple[str, ...]
@@ -83,12 +79,6 @@ class NeuronStats:
     positions: str = "valid"
     model_fingerprint: str = ""
     adapter: str = ""
-    device: str | torch.device = "cpu"
-    K: Tensor = field(init=False, repr=False)
-    T: Tensor = field(init=False, repr=False)
-    sum: Tensor = field(init=False, repr=False)
-    sumsq: Tensor = field(init=False, repr=False)
-    n_clips: Tensor = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.emotions = tuple(self.emotions)
@@ -96,15 +86,7 @@ class NeuronStats:
             raise InputError(f"emotions must be distinct and non-empty, got {self.emotions}")
         if self.n_layers <= 0 or self.d_mlp <= 0:
             raise InputError(f"n_layers and d_mlp must be positive, got {self.n_layers}, {self.d_mlp}")
-        E, L, N = len(self.emotions), self.n_layers, self.d_mlp
-        z = dict(device=self.device, dtype=torch.float64)
-        self.K = torch.zeros(E, L, N, **z)
-        self.T = torch.zeros(E, **z)
-        self.sum = torch.zeros(E, L, N, **z)
-        self.sumsq = torch.zeros(E, L, N, **z)
-        self.n_clips = torch.zeros(E, **z)
 
-    # ------------------------------------------------------------------ accumulation
     @property
     def shape(self) -> tuple[int, int, int]:
         """(emotion, layer, neuron)."""
@@ -118,6 +100,43 @@ class NeuronStats:
             raise InputError(f"unknown emotion label(s) {sorted(set(bad))}; expected one of {list(self.emotions)}")
         return torch.tensor([idx[l] for l in labels], dtype=torch.long)
 
+    def check_compatible(self, other: "UnitStats") -> None:
+        """Raise :class:`IncompatibleError` unless ``other`` describes the same units."""
+        for name in ("emotions", "n_layers", "d_mlp", "site", "positions", "model_fingerprint"):
+            a, b = getattr(self, name), getattr(other, name)
+            if a != b:
+                raise IncompatibleError(f"cannot combine stats: {name} differs ({a!r} vs {b!r})")
+
+
+@dataclass
+class NeuronStats(UnitStats):
+    """Running per-emotion statistics of (layer, neuron) units at one MLP site.
+
+    Example::
+
+        stats = NeuronStats(("angry", "happy"), n_layers=2, d_mlp=8)
+        stats.add(acts, emotion_index, mask)     # acts: (layer, batch, pos, neuron)
+        stats.firing_rate                         # P_e(n), shape (emotion, layer, neuron)
+    """
+
+    device: str | torch.device = "cpu"
+    K: Tensor = field(init=False, repr=False)
+    T: Tensor = field(init=False, repr=False)
+    sum: Tensor = field(init=False, repr=False)
+    sumsq: Tensor = field(init=False, repr=False)
+    n_clips: Tensor = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        E, L, N = len(self.emotions), self.n_layers, self.d_mlp
+        z = dict(device=self.device, dtype=torch.float64)
+        self.K = torch.zeros(E, L, N, **z)
+        self.T = torch.zeros(E, **z)
+        self.sum = torch.zeros(E, L, N, **z)
+        self.sumsq = torch.zeros(E, L, N, **z)
+        self.n_clips = torch.zeros(E, **z)
+
+    # ------------------------------------------------------------------ accumulation
     def add_layer(self, layer: int, acts: Float[Tensor, "batch pos neuron"], weights: Float[Tensor, "batch pos emotion"]) -> None:
         """Accumulate one layer's site values; call :meth:`add_tokens` once per batch for T."""
         if not 0 <= layer < self.n_layers:
@@ -223,13 +242,6 @@ class NeuronStats:
         return self.sum.sum(0) / self._require_tokens().sum()
 
     # ------------------------------------------------------------------ merging and files
-    def check_compatible(self, other: "NeuronStats") -> None:
-        """Raise :class:`IncompatibleError` unless ``other`` describes the same units."""
-        for name in ("emotions", "n_layers", "d_mlp", "site", "positions", "model_fingerprint"):
-            a, b = getattr(self, name), getattr(other, name)
-            if a != b:
-                raise IncompatibleError(f"cannot combine stats: {name} differs ({a!r} vs {b!r})")
-
     def merge(self, other: "NeuronStats") -> "NeuronStats":
         """Add ``other``'s sums into these (in place) and return self."""
         self.check_compatible(other)
