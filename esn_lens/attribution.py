@@ -59,6 +59,25 @@ class AttributionStats(UnitStats):
         self.n_clips += other.n_clips
         return self
 
+    def state_dict(self) -> dict[str, Any]:
+        """Tensors and metadata, enough to rebuild these statistics (checkpoints, files)."""
+        meta = dict(emotions=list(self.emotions), n_layers=self.n_layers, d_mlp=self.d_mlp, site=self.site,
+                    positions=self.positions, model_fingerprint=self.model_fingerprint, adapter=self.adapter)
+        return {"meta": meta, "sum": self.sum.clone(), "n_clips": self.n_clips.clone()}
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any]) -> "AttributionStats":
+        """Rebuild from :meth:`state_dict`, refusing tensors of the wrong shape or dtype."""
+        meta = dict(state["meta"])
+        att = cls(tuple(meta.pop("emotions")), **meta)
+        for name in ("sum", "n_clips"):
+            t = state[name]
+            if tuple(t.shape) != tuple(getattr(att, name).shape) or t.dtype != torch.float64:
+                raise InputError(f"attribution tensor {name}: {t.dtype} {tuple(t.shape)}, expected float64 "
+                                 f"{tuple(getattr(att, name).shape)}")
+            getattr(att, name).copy_(t)
+        return att
+
     def __repr__(self) -> str:
         n = ", ".join(f"{e}={int(c)}" for e, c in zip(self.emotions, self.n_clips.tolist()))
         return f"AttributionStats(site={self.site!r}, layers={self.n_layers}, d_mlp={self.d_mlp}, clips: {n})"
@@ -116,9 +135,10 @@ def record_attribution(lens: Any, att: AttributionStats, batch: Any, option_ids:
 
 def collect_attribution(lens: Any, clips: Sequence[Any], emotions: Sequence[str], *, evaluator: Any = None,
                         site: str = "act", positions: str = "valid", batch_size: int = 8,
-                        progress: bool = True) -> AttributionStats:
+                        progress: bool = True, att: AttributionStats | None = None) -> AttributionStats:
     """Attribution patching over labelled clips, with the SER prompt of ``evaluator`` (default: constrained,
-    digit answers, shuffled options, seed 0). Returns :class:`AttributionStats` for the ``atp`` selector.
+    digit answers, shuffled options, seed 0). Returns :class:`AttributionStats` for the ``atp`` selector (``att``:
+    add into these instead, e.g. to continue a checkpointed pass).
 
     Example: ``att = collect_attribution(lens, pool, ["angry", "happy", "neutral", "sad"])``.
     """
@@ -134,8 +154,12 @@ def collect_attribution(lens: Any, clips: Sequence[Any], emotions: Sequence[str]
     ev = evaluator or SEREvaluator(lens, emotions, mode="constrained")
     if tuple(ev.emotions) != tuple(emotions):
         raise InputError(f"collect_attribution: the evaluator's emotions {list(ev.emotions)} differ from {list(emotions)}")
-    att = AttributionStats(tuple(emotions), lens.n_layers, lens.d_mlp, site=site, positions=positions,
-                           model_fingerprint=lens.fingerprint, adapter=lens.adapter.name)
+    if att is None:
+        att = AttributionStats(tuple(emotions), lens.n_layers, lens.d_mlp, site=site, positions=positions,
+                               model_fingerprint=lens.fingerprint, adapter=lens.adapter.name)
+    elif att.emotions != tuple(emotions) or att.shape != (len(emotions), lens.n_layers, lens.d_mlp):
+        raise InputError(f"collect_attribution: att holds {att.shape} units for {list(att.emotions)}, expected "
+                         f"{(len(emotions), lens.n_layers, lens.d_mlp)} for {list(emotions)}")
     index = {e: i for i, e in enumerate(att.emotions)}
     bad = sorted({c.emotion for c in clips} - set(index))
     if bad:

@@ -82,9 +82,6 @@ class RunConfig:
         unknown = [s for s in self.selectors if s not in SELECTORS]
         if unknown:
             raise InputError(f"unknown selector(s) {unknown}; registered: {', '.join(SELECTORS.names())}")
-        if "atp" in self.selectors:
-            raise InputError("selector 'atp' ranks units by attribution patching, which esn-lens run does not collect; "
-                             "use esn_lens.collect_attribution + find_neurons(att, 'atp') in Python (tutorial 06)")
         if len(set(self.selectors)) != len(self.selectors):
             raise InputError(f"selectors repeat: {list(self.selectors)}")
         if self.discover and not self.selectors:

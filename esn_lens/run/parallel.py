@@ -93,6 +93,35 @@ class Parallel:
         all_reduce_stats(local)
         stats.merge(local)
 
+    def collect_attribution(self, lens, clips: Sequence, evaluator, att, *, batch_size: int) -> None:
+        """Add AtP of ``clips`` into ``att``: in place for one process; on each rank's shard, summed over the ranks
+        and added, under torchrun (identical ``att`` on every rank)."""
+        from ..attribution import AttributionStats, collect_attribution
+
+        kw = dict(evaluator=evaluator, site=att.site, positions=att.positions, batch_size=batch_size, progress=False)
+        if not self.distributed:
+            collect_attribution(lens, list(clips), att.emotions, att=att, **kw)
+            return
+        import torch
+        import torch.distributed as dist
+
+        from ..distributed import run_agreed, shard_indices
+
+        local = AttributionStats(att.emotions, att.n_layers, att.d_mlp, site=att.site, positions=att.positions,
+                                 model_fingerprint=att.model_fingerprint, adapter=att.adapter)
+        mine = shard_indices(len(clips), self.info.rank, self.info.world_size)
+
+        def work() -> None:
+            if mine:
+                collect_attribution(lens, [clips[i] for i in mine], att.emotions, att=local, **kw)
+
+        run_agreed(work, what="collect_attribution")
+        packed = torch.cat([local.sum.reshape(-1), local.n_clips])
+        dist.all_reduce(packed)
+        local.sum.copy_(packed[: local.sum.numel()].reshape(local.sum.shape))
+        local.n_clips.copy_(packed[local.sum.numel():])
+        att.merge(local)
+
     def close(self) -> None:
         """Leave the process group this run started (one it found is left to its owner)."""
         if self.owns_group:

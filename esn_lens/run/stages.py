@@ -22,6 +22,8 @@ from ..io import load_tensors, save_tensors
 from .config import RunConfig, normalise_model
 from .data import (ClipSplit, counts, load_clips, load_lens, restrict_emotions, resume_clips, screen_clips,
                    weights_digest)
+from .atp import stage_attribution
+from .atp import wanted as atp_wanted
 from .folder import RunFolder, digest
 from .parallel import Parallel
 
@@ -74,6 +76,7 @@ class Run:
         self.evaluator = None
         self.pool_ids: list[str] | None = None
         self.stats = None
+        self.attribution = None
         self.sets: dict[str, Any] = {}
         self.sources: dict[str, str] = {}
         self.deact: dict[str, Any] | None = None
@@ -323,7 +326,8 @@ def stage_neurons(run: Run) -> None:
         return
     if cfg.discover:
         for sel in cfg.selectors:
-            run.sets[sel] = find_neurons(run.stats, sel, top_frac=float(cfg.top_frac), seed=cfg.seed,
+            source = run.attribution if sel == "atp" else run.stats
+            run.sets[sel] = find_neurons(source, sel, top_frac=float(cfg.top_frac), seed=cfg.seed,
                                          meta={"corpus": corpus_tag(cfg.dataset, cfg.data_dir), "model": cfg.model,
                                                "run": f.dir.name})
             run.sources[sel] = "discovered"
@@ -389,7 +393,8 @@ STAGE_TABLE: tuple[Stage, ...] = (
     Stage("data", (), ("split", "evaluator"), stage_data),
     Stage("pool", ("split", "evaluator"), ("pool_ids",), stage_pool, lambda cfg: cfg.discover),
     Stage("stats", ("split", "evaluator", "pool_ids"), ("stats",), stage_stats, lambda cfg: cfg.discover),
-    Stage("neurons", ("split", "stats"), ("sets", "sources"), stage_neurons),
+    Stage("attribution", ("split", "evaluator", "pool_ids"), ("attribution",), stage_attribution, atp_wanted),
+    Stage("neurons", ("split", "stats", "attribution"), ("sets", "sources"), stage_neurons),
     Stage("deactivation", ("sets", "stats"), ("deact",), stage_deactivation, lambda cfg: cfg.validate),
     Stage("steering", ("sets",), ("steer",), stage_steering, lambda cfg: cfg.validate and bool(cfg.alphas)),
     Stage("analysis", ("sets", "deact", "steer"), ("results",), stage_analysis),
