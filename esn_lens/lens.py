@@ -16,6 +16,7 @@ and the one-call form is a thin wrapper over it::
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Callable, Iterable, Sequence
 
 import torch
@@ -289,7 +290,18 @@ class Lens:
                                   "attention_mask": batch.inputs["attention_mask"]}, batch.masks)
             tower = None
         last_idx = batch.masks.last_token().float().argmax(1)
-        if max_new_tokens is None:
+        if max_new_tokens is None and tower is None and not keep_audio:
+            # nothing here needs nnsight's envoys: the same library operations (their hooks), without a tracer
+            with self._hook_session(model_inputs):
+                self._attach_run_ops(batch, edits, stats, emotion_index, positions, recorded, names, cache, on_value)
+                args, kwargs = self.adapter.call_args(model_inputs.inputs)
+                with torch.inference_mode():
+                    res = self.adapter.root()(*args, **kwargs)
+            if logits != "none":
+                lg = res if isinstance(res, Tensor) else res.logits
+                out["logits"] = (lg[torch.arange(lg.shape[0]), last_idx.to(lg.device)] if logits == "last"
+                                 else lg).detach().float().cpu()
+        elif max_new_tokens is None:
             with self.trace(model_inputs, inference=True) as tracer:
                 if audio_cache is not None and tower is not None:
                     tower.skip(audio_cache.tiled(batch.size))
@@ -312,6 +324,18 @@ class Lens:
         if seq is not None and not isinstance(seq, Tensor):
             seq = getattr(seq, "sequences", seq)
         return TraceOutput(out.get("logits"), cache, seq, out.get("audio"))
+
+    @contextlib.contextmanager
+    def _hook_session(self, batch: Batch):
+        """Library operations' hooks for one plain forward (what a trace gives them, without nnsight's tracer)."""
+        self._hooks.append([])
+        self._layout = [(0, batch, batch)]
+        try:
+            yield
+        finally:
+            for h in self._hooks.pop():
+                h.remove()
+            self._layout = []
 
     def _attach_run_ops(self, batch, edits, stats, emotion_index, positions, recorded, names, cache, on_value) -> None:
         """The library operations of :meth:`run`, called inside its trace (edits first, then recorders)."""

@@ -202,14 +202,16 @@ def _rewrap(out: Any, side: str, new: Tensor) -> Any:
     return (new, *out[1:])
 
 
-def _count_at_start(key: str) -> int:
-    """How often the location had run before the running trace began (nnsight keeps running counts)."""
+def _already_ran(lens: "Lens", key: str) -> bool:
+    """Whether the module at ``key`` already ran in the trace whose code is running (nnsight keeps running counts);
+    False outside a trace's worker (a plain forward with hooks, as :meth:`Lens.run` uses)."""
     from nnsight.intervention.interleaver import Mediator
 
     try:
-        return Mediator.current("esn_lens").counts_at_start.get(key, 0)
+        start = Mediator.current("esn_lens").counts_at_start.get(key, 0)
     except Exception:  # noqa: BLE001 - not inside a worker
-        return 0
+        return False
+    return lens.nn.interleaver.counts.get(key, 0) > start
 
 
 def attach_hook(lens: "Lens", site: Site, fn: Callable[[Tensor], Tensor | None]) -> None:
@@ -221,7 +223,7 @@ def attach_hook(lens: "Lens", site: Site, fn: Callable[[Tensor], Tensor | None])
         raise InputError("library operations that act inside a trace must be called inside `with lens.trace(...)`")
     mod, side = site.envoy._module, site.side
     key = f"{site.envoy.path}.{'input' if side == 'input' else 'output'}"
-    if lens.nn.interleaver.counts.get(key, 0) > _count_at_start(key):
+    if _already_ran(lens, key):
         raise InputError(f"{site.name}: the model already ran past this site in this trace, so a library operation "
                          "can no longer act on it; call library operations (edit.apply, stats.record, lens.probe) "
                          "before reading sites that come later in the forward pass")
