@@ -331,6 +331,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--top-frac", type=float, default=0.005, help="budget r of the sweep's masks")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 on shared machines)")
     ap.add_argument("--skip-sweep", action="store_true")
+    ap.add_argument("--recorders", default="hooks,save_all",
+                    help="forward-only peers timed beside esn_lens and plain: any of hooks, save_all (comma-separated; "
+                         "'none' for neither); save_all is ~30x a plain forward on a GPU, so give it few clips there")
     ap.add_argument("--json", default=None, help="write the results here")
     args = ap.parse_args(argv)
 
@@ -380,16 +383,25 @@ def main(argv=None) -> dict:
 
     # (a) discovery
     var = discovery(lens, model, clips, prompt, emotions, args.batch_size)
+    peers = {"hooks": "hooks_fwd", "save_all": "save_all_fwd"}
+    chosen = [] if args.recorders == "none" else [r.strip() for r in args.recorders.split(",") if r.strip()]
+    unknown = [r for r in chosen if r not in peers]
+    if unknown:
+        ap.error(f"--recorders: unknown {unknown}; expected hooks, save_all or none")
+    for r, nm in peers.items():
+        if r not in chosen:
+            del var[nm]
     stats = var["esn_lens"]()
     assert stats.K.device.type == device.type and stats.K.dtype == torch.float64, "stats must live on the device in float64"
     assert all(torch.isfinite(getattr(stats, n)).all() for n in ("K", "T", "sum", "sumsq")), "non-finite stats"
     k_ref = var["esn_lens_fwd"]().K
-    for nm in ("hooks_fwd", "save_all_fwd"):  # every recorder counts the same firing tokens
+    for nm in [n for n in ("hooks_fwd", "save_all_fwd") if n in var]:  # every recorder counts the same firing tokens
         assert torch.equal(var[nm]().to(k_ref.device), k_ref), f"{nm}: K differs from esn_lens"
     assert torch.equal(var["esn_lens_serial"]().K, stats.K), "prefetching changed the statistics"
     times = paired(var, args.repeats, device)
-    disc = summarise(times, {"esn_lens": "plain", "esn_lens_serial": "plain", "esn_lens_fwd": "plain_fwd",
-                             "hooks_fwd": "plain_fwd", "save_all_fwd": "plain_fwd"}, args.clips)
+    disc = summarise(times, {k: v for k, v in {"esn_lens": "plain", "esn_lens_serial": "plain",
+                                               "esn_lens_fwd": "plain_fwd", "hooks_fwd": "plain_fwd",
+                                               "save_all_fwd": "plain_fwd"}.items() if k in var}, args.clips)
     disc["equal_K"] = True
     for nm, m in mem_runs(var, device).items():
         disc[nm].update(m)

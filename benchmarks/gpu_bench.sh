@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Scale benchmark on ONE GPU (prepared for an H100): the real 7B Qwen2-Audio shape in bfloat16.
-# Bounded: step 1 <= 270 s, step 2 <= 75 s (under 6 minutes in all, including imports and model builds).
+# Bounded: step 1 <= 240 s, step 1b <= 120 s, step 2 <= 75 s (under 6 minutes in all, imports and model builds included).
 #
 #   bash benchmarks/gpu_bench.sh                  # on the GPU machine; results in $OUT (default ./bench_out)
 #   ESN_BENCH_SMOKE=1 bash benchmarks/gpu_bench.sh  # the same steps on CPU at a tiny shape (checks the script)
@@ -30,10 +30,15 @@ else
 fi
 
 echo "== step 1: bench_scale ${BENCH_ARGS[*]}"
-timeout 270 python benchmarks/bench_scale.py "${BENCH_ARGS[@]}" --json "$OUT/bench_scale.json" \
+timeout 240 python benchmarks/bench_scale.py "${BENCH_ARGS[@]}" --recorders hooks --json "$OUT/bench_scale.json" \
   2>&1 | grep -v -i "warn" | tee "$OUT/bench_scale.log"
 rc=${PIPESTATUS[0]}
 [ "$rc" -eq 0 ] || { echo "step 1 exited $rc (124 = time limit; partial results in $OUT/bench_scale.json)"; status=1; }
+
+echo "== step 1b: the save-everything recorder (nnsight .save() of every layer, counted on the CPU) on 8 clips"
+timeout 120 python benchmarks/bench_scale.py "${BENCH_ARGS[@]}" --clips 8 --skip-sweep --recorders save_all \
+  --json "$OUT/bench_scale_save_all.json" 2>&1 | grep -v -i "warn" | tee "$OUT/bench_scale_save_all.log"
+[ "${PIPESTATUS[0]}" -eq 0 ] || { echo "step 1b failed (124 = time limit)"; status=1; }
 
 echo "== step 2: 2-rank statistics with stats on $DEV"
 W="$OUT/dist_check_worker.py"
