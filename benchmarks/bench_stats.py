@@ -38,7 +38,8 @@ def make_batch(lens, n: int = 8, seconds: float = 8.0, seed: int = 0):
     return lens.batch(audios, "What emotion does the speaker express?", sampling_rate=16000)
 
 
-def ratio(repeats: int) -> dict:
+def workload():
+    """``(batch, plain, traced)``: the plain forward and the forward recording NeuronStats, on the same batch."""
     lens = build()
     b = make_batch(lens)
     idx = torch.tensor([i % 4 for i in range(b.size)])
@@ -52,6 +53,11 @@ def ratio(repeats: int) -> dict:
     def traced():
         lens.run(b, stats=stats, emotion_index=idx, logits="none")
 
+    return lens, b, plain, traced
+
+
+def ratio(repeats: int) -> dict:
+    _, b, plain, traced = workload()
     r, t_plain, t_trace = paired_ratio(plain, traced, repeats=repeats)
     return {"tokens_per_row": int(b.inputs["input_ids"].shape[1]), "batch": b.size, "plain_s": t_plain,
             "traced_with_stats_s": t_trace, "median_ratio": r}

@@ -17,7 +17,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, os.path.dirname(__file__))
-from bench_stats import EMOTIONS, build, make_batch  # noqa: E402
+from bench_stats import workload  # noqa: E402
 
 KERNEL_OPS = ("aten::bmm", "aten::sum", "aten::sign", "aten::clamp_", "aten::mul", "aten::to", "aten::_to_copy",
               "aten::copy_", "aten::add_", "aten::transpose", "aten::one_hot")
@@ -40,18 +40,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=10)
     args = ap.parse_args()
     torch.set_num_threads(1)
-    lens = build()
-    b = make_batch(lens)
-    idx = torch.tensor([i % 4 for i in range(b.size)])
-    stats = lens.new_stats(EMOTIONS)
-    root = lens.adapter.root()
-
-    def plain():
-        with torch.inference_mode():
-            root(**b.inputs)
-
-    def traced():
-        lens.run(b, stats=stats, emotion_index=idx, logits="none")
+    lens, _, plain, traced = workload()
 
     p_ops, p_tot = self_times(plain, args.repeats)
     t_ops, t_tot = self_times(traced, args.repeats)

@@ -11,6 +11,7 @@ import functools
 from typing import Any
 
 from ..errors import InputError
+from ..lazy import lazy_attributes, published
 from .base import Adapter, register_adapter
 
 
@@ -29,15 +30,10 @@ def tiny_kimia_class() -> type:
             super().__init__(cfg)
             self.model.mimo_layers = nn.ModuleList([Qwen2DecoderLayer(cfg, i) for i in range(n_mimo_layers)])
 
-    TinyKimiaForCausalLM.__module__ = __name__
-    TinyKimiaForCausalLM.__qualname__ = "TinyKimiaForCausalLM"
-    return TinyKimiaForCausalLM
+    return published(TinyKimiaForCausalLM, __name__, "TinyKimiaForCausalLM")
 
 
-def __getattr__(name: str) -> Any:  # PEP 562: ``from esn_lens.adapters.kimi_audio import TinyKimiaForCausalLM``
-    if name == "TinyKimiaForCausalLM":
-        return tiny_kimia_class()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, {"TinyKimiaForCausalLM": tiny_kimia_class})  # PEP 562: ``from esn_lens.adapters.kimi_audio import TinyKimiaForCausalLM``
 
 
 @register_adapter("kimi_audio")

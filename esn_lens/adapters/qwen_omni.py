@@ -11,6 +11,7 @@ from typing import Any
 
 from torch import nn
 
+from ..lazy import lazy_attributes, published
 from .base import Adapter, register_adapter
 
 
@@ -51,15 +52,10 @@ def audio_only_omni_processor_class() -> type:
             fe = WhisperFeatureExtractor.from_pretrained(path, **kwargs)
             return cls(feature_extractor=fe, tokenizer=tok, chat_template=getattr(tok, "chat_template", None))
 
-    AudioOnlyOmniProcessor.__module__ = __name__
-    AudioOnlyOmniProcessor.__qualname__ = "AudioOnlyOmniProcessor"
-    return AudioOnlyOmniProcessor
+    return published(AudioOnlyOmniProcessor, __name__, "AudioOnlyOmniProcessor")
 
 
-def __getattr__(name: str) -> Any:  # PEP 562: ``from esn_lens.adapters.qwen_omni import AudioOnlyOmniProcessor``
-    if name == "AudioOnlyOmniProcessor":
-        return audio_only_omni_processor_class()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, {"AudioOnlyOmniProcessor": audio_only_omni_processor_class})  # PEP 562: ``from esn_lens.adapters.qwen_omni import AudioOnlyOmniProcessor``
 
 
 @register_adapter("qwen2_5_omni")
