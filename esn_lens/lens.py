@@ -16,7 +16,6 @@ and the one-call form is a thin wrapper over it::
 """
 from __future__ import annotations
 
-import contextlib
 from typing import Any, Callable, Iterable, Sequence
 
 import torch
@@ -30,7 +29,7 @@ from .errors import InputError
 from .interventions import Edit
 from .sites import Site, build_sites, envoy_at, site_by_name
 from .stats import NeuronStats
-from .tracing import LensNNsight, LensTracer, attach_hook, scope_of
+from .tracing import LensNNsight, LensTracer, attach_hook, hook_session, record_probe
 
 __all__ = ["AudioCache", "Batch", "Lens", "ProbeRecord", "TraceOutput"]
 
@@ -214,33 +213,7 @@ class Lens:
                 rec = lens.probe("blocks.1.hook_resid_post", "mean_audio")
             rec.value.shape   # (batch, hidden)
         """
-        st = self.site(site) if isinstance(site, str) else site
-        sc = scope_of(self, batch)
-        m = sc.batch.masks
-        if isinstance(pooling, Tensor):
-            weights = pooling.to(torch.bool)
-            if tuple(weights.shape) != tuple(m.padding.shape):
-                raise InputError(f"probe: pooling mask has shape {tuple(weights.shape)}, the batch is {tuple(m.padding.shape)}")
-        elif pooling in ("last", "mean_audio", "mean", "none"):
-            weights = {"last": m.last_token, "mean_audio": lambda: m.select("audio"), "mean": lambda: m.valid,
-                       "none": lambda: None}[pooling]()
-        else:
-            raise InputError(f"probe: unknown pooling {pooling!r}; expected last, mean_audio, mean, none or a mask")
-        rec = ProbeRecord(st.name, pooling if isinstance(pooling, str) else "mask")
-
-        def fn(value: Tensor) -> None:
-            if rec.value is not None:  # prefill only (generation calls the module again per token)
-                return None
-            v = sc.rows(value).detach().float()
-            if weights is None:
-                rec.value = v.cpu()
-            else:
-                w = weights.to(v.device, torch.float32)
-                rec.value = (torch.einsum("bp,bpd->bd", w, v) / w.sum(1, keepdim=True).clamp(min=1)).cpu()
-            return None
-
-        attach_hook(self, st, fn)
-        return rec
+        return record_probe(self, self.site(site) if isinstance(site, str) else site, pooling, batch)
 
     # ------------------------------------------------------------------ the one-call form
     def run(self, batch: Batch, *, edits: Sequence[Edit] = (), record: Iterable[str] = (),
@@ -292,7 +265,7 @@ class Lens:
         last_idx = batch.masks.last_token().float().argmax(1)
         if max_new_tokens is None and tower is None and not keep_audio:
             # nothing here needs nnsight's envoys: the same library operations (their hooks), without a tracer
-            with self._hook_session(model_inputs):
+            with hook_session(self, model_inputs):
                 self._attach_run_ops(batch, edits, stats, emotion_index, positions, recorded, names, cache, on_value)
                 args, kwargs = self.adapter.call_args(model_inputs.inputs)
                 with torch.inference_mode():
@@ -324,18 +297,6 @@ class Lens:
         if seq is not None and not isinstance(seq, Tensor):
             seq = getattr(seq, "sequences", seq)
         return TraceOutput(out.get("logits"), cache, seq, out.get("audio"))
-
-    @contextlib.contextmanager
-    def _hook_session(self, batch: Batch):
-        """Library operations' hooks for one plain forward (what a trace gives them, without nnsight's tracer)."""
-        self._hooks.append([])
-        self._layout = [(0, batch, batch)]
-        try:
-            yield
-        finally:
-            for h in self._hooks.pop():
-                h.remove()
-            self._layout = []
 
     def _attach_run_ops(self, batch, edits, stats, emotion_index, positions, recorded, names, cache, on_value) -> None:
         """The library operations of :meth:`run`, called inside its trace (edits first, then recorders)."""

@@ -272,3 +272,48 @@ def scope_of(lens: "Lens", batch: "Batch | None") -> Scope:
         raise InputError("this operation needs the batch (its position masks): pass batch=..., or open the trace "
                          "with an esn_lens Batch (lens.trace(lens.batch_clips(...)))")
     return Scope(start, padded)
+
+
+def record_probe(lens: "Lens", st: Site, pooling: Any, batch: "Batch | None" = None) -> Any:
+    """:meth:`Lens.probe`: a hook recording ``st`` pooled over positions into a :class:`~esn_lens.batch.ProbeRecord`."""
+    from .batch import ProbeRecord
+
+    sc = scope_of(lens, batch)
+    m = sc.batch.masks
+    if isinstance(pooling, Tensor):
+        weights = pooling.to(torch.bool)
+        if tuple(weights.shape) != tuple(m.padding.shape):
+            raise InputError(f"probe: pooling mask has shape {tuple(weights.shape)}, the batch is {tuple(m.padding.shape)}")
+    elif pooling in ("last", "mean_audio", "mean", "none"):
+        weights = {"last": m.last_token, "mean_audio": lambda: m.select("audio"), "mean": lambda: m.valid,
+                   "none": lambda: None}[pooling]()
+    else:
+        raise InputError(f"probe: unknown pooling {pooling!r}; expected last, mean_audio, mean, none or a mask")
+    rec = ProbeRecord(st.name, pooling if isinstance(pooling, str) else "mask")
+
+    def fn(value: Tensor) -> None:
+        if rec.value is not None:  # prefill only (generation calls the module again per token)
+            return None
+        v = sc.rows(value).detach().float()
+        if weights is None:
+            rec.value = v.cpu()
+        else:
+            w = weights.to(v.device, torch.float32)
+            rec.value = (torch.einsum("bp,bpd->bd", w, v) / w.sum(1, keepdim=True).clamp(min=1)).cpu()
+        return None
+
+    attach_hook(lens, st, fn)
+    return rec
+
+
+@contextlib.contextmanager
+def hook_session(lens: "Lens", batch: "Batch"):
+    """Library operations' hooks for one plain forward (what a trace gives them, without nnsight's tracer)."""
+    lens._hooks.append([])
+    lens._layout = [(0, batch, batch)]
+    try:
+        yield
+    finally:
+        for h in lens._hooks.pop():
+            h.remove()
+        lens._layout = []
