@@ -490,3 +490,25 @@ def test_patch_activations_equals_a_plain_hook_reference(lenses, family, align):
     assert (ref - plain_forward(lens, tgt)[:, -1]).abs().max() > 1e-6
     with pytest.raises(InputError, match="out of range"):
         patch_activations(lens, src, tgt, "blocks.0.mlp.hook_act", units=[10_000])
+
+
+def test_generation_steps_through_tracer_iter_equal_plain_hooks(lenses):
+    lens = lenses("qwen2")
+    batch = make_batch(lens)
+    steps: list = []
+    with lens.generate(batch, max_new_tokens=3) as tracer:
+        for step in tracer.iter[0:3]:
+            steps.append(lens.blocks[1].mlp.hook_act.output[:, -1].save())
+        seq = tracer.result.save()
+    seq = getattr(seq, "sequences", seq)
+    captured = []
+    mod, _ = site_modules(lens, 1)["mlp.hook_act"]
+    h = mod.register_forward_hook(lambda m, a, o: captured.append(o[:, -1].detach().clone()))
+    try:
+        with torch.no_grad():
+            ref = lens.adapter.root().generate(**batch.inputs, max_new_tokens=3, do_sample=False,
+                                               pad_token_id=lens.tokenizer.pad_token_id)
+    finally:
+        h.remove()
+    assert torch.equal(seq, ref)
+    assert len(steps) == 3 and all(torch.equal(a, b) for a, b in zip(steps, captured[:3]))
