@@ -61,6 +61,8 @@ def main():
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--budgets", default="0.01,0.005,0.02")
     p.add_argument("--alphas", default="1,2,4")
+    p.add_argument("--steer-only", default=None, metavar="SELECTOR",
+                   help="skip deactivation: only steer this selector's units at the first budget")
     p.add_argument("--limit", type=int, default=None, help="at most this many clips per emotion (a smoke run)")
     p.add_argument("--n-main", type=int, default=None,
                    help="unseen clips per emotion for the first budget, all MLPs off and steering (default: all)")
@@ -115,6 +117,19 @@ def main():
     R["jaccard"] = {f"{x}-{y}": sets[(x, r1)].jaccard(sets[(y, r1)]) for i, x in enumerate(names) for y in names[i + 1:]}
     dump()
 
+    if a.steer_only:
+        t0 = time.perf_counter()
+        clips = subset(a.n_main)
+        alphas = [float(x) for x in a.alphas.split(",")]
+        sel = a.steer_only
+        res = ev.run(clips, [Condition("baseline")] + steering_conditions(sets[(sel, budgets[0])], alphas, prefix=f"{sel}|")[1:])
+        R["steering"] = {"selector": sel, "alphas": [0] + alphas, "clips": len(clips),
+                         sel: {e: [res["baseline"].share(e)] + [res[f"{sel}|steer:{e}:{x:g}"].share(e) for x in alphas]
+                               for e in E}}
+        R["timings"]["steering_s"] = round(time.perf_counter() - t0, 1)
+        dump()
+        print(json.dumps(R["steering"]), flush=True)
+        return
     for k, r in enumerate(budgets):
         t0 = time.perf_counter()
         conds = [Condition("baseline")]
