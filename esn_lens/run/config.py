@@ -13,6 +13,9 @@ from ..errors import InputError
 PAPER_SELECTORS = ("lap", "lape", "mad", "conact", "random")
 
 
+#: the models shipped with the package: "demo" (trained here) and "real_demo" (SmolLM2-135M, needs the real-demo extra)
+SHIPPED_MODELS = ("demo", "real_demo")
+
 @dataclass
 class RunConfig:
     """What a run computes (identity fields) and how it runs (runtime fields, free to change on resume).
@@ -134,7 +137,7 @@ class RunConfig:
             from ..data.labels import get_label_set
 
             get_label_set(self.label_set)  # InputError listing the registered label sets
-        if self.model != "demo" and not lens_given:
+        if self.model not in SHIPPED_MODELS and not lens_given:
             check_model_arg(self.model)
         for p in self.neurons:
             if not Path(p).exists():
@@ -171,7 +174,7 @@ def _looks_local(m: str) -> bool:
 def normalise_model(model: str) -> str:
     """The run identity's model name: an existing local folder as its absolute resolved path; a hub id or
     ``"demo"`` unchanged. Example: ``normalise_model("./m") == normalise_model(os.path.abspath("m"))``."""
-    if model != "demo" and _looks_local(model) and Path(model).expanduser().is_dir():
+    if model not in SHIPPED_MODELS and _looks_local(model) and Path(model).expanduser().is_dir():
         return str(Path(model).expanduser().resolve())
     return model
 

@@ -167,12 +167,17 @@ def load_lens(cfg: RunConfig, device: str | None = None):
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-    if cfg.model == "demo":
-        from ..demo_model import load_demo_model
-
+    if cfg.model in ("demo", "real_demo"):
         from ..loading import parse_dtype
 
-        model, processor = load_demo_model()
+        if cfg.model == "demo":
+            from ..demo_model import load_demo_model
+
+            model, processor = load_demo_model()
+        else:  # SmolLM2-135M frozen + the shipped audio side; MissingExtraError (one line) without the extra
+            from ..real_demo import load_real_demo_model
+
+            model, processor = load_real_demo_model()
         dtype = parse_dtype(cfg.dtype)  # --dtype is honoured for the demo too ("auto": as saved)
         if isinstance(dtype, torch.dtype):
             model = model.to(dtype)
@@ -203,7 +208,8 @@ def weights_digest(model: torch.nn.Module, samples: int = 64) -> str:
             if p.device.type == "meta" or p.numel() == 0:
                 continue
             flat = p.detach().reshape(-1)
-            idx = torch.linspace(0, flat.numel() - 1, min(samples, flat.numel()), device=flat.device).long()
+            k = min(samples, flat.numel())  # evenly spaced, in integers (a float linspace overflows large tensors)
+            idx = torch.arange(k, device=flat.device) * (flat.numel() - 1) // max(k - 1, 1)
             h.update(flat[idx].float().cpu().numpy().tobytes())
     return h.hexdigest()[:16]
 
