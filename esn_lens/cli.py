@@ -195,7 +195,7 @@ def demo_config(quick: bool = False, real: bool = False):
 
     ``quick``: a reduced setting for CI (8 identification and 4 evaluation clips per emotion, one alpha).
     ``real``: the real-decoder demo (SmolLM2-135M frozen, docs/real_decoder.md) on a protocol reduced to fit minutes
-    on a CPU: ConAct, AtP and random at r = 1 %, 16 identification and 12 evaluation clips per emotion, alpha 2.
+    on a CPU: ConAct, AtP and random at r = 1 %, every identification clip, 12 evaluation clips per emotion, alpha 2.
     """
     from .demo_model import DEMO_TOP_FRAC  # the demo's documented budget: 2 % = 20 of 1,024 units per emotion
     from .run import PAPER_SELECTORS, RunConfig
@@ -205,7 +205,7 @@ def demo_config(quick: bool = False, real: bool = False):
                 ident_per_emotion=None, bootstrap=1000)
     if real:
         base.update(model="real_demo", selectors=("conact", "atp", "random"), top_frac=0.01, alphas=(2.0,),
-                    batch_size=4, eval_per_emotion=12, ident_per_emotion=16, bootstrap=500)
+                    batch_size=4, eval_per_emotion=12, ident_per_emotion=None, bootstrap=500)
     if quick:
         base.update(alphas=(2.0,), eval_per_emotion=4, ident_per_emotion=8, bootstrap=200)
     return RunConfig(**base)
