@@ -66,8 +66,9 @@ class Edit:
         """Apply the edit inside ``with lens.trace(batch):`` (or ``lens.generate``): at every position selected by
         ``positions`` (prefill and generated tokens) of the rows selected by ``rows``, at every layer with units.
 
-        Composes with the user's code in the same trace, in any order; inside ``tracer.invoke(batch)`` it acts on
-        that invoke's rows. Example: ``deactivate(neurons["angry"], positions="audio").apply(lens)``.
+        Composes with the user's code in the same trace; call it before the model reaches the edited sites (reading
+        a later site first makes it refuse with one line). Inside ``tracer.invoke(batch)`` it acts on that invoke's
+        rows. Example: ``deactivate(neurons["angry"], positions="audio").apply(lens)``.
         """
         from .tracing import attach_hook, scope_of
 
@@ -125,11 +126,6 @@ class Edit:
         if rows.shape[0] != B:
             raise InputError(f"{type(self).__name__}: rows mask has {rows.shape[0]} rows, the batch has {B}")
         return rows[:, None] & u[None, :]
-
-    def apply_(self, value: Float[Tensor, "batch pos neuron"], layer: int) -> None:
-        m = self.unit_mask(value, layer)
-        if m is not None:
-            self.edit_(value, layer, m)
 
     def edit_(self, value: Float[Tensor, "batch pos neuron"], layer: int, mask: Bool[Tensor, "batch neuron"]) -> None:
         raise NotImplementedError

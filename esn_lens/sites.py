@@ -22,7 +22,8 @@ Each :class:`Site` has ``.output`` (read, ``.save()``, assign, index-assign), ``
 ``tracer.iter`` in generation. Accesses follow forward order, as in any nnsight trace.
 
 The library's own operations (edits, statistics, probes) are called inside the same trace; they attach
-torch hooks to the site modules for the trace's duration, so they compose with user code in any order.
+torch hooks to the site modules for the trace's duration, so they compose with user code in the same forward; they
+must be called before the model reaches their sites.
 At a site, a hook sees the value after the user's nnsight edits of that site (nnsight hands a module's
 output to the trace body before torch's forward hooks run).
 """
@@ -40,6 +41,26 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 # ---------------------------------------------------------------------- named sites
+def _unwrap(out: Any, side: str) -> Tensor:
+    """The tensor a site names in its module's output (or input): the value itself, element 0, or last_hidden_state."""
+    if side in ("output", "input") or isinstance(out, Tensor):
+        return out
+    if side == "output0":
+        return out[0]
+    return out["last_hidden_state"] if hasattr(out, "keys") else out[0]
+
+
+def _rewrap(out: Any, side: str, new: Tensor) -> Any:
+    """The module output with the site's tensor replaced by ``new`` (the inverse of :func:`_unwrap`)."""
+    if side == "output" or isinstance(out, Tensor):
+        return new
+    if side == "output0":
+        return (new, *out[1:])
+    if hasattr(out, "keys"):
+        return out.__class__(**{**out, "last_hidden_state": new})
+    return (new, *out[1:])
+
+
 class Site:
     """A named value of the model inside a trace: an nnsight envoy plus the side of it that holds the value.
 
@@ -54,34 +75,16 @@ class Site:
     @property
     def output(self) -> Any:
         """The site's value (a real tensor inside the trace)."""
-        e = self.envoy
-        if self.side == "output":
-            return e.output
         if self.side == "input":
-            return e.input
-        out = e.output
-        if self.side == "output0":
-            return out[0] if isinstance(out, (tuple, list)) else out
-        if isinstance(out, Tensor):  # "hidden"
-            return out
-        return out["last_hidden_state"] if hasattr(out, "keys") else out[0]
+            return self.envoy.input
+        return _unwrap(self.envoy.output, self.side)
 
     @output.setter
     def output(self, value: Any) -> None:
-        e = self.envoy
-        if self.side == "output":
-            e.output = value
-        elif self.side == "input":
-            e.input = value
+        if self.side == "input":
+            self.envoy.input = value
         else:
-            out = e.output
-            if isinstance(out, Tensor):
-                e.output = value
-            elif isinstance(out, tuple):
-                e.output = (value, *out[1:])
-            else:
-                new = out.__class__(**{**out, "last_hidden_state": value}) if hasattr(out, "keys") else [value, *out[1:]]
-                e.output = new
+            self.envoy.output = _rewrap(self.envoy.output, self.side, value)
 
     def save(self) -> Any:
         """Keep the value past the trace: ``lens.logits.save()`` is ``lens.logits.output.save()``."""

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from .errors import InputError
 
-from .sites import Site
+from .sites import Site, _rewrap, _unwrap
 
 if TYPE_CHECKING:  # pragma: no cover
     from .batch import Batch
@@ -182,24 +182,6 @@ def current_rows(lens: "Lens") -> tuple[int, "Batch | None"]:
         if start == group[0]:
             return start, padded
     return 0, None
-
-
-def _unwrap(out: Any, side: str) -> Tensor:
-    if side in ("output", "input") or isinstance(out, Tensor):
-        return out
-    if side == "output0":
-        return out[0]
-    return out["last_hidden_state"] if hasattr(out, "keys") else out[0]
-
-
-def _rewrap(out: Any, side: str, new: Tensor) -> Any:
-    if side == "output" or isinstance(out, Tensor):
-        return new
-    if side == "output0":
-        return (new, *out[1:])
-    if hasattr(out, "keys"):
-        return out.__class__(**{**out, "last_hidden_state": new})
-    return (new, *out[1:])
 
 
 def _already_ran(lens: "Lens", key: str) -> bool:

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Sequence
+import time
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 
 from ..errors import IncompatibleError, InputError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .stages import Run
 
 
 def safe_name(name: str) -> str:
@@ -69,4 +73,41 @@ def random_like(ns, emotions: Sequence[str], seed: int = 0):
 
 
 
-__all__ = ["safe_name", "corpus_tag", "load_transfer", "random_like"]
+def stage_neurons(run: "Run") -> None:
+    """Select with every selector (and read transferred sets); a resumed run reads its own saved copies."""
+    from ..neurons import NeuronSet
+    from ..selectors import find_neurons
+
+    f, cfg = run.folder, run.cfg
+    t0 = time.perf_counter()
+    if f.done("neurons"):
+        info = f.progress["stages"]["neurons"]
+        run.sets = {n: NeuronSet.load(f.path("neurons", f"{safe_name(n)}.safetensors"),
+                                      expect_fingerprint=run.lens.fingerprint) for n in info["names"]}
+        run.sources = dict(info["sources"])
+        return
+    if cfg.discover:
+        for sel in cfg.selectors:
+            source = run.attribution if sel == "atp" else run.stats
+            run.sets[sel] = find_neurons(source, sel, top_frac=float(cfg.top_frac), seed=cfg.seed,
+                                         meta={"corpus": corpus_tag(cfg.dataset, cfg.data_dir), "model": cfg.model,
+                                               "run": f.dir.name})
+            run.sources[sel] = "discovered"
+    transferred = load_transfer(cfg.neurons, run.lens, run.split.emotions, list(run.sets))
+    for name, (ns, src) in transferred.items():
+        run.sets[name], run.sources[name] = ns, src
+    if cfg.validate and transferred and "random" not in run.sets:
+        first = next(iter(transferred))
+        run.sets["random"] = random_like(transferred[first][0], run.split.emotions, seed=cfg.seed)
+        run.sources["random"] = f"random units, same budget as {first}"
+    names = [safe_name(n) for n in run.sets]
+    if len(set(names)) != len(names):
+        raise InputError(f"neuron set names {list(run.sets)} collide as file names")
+    if f.main:
+        for name, ns in run.sets.items():
+            ns.save(f.path("neurons", f"{safe_name(name)}.safetensors"))
+    run.log(f"[neurons] {', '.join(f'{n}: {sum(ns.counts.values())}' for n, ns in run.sets.items())} units")
+    f.mark("neurons", time.perf_counter() - t0, names=list(run.sets), sources=run.sources)
+
+
+__all__ = ["stage_neurons", "safe_name", "corpus_tag", "load_transfer", "random_like"]

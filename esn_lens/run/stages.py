@@ -25,6 +25,7 @@ from .data import (ClipSplit, counts, load_clips, load_lens, restrict_emotions, 
 from .atp import stage_attribution
 from .atp import wanted as atp_wanted
 from .folder import RunFolder, digest
+from .sets import stage_neurons
 from .parallel import Parallel
 
 STATS_CHECKPOINT_KIND = "stats_checkpoint"
@@ -308,44 +309,6 @@ def stage_stats(run: Run) -> None:
         run.stats.save(f.path("stats.safetensors"))
     f.mark("stats", secs)
     f.drop_checkpoint("stats.safetensors")
-
-
-def stage_neurons(run: Run) -> None:
-    """Select with every selector (and read transferred sets); a resumed run reads its own saved copies."""
-    from ..neurons import NeuronSet
-    from ..selectors import find_neurons
-    from .sets import corpus_tag, load_transfer, random_like, safe_name
-
-    f, cfg = run.folder, run.cfg
-    t0 = time.perf_counter()
-    if f.done("neurons"):
-        info = f.progress["stages"]["neurons"]
-        run.sets = {n: NeuronSet.load(f.path("neurons", f"{safe_name(n)}.safetensors"),
-                                      expect_fingerprint=run.lens.fingerprint) for n in info["names"]}
-        run.sources = dict(info["sources"])
-        return
-    if cfg.discover:
-        for sel in cfg.selectors:
-            source = run.attribution if sel == "atp" else run.stats
-            run.sets[sel] = find_neurons(source, sel, top_frac=float(cfg.top_frac), seed=cfg.seed,
-                                         meta={"corpus": corpus_tag(cfg.dataset, cfg.data_dir), "model": cfg.model,
-                                               "run": f.dir.name})
-            run.sources[sel] = "discovered"
-    transferred = load_transfer(cfg.neurons, run.lens, run.split.emotions, list(run.sets))
-    for name, (ns, src) in transferred.items():
-        run.sets[name], run.sources[name] = ns, src
-    if cfg.validate and transferred and "random" not in run.sets:
-        first = next(iter(transferred))
-        run.sets["random"] = random_like(transferred[first][0], run.split.emotions, seed=cfg.seed)
-        run.sources["random"] = f"random units, same budget as {first}"
-    names = [safe_name(n) for n in run.sets]
-    if len(set(names)) != len(names):
-        raise InputError(f"neuron set names {list(run.sets)} collide as file names")
-    if f.main:
-        for name, ns in run.sets.items():
-            ns.save(f.path("neurons", f"{safe_name(name)}.safetensors"))
-    run.log(f"[neurons] {', '.join(f'{n}: {sum(ns.counts.values())}' for n, ns in run.sets.items())} units")
-    f.mark("neurons", time.perf_counter() - t0, names=list(run.sets), sources=run.sources)
 
 
 def stage_deactivation(run: Run) -> None:
