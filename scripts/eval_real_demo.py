@@ -24,8 +24,8 @@ import torch
 
 from esn_lens.attribution import collect_attribution
 from esn_lens.demo_model import DEMO_EMOTIONS, demo_clips, demo_evaluator, identification_stats
-from esn_lens.evaluate import (accuracy_change_heatmap, bootstrap_ci, deactivation_conditions, specificity,
-                               steering_conditions)
+from esn_lens.evaluate import (accuracy_change_heatmap, bootstrap_ci, deactivation_conditions, find_result,
+                               specificity, steering_conditions)
 from esn_lens.interventions import Condition, deactivate
 from esn_lens.lens import Lens
 from esn_lens.real_demo import load_real_demo_model
@@ -40,9 +40,10 @@ def effects(res, names, clips):
     base = np.array([p == t for p, t in zip(res["baseline"].predictions, y)], float)
     out = {}
     for name in names:
-        H = 100 * accuracy_change_heatmap(res, E, prefix=f"{name}|")
+        H = 100 * accuracy_change_heatmap(res, E, name=name)
         sp = specificity(H)
-        corr = {m: np.array([p == t for p, t in zip(res[f"{name}|mask:{m}"].predictions, y)], float) for m in E}
+        corr = {m: np.array([p == t for p, t in zip(find_result(res, "deactivate", emotion=m, neurons=name).predictions, y)],
+                            float) for m in E}
         own = np.array([corr[t][i] for i, t in enumerate(y)])
         other = np.array([np.mean([corr[m][i] for m in E if m != t]) for i, t in enumerate(y)])
         out[name] = {"SE": sp["se_mean"], "ACE": sp["ace_mean"], "ESS": sp["ess_mean"],
@@ -61,8 +62,12 @@ def main():
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--budgets", default="0.01,0.005,0.02")
     p.add_argument("--alphas", default="1,2,4")
-    p.add_argument("--steer-only", default=None, metavar="SELECTOR",
-                   help="skip deactivation: only steer this selector's units at the first budget")
+    p.add_argument("--steer", default="best,random0", metavar="SELECTORS",
+                   help="selectors steered at the first budget (comma list; 'best' = the non-random selector "
+                        "with the most negative ESS there; '' = no steering)")
+    p.add_argument("--steer-only", default=None, metavar="SELECTORS",
+                   help="skip deactivation: only steer these selectors' units at the first budget (comma list)")
+    p.add_argument("--n-steer", type=int, default=None, help="unseen clips per emotion for steering (default: --n-main)")
     p.add_argument("--limit", type=int, default=None, help="at most this many clips per emotion (a smoke run)")
     p.add_argument("--n-main", type=int, default=None,
                    help="unseen clips per emotion for the first budget, all MLPs off and steering (default: all)")
@@ -117,18 +122,25 @@ def main():
     R["jaccard"] = {f"{x}-{y}": sets[(x, r1)].jaccard(sets[(y, r1)]) for i, x in enumerate(names) for y in names[i + 1:]}
     dump()
 
-    if a.steer_only:
+    alphas = [float(x) for x in a.alphas.split(",")]
+
+    def steer(selectors):
         t0 = time.perf_counter()
-        clips = subset(a.n_main)
-        alphas = [float(x) for x in a.alphas.split(",")]
-        sel = a.steer_only
-        res = ev.run(clips, [Condition("baseline")] + steering_conditions(sets[(sel, budgets[0])], alphas, prefix=f"{sel}|")[1:])
-        R["steering"] = {"selector": sel, "alphas": [0] + alphas, "clips": len(clips),
-                         sel: {e: [res["baseline"].share(e)] + [res[f"{sel}|steer:{e}:{x:g}"].share(e) for x in alphas]
-                               for e in E}}
+        clips = subset(a.n_steer if a.n_steer is not None else a.n_main)
+        conds = [Condition("baseline")]
+        for sel in selectors:
+            conds += steering_conditions(sets[(sel, budgets[0])], alphas, name=sel)
+        res = ev.run(clips, conds)
+        R["steering"] = {"selectors": list(selectors), "alphas": [0] + alphas, "clips": len(clips),
+                         **{sel: {e: [res["baseline"].share(e)] + [find_result(res, "steer", emotion=e, neurons=sel, alpha=x)
+                                                                   .share(e) for x in alphas] for e in E}
+                            for sel in selectors}}
         R["timings"]["steering_s"] = round(time.perf_counter() - t0, 1)
         dump()
         print(json.dumps(R["steering"]), flush=True)
+
+    if a.steer_only:
+        steer([x for x in a.steer_only.split(",") if x])
         return
     for k, r in enumerate(budgets):
         t0 = time.perf_counter()
@@ -137,7 +149,7 @@ def main():
             conds.append(Condition("all_mlp_off", [deactivate(torch.ones(lens.n_layers, lens.d_mlp, dtype=torch.bool))]))
         sel_names = ["lap", "lape", "mad", "conact", "atp", "random0", "random1"]
         for sel in sel_names if k == 0 else sel_names[:-1]:  # the second random seed at the first budget only
-            conds += deactivation_conditions(sets[(sel, r)], prefix=f"{sel}|")[1:]
+            conds += deactivation_conditions(sets[(sel, r)], name=sel)
         clips = subset(a.n_main if k == 0 else a.n_extra)
         R.setdefault("eval_clips", {})[str(r)] = len(clips)
         res = ev.run(clips, conds)
@@ -149,22 +161,10 @@ def main():
         dump()
         print(json.dumps({s: {m: round(v[m], 1) for m in ("SE", "ACE", "ESS")}
                           for s, v in R["deactivation"][str(r)].items()}), flush=True)
-        if k == 0:  # steering for the best non-random selector (most negative ESS) and random
-            t0 = time.perf_counter()
+        if k == 0 and a.steer:  # steering: the named selectors ('best' = most negative ESS among non-random)
             d = R["deactivation"][str(r)]
             best = min(("lap", "lape", "mad", "conact", "atp"), key=lambda s: d[s]["ESS"])
-            alphas = [float(x) for x in a.alphas.split(",")]
-            conds = [Condition("baseline")]
-            for sel in (best, "random0"):
-                conds += steering_conditions(sets[(sel, r)], alphas, prefix=f"{sel}|")[1:]
-            res = ev.run(clips, conds)
-            R["steering"] = {"selector": best, "alphas": [0] + alphas,
-                             **{sel: {e: [res["baseline"].share(e)] + [res[f"{sel}|steer:{e}:{x:g}"].share(e)
-                                                                       for x in alphas] for e in E}
-                                for sel in (best, "random0")}}
-            R["timings"]["steering_s"] = round(time.perf_counter() - t0, 1)
-            dump()
-            print(json.dumps(R["steering"]), flush=True)
+            steer(list(dict.fromkeys(best if x == "best" else x for x in a.steer.split(",") if x)))
 
 
 if __name__ == "__main__":

@@ -184,38 +184,6 @@ def selectivity_index(per_clip: torch.Tensor, y: torch.Tensor, n_emotions: int, 
     return (top - others) / (top + others + 1e-4), cls.mean(0)
 
 
-def encode_audio(model, feats, flen):
-    """The audio tower + projector on cut features (identical to the 3000-frame forward at valid positions)."""
-    from transformers.masking_utils import create_bidirectional_mask
-
-    tower = model.model.audio_tower
-    x = F.gelu(tower.conv1(feats))
-    x = F.gelu(tower.conv2(x)).permute(0, 2, 1)
-    T = x.shape[1]
-    x = x + tower.embed_positions.weight[:T]
-    feat_len, out_len = tower._get_feat_extract_output_lengths(flen)
-    mask2d = (torch.arange(T)[None, :] < feat_len[:, None]).long()
-    attn = create_bidirectional_mask(config=tower.config, inputs_embeds=x, attention_mask=mask2d)
-    for layer in tower.layers:
-        x = layer(x, attn)
-        if isinstance(x, tuple):
-            x = x[0]
-    x = tower.avg_pooler(x.permute(0, 2, 1)).permute(0, 2, 1)
-    x = tower.layer_norm(x)
-    return x, out_len
-
-
-def forward_last(model, ids, am, enc, out_len):
-    """Last-position logits given encoder outputs (projector, scatter into the audio tokens, decoder, lm_head)."""
-    emb = model.model.get_input_embeddings()(ids)
-    aud = model.model.multi_modal_projector(enc)
-    sel = torch.arange(aud.shape[1])[None, :] < out_len[:, None]
-    audio_pos = (ids == model.config.audio_token_id).unsqueeze(-1)
-    emb = emb.masked_scatter(audio_pos, aud[sel].to(emb.dtype))
-    h = model.model.language_model(inputs_embeds=emb, attention_mask=am).last_hidden_state
-    return model.lm_head(h[:, -1])
-
-
 # ------------------------------------------------------------------------------------------ training
 def train(args) -> dict:
     global EMOTIONS
@@ -278,7 +246,7 @@ def train(args) -> dict:
             for s in range(0, len(data), 64):
                 items = data[s:s + 64]
                 _, _, feats, flen, _ = collate(items, tok.pad_token_id)
-                enc, out_len = encode_audio(model, feats, flen)
+                enc, out_len = lens.adapter.encode_cut_features(feats, flen)
                 for i, it in enumerate(items):
                     it["enc"] = enc[i, :int(out_len[i])].clone()
 
@@ -322,9 +290,9 @@ def train(args) -> dict:
                     enc[i, :len(it["enc"])] = it["enc"]
                 out_len = torch.tensor([len(it["enc"]) for it in items])
             else:
-                enc, out_len = encode_audio(model, feats, flen)
+                enc, out_len = lens.adapter.encode_cut_features(feats, flen)
             record.clear()
-            logits = forward_last(model, ids, am, enc, out_len)
+            logits = lens.adapter.last_logits_from_audio(ids, am, enc, out_len)
             lab = y >= 0  # null-class clips (y = -1) are trained toward a uniform answer over the emotion words
             ce = F.cross_entropy(logits[lab], target_ids[y[lab]]) * lab.float().mean() if lab.any() else logits.sum() * 0
             if not lab.all():
@@ -359,7 +327,7 @@ def train(args) -> dict:
             if args.mlp_necessity > 0:
                 zero = [layer.mlp.act_fn.register_forward_hook(lambda m, i, o: o * 0)
                         for layer in model.model.language_model.layers]
-                lg0 = forward_last(model, ids, am, enc, out_len)[:, target_ids]
+                lg0 = lens.adapter.last_logits_from_audio(ids, am, enc, out_len)[:, target_ids]
                 for h in zero:
                     h.remove()
                 record.clear()
@@ -390,8 +358,8 @@ def train(args) -> dict:
     chk = clips[:4]
     with torch.no_grad():
         ids, am, feats, flen, y = collate(data[:4], tok.pad_token_id)
-        enc, out_len = encode_audio(model, feats, flen)
-        mine = forward_last(model, ids, am, enc, out_len)
+        enc, out_len = lens.adapter.encode_cut_features(feats, flen)
+        mine = lens.adapter.last_logits_from_audio(ids, am, enc, out_len)
     b = lens.batch([c.load(16000)[0] for c in chk], [demo_prompt(c.utterance_id, EMOTIONS) for c in chk], sampling_rate=16000)
     ref = lens.run(b).logits
     max_diff = float((mine - ref).abs().max())

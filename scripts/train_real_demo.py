@@ -82,35 +82,6 @@ def collate(items, pad_id):
     return ids, am, feats, torch.tensor([it["flen"] for it in items]), torch.tensor([it["y"] for it in items])
 
 
-def encode_audio(model, feats, flen):
-    """The audio tower on cut features (equal to the full-window forward at valid positions)."""
-    from transformers.masking_utils import create_bidirectional_mask
-
-    tower = model.model.audio_tower
-    x = F.gelu(tower.conv1(feats))
-    x = F.gelu(tower.conv2(x)).permute(0, 2, 1)
-    T = x.shape[1]
-    x = x + tower.embed_positions.weight[:T]
-    feat_len, out_len = tower._get_feat_extract_output_lengths(flen)
-    mask2d = (torch.arange(T)[None, :] < feat_len[:, None]).long()
-    attn = create_bidirectional_mask(config=tower.config, inputs_embeds=x, attention_mask=mask2d)
-    for layer in tower.layers:
-        x = layer(x, attn)
-        if isinstance(x, tuple):
-            x = x[0]
-    x = tower.avg_pooler(x.permute(0, 2, 1)).permute(0, 2, 1)
-    return tower.layer_norm(x), out_len
-
-
-def forward_last(model, ids, am, enc, out_len):
-    emb = model.model.get_input_embeddings()(ids)
-    aud = model.model.multi_modal_projector(enc)
-    sel = torch.arange(aud.shape[1])[None, :] < out_len[:, None]
-    emb = emb.masked_scatter((ids == model.config.audio_token_id).unsqueeze(-1), aud[sel].to(emb.dtype))
-    h = model.model.language_model(inputs_embeds=emb, attention_mask=am).last_hidden_state
-    return model.lm_head(h[:, -1])
-
-
 def main(args):
     torch.set_num_threads(args.threads)
     random.seed(args.seed)
@@ -168,8 +139,8 @@ def main(args):
                 break
             items = [data[i] for i in order[s:s + args.batch]]
             ids, am, feats, flen, y = collate(items, tok.pad_token_id)
-            enc, out_len = encode_audio(model, feats, flen)
-            logits = forward_last(model, ids, am, enc, out_len)[:, target_ids]
+            enc, out_len = lens.adapter.encode_cut_features(feats, flen)
+            logits = lens.adapter.last_logits_from_audio(ids, am, enc, out_len)[:, target_ids]
             loss = F.cross_entropy(logits, y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -189,8 +160,8 @@ def main(args):
     chk = clips[:4]
     with torch.no_grad():
         ids, am, feats, flen, y = collate(data[:4], tok.pad_token_id)
-        enc, out_len = encode_audio(model, feats, flen)
-        mine = forward_last(model, ids, am, enc, out_len)
+        enc, out_len = lens.adapter.encode_cut_features(feats, flen)
+        mine = lens.adapter.last_logits_from_audio(ids, am, enc, out_len)
     b = lens.batch([c.load(16000)[0] for c in chk], [demo_prompt(c.utterance_id) for c in chk], sampling_rate=16000)
     max_diff = float((mine - lens.run(b).logits).abs().max())
     print(f"training forward vs Lens forward: max |diff| = {max_diff:.2e}", flush=True)
