@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from esn_lens.lens import Lens
+from esn_lens.training import shuffled_batches, warmup_cosine
 from esn_lens.demo_check import evaluate_demo
 from esn_lens.demo_model import DEMO_EMOTIONS, demo_prompt, read_manifest
 from esn_lens.testing.tiny import build_tiny
@@ -269,81 +270,74 @@ def train(args) -> dict:
     steps_per_epoch = math.ceil(len(data) / args.batch)
     total = 6 if args.smoke else max(1, int(args.epochs * steps_per_epoch))
     warm = min(50, total // 10 + 1)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+    sched = warmup_cosine(opt, warm, total)
     model.train()
-    rng = random.Random(args.seed)
     step, log = 0, []
     t0 = time.perf_counter()
-    while step < total:
-        order = list(range(len(data)))
-        rng.shuffle(order)
-        for s in range(0, len(order), args.batch):
-            if step >= total:
-                break
-            items = [data[i] for i in order[s:s + args.batch]]
-            ids, am, feats, flen, y = collate(items, tok.pad_token_id)
-            if args.freeze_encoder:
-                T = max(len(it["enc"]) for it in items)
-                enc = torch.zeros(len(items), T, items[0]["enc"].shape[-1])
-                for i, it in enumerate(items):
-                    enc[i, :len(it["enc"])] = it["enc"]
-                out_len = torch.tensor([len(it["enc"]) for it in items])
-            else:
-                enc, out_len = lens.adapter.encode_cut_features(feats, flen)
+    for idx in shuffled_batches(len(data), args.batch, total, seed=args.seed):
+        items = [data[i] for i in idx]
+        ids, am, feats, flen, y = collate(items, tok.pad_token_id)
+        if args.freeze_encoder:
+            T = max(len(it["enc"]) for it in items)
+            enc = torch.zeros(len(items), T, items[0]["enc"].shape[-1])
+            for i, it in enumerate(items):
+                enc[i, :len(it["enc"])] = it["enc"]
+            out_len = torch.tensor([len(it["enc"]) for it in items])
+        else:
+            enc, out_len = lens.adapter.encode_cut_features(feats, flen)
+        record.clear()
+        logits = lens.adapter.last_logits_from_audio(ids, am, enc, out_len)
+        lab = y >= 0  # null-class clips (y = -1) are trained toward a uniform answer over the emotion words
+        ce = F.cross_entropy(logits[lab], target_ids[y[lab]]) * lab.float().mean() if lab.any() else logits.sum() * 0
+        if not lab.all():
+            ce = ce - F.log_softmax(logits[~lab][:, target_ids], -1).mean() * (~lab).float().mean()
+        loss = ce
+        l1 = torch.zeros(())
+        hard = float("nan")
+        if record:
+            gate = torch.stack([g for g, _ in record], 2)  # (B, S, layer, d_mlp)
+            act = torch.stack([o for _, o in record], 2)
+            valid = am.float()[:, :, None, None]
+            n_valid = valid.sum(1)  # (B, 1, 1)
+            if args.l1 > 0:
+                l1 = (act.abs() * valid).sum() / (n_valid.sum() * act.shape[-1] * act.shape[-2])
+                loss = loss + args.l1 * l1
+            soft = torch.sigmoid(args.fire_k * gate) * valid  # soft firing indicator
+            if args.fire_weight > 0:
+                rate = soft.sum((0, 1)) / n_valid.sum()  # (layer, d_mlp)
+                loss = loss + args.fire_weight * F.relu(rate - args.fire_target).mean()
+            if args.selectivity > 0:
+                per_clip = (soft.sum(1) / n_valid).flatten(1)  # (B, layer * d_mlp)
+                si, w = selectivity_index(per_clip, y, len(EMOTIONS), rest=args.selectivity_rest, assigned=assigned)
+                if args.selectivity_weighting == "rate":
+                    loss = loss + args.selectivity * (w * (1 - si)).sum() / (w.sum() + 1e-6)
+                else:
+                    loss = loss - args.selectivity * si.mean()
+            if probe_w is not None:
+                pooled = ((act * valid).sum(1) / n_valid).flatten(1)  # (B, layer * d_mlp)
+                loss = loss + args.probe * F.cross_entropy((pooled @ F.softplus(probe_w) + probe_b)[lab], y[lab])
+            with torch.no_grad():
+                hard = float(((gate > 0).float() * valid).sum() / (n_valid.sum() * gate.shape[-1] * gate.shape[-2]))
+        if args.mlp_necessity > 0:
+            zero = [layer.mlp.act_fn.register_forward_hook(lambda m, i, o: o * 0)
+                    for layer in model.model.language_model.layers]
+            lg0 = lens.adapter.last_logits_from_audio(ids, am, enc, out_len)[:, target_ids]
+            for h in zero:
+                h.remove()
             record.clear()
-            logits = lens.adapter.last_logits_from_audio(ids, am, enc, out_len)
-            lab = y >= 0  # null-class clips (y = -1) are trained toward a uniform answer over the emotion words
-            ce = F.cross_entropy(logits[lab], target_ids[y[lab]]) * lab.float().mean() if lab.any() else logits.sum() * 0
-            if not lab.all():
-                ce = ce - F.log_softmax(logits[~lab][:, target_ids], -1).mean() * (~lab).float().mean()
-            loss = ce
-            l1 = torch.zeros(())
-            hard = float("nan")
-            if record:
-                gate = torch.stack([g for g, _ in record], 2)  # (B, S, layer, d_mlp)
-                act = torch.stack([o for _, o in record], 2)
-                valid = am.float()[:, :, None, None]
-                n_valid = valid.sum(1)  # (B, 1, 1)
-                if args.l1 > 0:
-                    l1 = (act.abs() * valid).sum() / (n_valid.sum() * act.shape[-1] * act.shape[-2])
-                    loss = loss + args.l1 * l1
-                soft = torch.sigmoid(args.fire_k * gate) * valid  # soft firing indicator
-                if args.fire_weight > 0:
-                    rate = soft.sum((0, 1)) / n_valid.sum()  # (layer, d_mlp)
-                    loss = loss + args.fire_weight * F.relu(rate - args.fire_target).mean()
-                if args.selectivity > 0:
-                    per_clip = (soft.sum(1) / n_valid).flatten(1)  # (B, layer * d_mlp)
-                    si, w = selectivity_index(per_clip, y, len(EMOTIONS), rest=args.selectivity_rest, assigned=assigned)
-                    if args.selectivity_weighting == "rate":
-                        loss = loss + args.selectivity * (w * (1 - si)).sum() / (w.sum() + 1e-6)
-                    else:
-                        loss = loss - args.selectivity * si.mean()
-                if probe_w is not None:
-                    pooled = ((act * valid).sum(1) / n_valid).flatten(1)  # (B, layer * d_mlp)
-                    loss = loss + args.probe * F.cross_entropy((pooled @ F.softplus(probe_w) + probe_b)[lab], y[lab])
-                with torch.no_grad():
-                    hard = float(((gate > 0).float() * valid).sum() / (n_valid.sum() * gate.shape[-1] * gate.shape[-2]))
-            if args.mlp_necessity > 0:
-                zero = [layer.mlp.act_fn.register_forward_hook(lambda m, i, o: o * 0)
-                        for layer in model.model.language_model.layers]
-                lg0 = lens.adapter.last_logits_from_audio(ids, am, enc, out_len)[:, target_ids]
-                for h in zero:
-                    h.remove()
-                record.clear()
-                loss = loss - args.mlp_necessity * F.log_softmax(lg0, -1).mean()  # CE to uniform
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            sched.step()
-            acc = float((logits[lab][:, target_ids].argmax(1) == y[lab]).float().mean())
-            log.append((ce.item(), float(l1.detach()), acc, hard))
-            step += 1
-            if step % max(1, steps_per_epoch // 2) == 0 or step == total:
-                m = np.mean(log[-steps_per_epoch:], axis=0)
-                print(f"step {step}/{total} ep {step / steps_per_epoch:.1f} ce {m[0]:.3f} l1 {m[1]:.4f} "
-                      f"acc {m[2]:.3f} fire {m[3]:.3f} {time.perf_counter() - t0:.0f}s", flush=True)
+            loss = loss - args.mlp_necessity * F.log_softmax(lg0, -1).mean()  # CE to uniform
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        acc = float((logits[lab][:, target_ids].argmax(1) == y[lab]).float().mean())
+        log.append((ce.item(), float(l1.detach()), acc, hard))
+        step += 1
+        if step % max(1, steps_per_epoch // 2) == 0 or step == total:
+            m = np.mean(log[-steps_per_epoch:], axis=0)
+            print(f"step {step}/{total} ep {step / steps_per_epoch:.1f} ce {m[0]:.3f} l1 {m[1]:.4f} "
+                  f"acc {m[2]:.3f} fire {m[3]:.3f} {time.perf_counter() - t0:.0f}s", flush=True)
     for h in hooks:
         h.remove()
     model.eval()

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from esn_lens.demo_model import DEMO_EMOTIONS, demo_clips, demo_prompt, load_demo_model, read_manifest
 from esn_lens.lens import Lens
+from esn_lens.training import shuffled_batches, warmup_cosine
 from esn_lens.real_demo import assemble, build_processor, load_smollm2, save_trained_parts
 
 EMOTIONS = DEMO_EMOTIONS
@@ -124,35 +125,28 @@ def main(args):
     spe = math.ceil(len(data) / args.batch)
     total = max(1, int(args.epochs * spe))
     warm = min(40, total // 10 + 1)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+    sched = warmup_cosine(opt, warm, total)
     model.train()
     model.model.language_model.eval()  # no dropout anywhere in the frozen decoder
-    rng = random.Random(args.seed)
     step, log = 0, []
     t0 = time.perf_counter()
-    while step < total:
-        order = list(range(len(data)))
-        rng.shuffle(order)
-        for s in range(0, len(order), args.batch):
-            if step >= total:
-                break
-            items = [data[i] for i in order[s:s + args.batch]]
-            ids, am, feats, flen, y = collate(items, tok.pad_token_id)
-            enc, out_len = lens.adapter.encode_cut_features(feats, flen)
-            logits = lens.adapter.last_logits_from_audio(ids, am, enc, out_len)[:, target_ids]
-            loss = F.cross_entropy(logits, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            sched.step()
-            log.append((loss.item(), float((logits.argmax(1) == y).float().mean())))
-            step += 1
-            if step % max(1, spe // 4) == 0 or step == total:
-                m = np.mean(log[-max(1, spe // 4):], axis=0)
-                print(f"step {step}/{total} ep {step / spe:.2f} ce {m[0]:.3f} acc {m[1]:.3f} "
-                      f"{time.perf_counter() - t0:.0f}s", flush=True)
+    for idx in shuffled_batches(len(data), args.batch, total, seed=args.seed):
+        items = [data[i] for i in idx]
+        ids, am, feats, flen, y = collate(items, tok.pad_token_id)
+        enc, out_len = lens.adapter.encode_cut_features(feats, flen)
+        logits = lens.adapter.last_logits_from_audio(ids, am, enc, out_len)[:, target_ids]
+        loss = F.cross_entropy(logits, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        log.append((loss.item(), float((logits.argmax(1) == y).float().mean())))
+        step += 1
+        if step % max(1, spe // 4) == 0 or step == total:
+            m = np.mean(log[-max(1, spe // 4):], axis=0)
+            print(f"step {step}/{total} ep {step / spe:.2f} ce {m[0]:.3f} acc {m[1]:.3f} "
+                  f"{time.perf_counter() - t0:.0f}s", flush=True)
     model.eval()
     t_train = time.perf_counter() - t0
 
