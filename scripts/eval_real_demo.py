@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from esn_lens.attribution import collect_attribution
-from esn_lens.demo_model import DEMO_EMOTIONS, demo_clips, demo_evaluator, identification_stats
+from esn_lens.demo_model import DEMO_EMOTIONS, demo_clips, demo_evaluator, identification_stats, load_demo_model
 from esn_lens.evaluate import (accuracy_change_heatmap, bootstrap_ci, deactivation_conditions, find_result,
                                specificity, steering_conditions)
 from esn_lens.interventions import Condition, deactivate
@@ -57,6 +57,9 @@ def effects(res, names, clips):
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=None, help="folder of the trained parts (default: the shipped ones)")
+    p.add_argument("--shipped-demo", action="store_true",
+                   help="evaluate the shipped (regularised, from-scratch) demo model instead: the same protocol "
+                        "without the real-demo extra (a smoke check of this script)")
     p.add_argument("--out", required=True)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--batch", type=int, default=4)
@@ -81,7 +84,7 @@ def main():
             json.dump(R, f, indent=1, default=str)
 
     t0 = time.perf_counter()
-    model, proc = load_real_demo_model(a.model)
+    model, proc = load_demo_model(a.model) if a.shipped_demo else load_real_demo_model(a.model)
     lens = Lens(model, proc)
     ev = demo_evaluator(lens, E, a.batch)
     unseen = demo_clips("unseen")

@@ -78,3 +78,33 @@ def test_esn_lens_demo_model_real_quick_runs_end_to_end(tmp_path):
     r = json.loads((out / "results.json").read_text())
     assert set(r["selectors"]) == {"conact", "atp", "random"}
     assert r["baseline"]["accuracy"] > 0.5 and (out / "report.md").exists()
+
+
+def test_eval_script_runs_its_protocol_on_the_shipped_demo(tmp_path):
+    """scripts/eval_real_demo.py end to end without the extra (--shipped-demo, one clip per emotion)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = tmp_path / "eval.json"
+    script = Path(__file__).resolve().parents[1] / "scripts" / "eval_real_demo.py"
+    r = subprocess.run([sys.executable, str(script), "--shipped-demo", "--out", str(out), "--limit", "1",
+                        "--budgets", "0.01,0.02", "--n-extra", "1", "--steer", "best,random0", "--alphas", "2"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    R = json.loads(out.read_text())
+    assert R["eval_clips"] == {"0.01": 4, "0.02": 4}
+    assert set(R["deactivation"]["0.01"]) == {"lap", "lape", "mad", "conact", "atp", "random0", "random1"}
+    assert set(R["deactivation"]["0.02"]) == {"lap", "lape", "mad", "conact", "atp", "random0"}
+    for by_sel in R["deactivation"].values():
+        for v in by_sel.values():
+            assert v["ESS"] == pytest.approx(v["SE"] - v["ACE"])
+            assert v["SE_ci"][0] <= v["SE_ci"][1]
+    d = R["deactivation"]["0.01"]
+    best = min(("lap", "lape", "mad", "conact", "atp"), key=lambda s: d[s]["ESS"])
+    st = R["steering"]
+    assert st["selectors"] == [best, "random0"] and st["alphas"] == [0, 2.0] and st["clips"] == 4
+    base = [st[best][e][0] for e in ("angry", "happy", "neutral", "sad")]
+    assert sum(base) == pytest.approx(1.0)  # shares of the unsteered predictions
+    assert base == [st["random0"][e][0] for e in ("angry", "happy", "neutral", "sad")]
+    assert R["units_per_emotion"]["0.01"] > 0 and len(R["layer_counts"]["conact"]) > 0
