@@ -18,6 +18,7 @@ import argparse
 import json
 import random
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -71,6 +72,9 @@ def main():
     p.add_argument("--steer-only", default=None, metavar="SELECTORS",
                    help="skip deactivation: only steer these selectors' units at the first budget (comma list)")
     p.add_argument("--n-steer", type=int, default=None, help="unseen clips per emotion for steering (default: --n-main)")
+    p.add_argument("--save-sets", default=None, metavar="DIR",
+                   help="save every selector's NeuronSet at every budget there (<selector>_<budget>.safetensors)")
+    p.add_argument("--sets-only", action="store_true", help="stop after identification and selection")
     p.add_argument("--limit", type=int, default=None, help="at most this many clips per emotion (a smoke run)")
     p.add_argument("--n-main", type=int, default=None,
                    help="unseen clips per emotion for the first budget, all MLPs off and steering (default: all)")
@@ -124,6 +128,12 @@ def main():
     names = ("lap", "lape", "mad", "conact", "atp", "random0")
     R["jaccard"] = {f"{x}-{y}": sets[(x, r1)].jaccard(sets[(y, r1)]) for i, x in enumerate(names) for y in names[i + 1:]}
     dump()
+    if a.save_sets:
+        Path(a.save_sets).mkdir(parents=True, exist_ok=True)
+        for (sel, r), ns in sets.items():
+            ns.save(Path(a.save_sets) / f"{sel}_{r:g}.safetensors")
+    if a.sets_only:
+        return
 
     alphas = [float(x) for x in a.alphas.split(",")]
 

@@ -89,7 +89,8 @@ def test_eval_script_runs_its_protocol_on_the_shipped_demo(tmp_path):
     out = tmp_path / "eval.json"
     script = Path(__file__).resolve().parents[1] / "scripts" / "eval_real_demo.py"
     r = subprocess.run([sys.executable, str(script), "--shipped-demo", "--out", str(out), "--limit", "1",
-                        "--budgets", "0.01,0.02", "--n-extra", "1", "--steer", "best,random0", "--alphas", "2"],
+                        "--budgets", "0.01,0.02", "--n-extra", "1", "--steer", "best,random0", "--alphas", "2",
+                        "--save-sets", str(tmp_path / "sets")],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     R = json.loads(out.read_text())
@@ -108,3 +109,12 @@ def test_eval_script_runs_its_protocol_on_the_shipped_demo(tmp_path):
     assert sum(base) == pytest.approx(1.0)  # shares of the unsteered predictions
     assert base == [st["random0"][e][0] for e in ("angry", "happy", "neutral", "sad")]
     assert R["units_per_emotion"]["0.01"] > 0 and len(R["layer_counts"]["conact"]) > 0
+    from esn_lens.neurons import NeuronSet
+
+    saved = sorted(p.name for p in (tmp_path / "sets").iterdir())
+    assert len(saved) == 14 and "conact_0.01.safetensors" in saved and "random1_0.02.safetensors" in saved
+    conact = NeuronSet.load(tmp_path / "sets" / "conact_0.01.safetensors")
+    mad = NeuronSet.load(tmp_path / "sets" / "mad_0.01.safetensors")
+    assert mad.counts == {e: R["units_per_emotion"]["0.01"] for e in ("angry", "happy", "neutral", "sad")}
+    assert conact.selector == "conact" and max(conact.counts.values()) <= R["units_per_emotion"]["0.01"]
+    assert conact.layer_counts().sum(0).tolist() == [sum(c) for c in zip(*R["layer_counts"]["conact"])]
