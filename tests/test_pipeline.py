@@ -114,8 +114,8 @@ def test_kill_and_resume_gives_identical_results(assets, reference):
         "CHECKPOINT_HOOKS.append(lambda stage, consumed: time.sleep(60) if stage == 'stats' else None)\n")
     path = os.pathsep.join(p for p in (str(plugins), os.environ.get("PYTHONPATH", "")) if p)
     env = dict(os.environ, PYTHONPATH=path, HF_HUB_OFFLINE="1")
-    exe = shutil.which("esn-lens")  # the installed console script (else the module)
-    cmd = ([exe] if exe else [sys.executable, "-m", "esn_lens.cli"]) + run_args(
+    exe = Path(sys.executable).with_name("esn-lens")  # this environment's console script (else the module)
+    cmd = ([str(exe)] if exe.is_file() else [sys.executable, "-m", "esn_lens.cli"]) + run_args(
         assets, out, "--plugin", "hold_after_stats_checkpoint")
     proc = subprocess.Popen(cmd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
