@@ -118,3 +118,28 @@ def test_eval_script_runs_its_protocol_on_the_shipped_demo(tmp_path):
     assert mad.counts == {e: R["units_per_emotion"]["0.01"] for e in ("angry", "happy", "neutral", "sad")}
     assert conact.selector == "conact" and max(conact.counts.values()) <= R["units_per_emotion"]["0.01"]
     assert conact.layer_counts().sum(0).tolist() == [sum(c) for c in zip(*R["layer_counts"]["conact"])]
+
+
+def test_seed_sweep_table_matches_the_shipped_metrics():
+    """docs/real_decoder.md's seed-sweep table is the one in metrics.json (SE / ACE / ESS [ESS interval], 1 %)."""
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "real_decoder.md").read_text()
+    sweep = json.loads((REAL_DEMO_DIR / "metrics.json").read_text())["seed_sweep"]["models"]
+    names = {"LAP": "lap", "LAPE": "lape", "MAD": "mad", "ConAct": "conact", "AtP": "atp",
+             "random (seed 0)": "random0", "random (seed 1)": "random1"}
+    section = doc[doc.index("## Seed sweep"):doc.index("## Deactivation (gain 0) at three budgets")]
+    cell = r"([+-]\d+\.\d) / ([+-]\d+\.\d) / \*\*([+-]\d+\.\d)\*\* \[([+-]\d+\.\d), ([+-]\d+\.\d)\]"
+    checked = 0
+    for label, key in names.items():
+        m = re.search(r"\| " + re.escape(label) + r" \| " + r" \| ".join([cell] * 3) + r" \|", section)
+        assert m, label
+        vals = [float(x) for x in m.groups()]
+        for i, seed in enumerate(("seed0", "seed1", "seed2")):
+            v = sweep[seed]["deactivation"]["0.01"][key]
+            want = [v["SE"], v["ACE"], v["ESS"], *v["ESS_ci"]]
+            assert vals[5 * i:5 * i + 5] == pytest.approx(want, abs=0.051), (label, seed)
+            checked += 1
+    assert checked == 21
+    assert {s: m["eval_clips"]["0.01"] for s, m in sweep.items()} == {"seed0": 144, "seed1": 144, "seed2": 144}
