@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from esn_lens.lens import Lens
-from esn_lens.training import shuffled_batches, warmup_cosine
+from esn_lens.training import collate_cut_features, cut_feature_examples, shuffled_batches, warmup_cosine
 from esn_lens.demo_check import evaluate_demo
 from esn_lens.demo_model import DEMO_EMOTIONS, demo_prompt, read_manifest
 from esn_lens.testing.tiny import build_tiny
@@ -117,42 +117,6 @@ def set_seed(seed: int) -> None:
 
 
 # ------------------------------------------------------------------------------------------ data
-def prepare(lens: Lens, clips, batch_size: int = 32):
-    """Per clip: prompt token ids (no padding), log-mel features cut after the valid frames, label."""
-    data = []
-    for s in range(0, len(clips), batch_size):
-        chunk = clips[s:s + batch_size]
-        audio = [c.load(16000)[0] for c in chunk]
-        b = lens.batch(audio, [demo_prompt(c.utterance_id, EMOTIONS) for c in chunk], sampling_rate=16000)
-        ids, am = b.inputs["input_ids"], b.inputs["attention_mask"].bool()
-        feats, fam = b.inputs["input_features"], b.inputs["feature_attention_mask"]
-        for i, c in enumerate(chunk):
-            n = int(fam[i].sum())
-            keep = min(feats.shape[-1], n + PAD_FRAMES)
-            data.append(dict(ids=ids[i][am[i]].clone(), feats=feats[i, :, :keep].to(torch.float16).clone(), flen=n,
-                             y=EMOTIONS.index(c.emotion) if c.emotion in EMOTIONS else -1))  # -1: null class
-    return data
-
-
-def collate(items, pad_id: int):
-    S = max(len(it["ids"]) for it in items)
-    Fm = max(it["feats"].shape[-1] for it in items)
-    Fm += Fm % 2
-    ids = torch.full((len(items), S), pad_id, dtype=torch.long)
-    am = torch.zeros(len(items), S, dtype=torch.long)
-    feats = torch.empty(len(items), items[0]["feats"].shape[0], Fm)
-    for i, it in enumerate(items):
-        n = len(it["ids"])
-        ids[i, S - n:] = it["ids"]  # left padding, as Lens.batch does
-        am[i, S - n:] = 1
-        f = it["feats"].float()
-        feats[i, :, :f.shape[-1]] = f
-        feats[i, :, f.shape[-1]:] = f[:, -1:]  # the padding frames' constant log-mel floor
-    flen = torch.tensor([it["flen"] for it in items])
-    y = torch.tensor([it["y"] for it in items])
-    return ids, am, feats, flen, y
-
-
 # ------------------------------------------------------------------------------------------ forward
 def selectivity_index(per_clip: torch.Tensor, y: torch.Tensor, n_emotions: int, *, rest: str = "mean",
                       assigned: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -234,7 +198,10 @@ def train(args) -> dict:
     if args.cache and cache.is_file():
         data = torch.load(cache)
     else:
-        data = prepare(lens, clips)
+        data = cut_feature_examples(  # y = -1: the null class
+            lens, clips, [demo_prompt(c.utterance_id, EMOTIONS) for c in clips],
+            [EMOTIONS.index(c.emotion) if c.emotion in EMOTIONS else -1 for c in clips], pad_frames=PAD_FRAMES,
+            feature_dtype=torch.float16)
         if args.cache:
             torch.save(data, cache)
     t_prep = time.perf_counter() - t0
@@ -246,7 +213,7 @@ def train(args) -> dict:
         with torch.no_grad():  # encode once: the tower is fixed
             for s in range(0, len(data), 64):
                 items = data[s:s + 64]
-                _, _, feats, flen, _ = collate(items, tok.pad_token_id)
+                _, _, feats, flen, _ = collate_cut_features(items, tok.pad_token_id)
                 enc, out_len = lens.adapter.encode_cut_features(feats, flen)
                 for i, it in enumerate(items):
                     it["enc"] = enc[i, :int(out_len[i])].clone()
@@ -276,7 +243,7 @@ def train(args) -> dict:
     t0 = time.perf_counter()
     for idx in shuffled_batches(len(data), args.batch, total, seed=args.seed):
         items = [data[i] for i in idx]
-        ids, am, feats, flen, y = collate(items, tok.pad_token_id)
+        ids, am, feats, flen, y = collate_cut_features(items, tok.pad_token_id)
         if args.freeze_encoder:
             T = max(len(it["enc"]) for it in items)
             enc = torch.zeros(len(items), T, items[0]["enc"].shape[-1])
@@ -351,7 +318,7 @@ def train(args) -> dict:
     # exactness check: the cut-feature training forward equals the real 3000-frame forward (Lens)
     chk = clips[:4]
     with torch.no_grad():
-        ids, am, feats, flen, y = collate(data[:4], tok.pad_token_id)
+        ids, am, feats, flen, y = collate_cut_features(data[:4], tok.pad_token_id)
         enc, out_len = lens.adapter.encode_cut_features(feats, flen)
         mine = lens.adapter.last_logits_from_audio(ids, am, enc, out_len)
     b = lens.batch([c.load(16000)[0] for c in chk], [demo_prompt(c.utterance_id, EMOTIONS) for c in chk], sampling_rate=16000)

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from esn_lens.demo_model import DEMO_EMOTIONS, demo_clips, demo_prompt, load_demo_model, read_manifest
 from esn_lens.lens import Lens
-from esn_lens.training import shuffled_batches, warmup_cosine
+from esn_lens.training import collate_cut_features, cut_feature_examples, shuffled_batches, warmup_cosine
 from esn_lens.real_demo import assemble, build_processor, load_smollm2, save_trained_parts
 
 EMOTIONS = DEMO_EMOTIONS
@@ -48,39 +48,6 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--no-warm-start", action="store_true", help="random audio tower instead of the demo model's")
     return p.parse_args(argv)
-
-
-def prepare(lens, clips, batch_size=32):
-    data = []
-    for s in range(0, len(clips), batch_size):
-        chunk = clips[s:s + batch_size]
-        b = lens.batch([c.load(16000)[0] for c in chunk], [demo_prompt(c.utterance_id) for c in chunk],
-                       sampling_rate=16000)
-        ids, am = b.inputs["input_ids"], b.inputs["attention_mask"].bool()
-        feats, fam = b.inputs["input_features"], b.inputs["feature_attention_mask"]
-        for i, c in enumerate(chunk):
-            n = int(fam[i].sum())
-            keep = min(feats.shape[-1], n + PAD_FRAMES)
-            data.append(dict(ids=ids[i][am[i]].clone(), feats=feats[i, :, :keep].clone(), flen=n,
-                             y=EMOTIONS.index(c.emotion)))
-    return data
-
-
-def collate(items, pad_id):
-    S = max(len(it["ids"]) for it in items)
-    Fm = max(it["feats"].shape[-1] for it in items)
-    Fm += Fm % 2
-    ids = torch.full((len(items), S), pad_id, dtype=torch.long)
-    am = torch.zeros(len(items), S, dtype=torch.long)
-    feats = torch.empty(len(items), items[0]["feats"].shape[0], Fm)
-    for i, it in enumerate(items):
-        n = len(it["ids"])
-        ids[i, S - n:] = it["ids"]
-        am[i, S - n:] = 1
-        f = it["feats"]
-        feats[i, :, :f.shape[-1]] = f
-        feats[i, :, f.shape[-1]:] = f[:, -1:]
-    return ids, am, feats, torch.tensor([it["flen"] for it in items]), torch.tensor([it["y"] for it in items])
 
 
 def main(args):
@@ -114,7 +81,8 @@ def main(args):
     lens = Lens(model, proc)
     target_ids = torch.tensor([tok(e, add_special_tokens=False).input_ids[0] for e in EMOTIONS])
     t0 = time.perf_counter()
-    data = prepare(lens, clips)
+    data = cut_feature_examples(lens, clips, [demo_prompt(c.utterance_id) for c in clips],
+                                [EMOTIONS.index(c.emotion) for c in clips], pad_frames=PAD_FRAMES)
     t_prep = time.perf_counter() - t0
     print(f"prepared {len(data)} clips in {t_prep:.0f}s; tokens/clip {np.mean([len(d['ids']) for d in data]):.1f}",
           flush=True)
@@ -132,7 +100,7 @@ def main(args):
     t0 = time.perf_counter()
     for idx in shuffled_batches(len(data), args.batch, total, seed=args.seed):
         items = [data[i] for i in idx]
-        ids, am, feats, flen, y = collate(items, tok.pad_token_id)
+        ids, am, feats, flen, y = collate_cut_features(items, tok.pad_token_id)
         enc, out_len = lens.adapter.encode_cut_features(feats, flen)
         logits = lens.adapter.last_logits_from_audio(ids, am, enc, out_len)[:, target_ids]
         loss = F.cross_entropy(logits, y)
@@ -153,7 +121,7 @@ def main(args):
     # exactness: the cut-feature training forward equals the Lens forward on the processor's full window
     chk = clips[:4]
     with torch.no_grad():
-        ids, am, feats, flen, y = collate(data[:4], tok.pad_token_id)
+        ids, am, feats, flen, y = collate_cut_features(data[:4], tok.pad_token_id)
         enc, out_len = lens.adapter.encode_cut_features(feats, flen)
         mine = lens.adapter.last_logits_from_audio(ids, am, enc, out_len)
     b = lens.batch([c.load(16000)[0] for c in chk], [demo_prompt(c.utterance_id) for c in chk], sampling_rate=16000)

@@ -1,18 +1,10 @@
-"""The Qwen2-Audio adapter's training forward (audio tower on cut features + decoder) equals the Lens forward."""
+"""The Qwen2-Audio adapter's training forward (audio tower on cut features + decoder), fed by
+esn_lens.training's collation, equals the Lens forward on the processor's full window."""
 import numpy as np
 import torch
 
 from esn_lens.lens import Lens
-
-
-def _left_pad(rows, pad_id):
-    S = max(len(r) for r in rows)
-    ids = torch.full((len(rows), S), pad_id, dtype=torch.long)
-    am = torch.zeros(len(rows), S, dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, S - len(r):] = r
-        am[i, S - len(r):] = 1
-    return ids, am
+from esn_lens.training import collate_cut_features
 
 
 def test_cut_feature_forward_equals_full_window_forward(tiny):
@@ -24,14 +16,15 @@ def test_cut_feature_forward_equals_full_window_forward(tiny):
     feats, fam = b.inputs["input_features"], b.inputs["feature_attention_mask"]
     n_frames = fam.sum(-1)
     assert feats.shape[-1] == 3000 and int(n_frames.max()) < 200  # the cut really drops most of the window
-    keep = int(n_frames.max()) + 4
-    keep += keep % 2
-    ids, am = _left_pad([b.inputs["input_ids"][i][b.inputs["attention_mask"][i].bool()] for i in range(2)],
-                        lens.tokenizer.pad_token_id)
+    items = [dict(ids=b.inputs["input_ids"][i][b.inputs["attention_mask"][i].bool()],
+                  feats=feats[i, :, :int(n_frames[i]) + 4], flen=int(n_frames[i]), y=i) for i in range(2)]
+    ids, am, cut, flen, y = collate_cut_features(items, lens.tokenizer.pad_token_id)
+    assert cut.shape[-1] % 2 == 0 and cut.shape[-1] == int(n_frames.max()) + 4 + (int(n_frames.max()) + 4) % 2
+    assert flen.tolist() == n_frames.tolist() and y.tolist() == [0, 1]
+    assert am[0, 0] == 0 and am[:, -1].tolist() == [1, 1]  # the shorter row is left-padded
     with torch.no_grad():
-        enc, n_tokens = lens.adapter.encode_cut_features(feats[..., :keep], n_frames)
+        enc, n_tokens = lens.adapter.encode_cut_features(cut, flen)
         mine = lens.adapter.last_logits_from_audio(ids, am, enc, n_tokens)
     assert n_tokens.tolist()[0] < n_tokens.tolist()[1]
     assert (ids == lens.model.config.audio_token_id).sum(-1).tolist() == n_tokens.tolist()
     torch.testing.assert_close(mine, full, atol=1e-5, rtol=1e-5)
-
