@@ -45,11 +45,12 @@ def test_digit_on_demo_warns_with_cause(lens):
 
 
 def test_generate_parses_demo_unseen(lens):
-    """All 144 unseen clips: >= 90 % parse (measured: 144 of 144) and the answers agree with constrained scoring."""
-    clips = demo_clips("unseen")
+    """Every third unseen clip (48; all 144: 144 parse, accuracy 90.3 % = constrained): >= 90 % parse and the
+    answers agree with constrained scoring."""
+    clips = demo_clips("unseen")[::3]
     gen = SEREvaluator(lens, DEMO_EMOTIONS, mode="generate", seed=PROMPT_SEED, batch_size=72, max_new_tokens=2)
     g = gen.run(clips)["baseline"]
-    assert len(clips) == 144 and g.n_unparsed <= 0.1 * len(clips)
+    assert len(clips) == 48 and g.n_unparsed <= 0.1 * len(clips)
     assert set(g.answers) <= set(DEMO_EMOTIONS)  # each answer is cut at its first parsed prefix: one word
     c = SEREvaluator(lens, DEMO_EMOTIONS, seed=PROMPT_SEED, batch_size=48).run(clips)["baseline"]
     agree = np.mean([a == b for a, b in zip(g.predictions, c.predictions)])
