@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import io
+import linecache
 import os
 import sys
 from pathlib import Path
@@ -28,18 +29,31 @@ NOTEBOOKS = TUTORIALS / "notebooks"
 ARGV = {"05_paper_setup_gpu": ["--check"]}
 
 
-def _figures() -> list[dict]:
+def _png(fig) -> dict:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
+    return nbformat.v4.new_output("display_data", data={"image/png": base64.b64encode(buf.getvalue()).decode()})
+
+
+def _figures(ns: dict, before: set[int]) -> list[dict]:
+    """PNG outputs of the figures a cell made: those still open, and those it bound to a name (saved and closed)."""
     if "matplotlib" not in sys.modules:
         return []
     import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
-    outs = []
-    for num in plt.get_fignums():
-        buf = io.BytesIO()
-        plt.figure(num).savefig(buf, format="png", dpi=80, bbox_inches="tight")
-        outs.append(nbformat.v4.new_output("display_data", data={"image/png": base64.b64encode(buf.getvalue()).decode()}))
+    figs = [plt.figure(num) for num in plt.get_fignums()]
+    figs += [v for v in ns.values() if isinstance(v, Figure) and id(v) not in before and all(v is not f for f in figs)]
     plt.close("all")
-    return outs
+    return [_png(f) for f in figs]
+
+
+def _bound_figures(ns: dict) -> set[int]:
+    if "matplotlib" not in sys.modules:
+        return set()
+    from matplotlib.figure import Figure
+
+    return {id(v) for v in ns.values() if isinstance(v, Figure)}
 
 
 def execute(script: Path, argv: list[str] | None = None) -> nbformat.NotebookNode:
@@ -55,11 +69,23 @@ def execute(script: Path, argv: list[str] | None = None) -> nbformat.NotebookNod
                 continue
             count += 1
             out = io.StringIO()
-            with contextlib.redirect_stdout(out):
-                exec(compile(cell.source, f"{script.name}[cell {count}]", "exec"), ns)
+            fname = f"<{script.stem} cell {count}>"
+            # nnsight reads a trace's `with` block back from its source: register the cell's text like a kernel does
+            linecache.cache[fname] = (len(cell.source), None, cell.source.splitlines(True), fname)
+            stopped, before = False, _bound_figures(ns)
+            try:
+                with contextlib.redirect_stdout(out):
+                    exec(compile(cell.source, fname, "exec"), ns)
+            except SystemExit as e:  # the script ends itself here (05's check-only mode): keep what ran
+                if e.code not in (None, 0):
+                    raise
+                stopped = True
             cell.execution_count = count
             cell.outputs = ([nbformat.v4.new_output("stream", name="stdout", text=out.getvalue())] if out.getvalue() else [])
-            cell.outputs += _figures()
+            cell.outputs += _figures(ns, before)
+            if stopped:
+                nb.metadata["esn_lens_stopped_at_cell"] = count  # later cells: not run in this mode
+                break
     finally:
         sys.argv = old_argv
     nb.metadata.pop("jupytext", None)  # the notebook is a build product of the script
@@ -70,6 +96,8 @@ def main(args: list[str]) -> int:
     if args and args[0] == "--all":
         NOTEBOOKS.mkdir(exist_ok=True)
         for script in sorted(TUTORIALS.glob("*.py")):
+            if args[1:] and script.stem not in args[1:]:  # --all NAME ...: only those
+                continue
             import subprocess
 
             subprocess.run([sys.executable, __file__, str(script), str(NOTEBOOKS / f"{script.stem}.ipynb")], check=True,

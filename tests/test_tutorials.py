@@ -72,6 +72,8 @@ def test_shipped_notebook_matches_script(name):
     script, shipped = jupytext.read(TUTORIALS / f"{name}.py"), nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
     assert [(c.cell_type, c.source) for c in shipped.cells] == [(c.cell_type, c.source) for c in script.cells]
     code = [c for c in shipped.cells if c.cell_type == "code"]
+    stop = shipped.metadata.get("esn_lens_stopped_at_cell", len(code))  # 05 ends itself in check-only mode
+    code = code[:stop]
     assert [c.execution_count for c in code] == list(range(1, len(code) + 1))
     assert all(c.outputs for c in code if "print(" in c.source)
 

@@ -314,7 +314,12 @@ def stage_stats(run: Run) -> None:
 def stage_deactivation(run: Run) -> None:
     from ..evaluate import deactivation_conditions
 
-    kw = {"stats": run.stats} if run.cfg.intervention == "mean_ablate" else {}
+    from ..interventions import INTERVENTIONS
+    from .extensions import run_context
+
+    # the intervention's options, and the run's products it asks for by keyword (stats, attribution)
+    kw = {**run_context(INTERVENTIONS.get(run.cfg.intervention), {"stats": run.stats, "attribution": run.attribution}),
+          **run.cfg.intervention_options.get(run.cfg.intervention, {})}
     conds = [Condition.baseline()] + [c for name, ns in run.sets.items() for c in deactivation_conditions(
         ns, kind=run.cfg.intervention, name=name, emotions=run.split.emotions, **kw)]
     if not run.folder.done("deactivation"):
