@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import html
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ import numpy as np
 from . import figures
 from .errors import InputError
 from .io import atomic_write_bytes
-from .report_sections import REPORT_SECTIONS, describe_intervention, section_blocks
+from .report_sections import REPORT_SECTIONS, Block, describe_intervention, section_blocks
 
 NAMES = {"lap": "LAP", "lape": "LAPE", "mad": "MAD", "conact": "ConAct", "random": "random",
          "mean_diff": "mean-diff", "cohens_d": "Cohen's d"}
@@ -47,13 +46,6 @@ def ci_str(ci: Any, sign: bool = True) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- blocks
-@dataclass
-class Block:
-    kind: str  # h1 h2 h3 p table img list code
-    content: Any
-    extra: Any = None
-
-
 def _md(blocks: list[Block]) -> str:
     out: list[str] = []
     for b in blocks:

@@ -16,12 +16,23 @@ A section that raises is reported in its place as one line naming it (the rest o
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from .registry import Registry
 
-__all__ = ["REPORT_SECTIONS", "section_blocks", "describe_intervention"]
+__all__ = ["REPORT_SECTIONS", "Block", "section_blocks", "describe_intervention"]
+
+
+@dataclass
+class Block:
+    """One piece of the report: ``kind`` h1 h2 h3 p table img list code; ``content`` its text (a table:
+    ``(header, rows)``, a list: its items, an image: its path relative to the run folder); ``extra`` an image's alt."""
+
+    kind: str
+    content: Any
+    extra: Any = None
 
 #: name -> fn(results: dict, run_dir: Path) -> list[Block] | None
 REPORT_SECTIONS: Registry[Callable[[dict, Path], Any]] = Registry("report section")
@@ -42,8 +53,6 @@ def describe_intervention(cfg: dict[str, Any]) -> str:
 
 def section_blocks(results: dict[str, Any], run_dir: Path) -> list:
     """The blocks of every registered section (a failing section becomes one paragraph naming it)."""
-    from .report import Block
-
     out: list = []
     for name, fn in REPORT_SECTIONS.items():
         try:
