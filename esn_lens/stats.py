@@ -189,28 +189,35 @@ class NeuronStats(UnitStats):
             with lens.trace(batch):
                 stats.record(lens)
         """
-        from .tracing import attach_hook, scope_of
-
         self.check_model(lens)
-        sc = scope_of(lens, batch)
+        lens.attach(lambda model, scope: self.hooks(model, scope, emotion_index, positions=positions), batch)
+
+    def hooks(self, model: Any, scope: Any, emotion_index: Int64[Tensor, " batch"] | None = None, *,
+              positions: str | None = None) -> list[tuple[Any, Any]]:
+        """The ``(site, fn)`` pairs that accumulate ``scope``'s rows (a :class:`~esn_lens.batch.Scope`) into these
+        stats at the prefill: one per layer; the batch's tokens are counted when the first layer's value arrives."""
+        b = scope.need_batch("stats.record")
         if emotion_index is None:
-            if sc.batch.labels is None:
+            if b.labels is None:
                 raise InputError("stats.record: the batch has no labels; pass emotion_index (one index per row)")
-            emotion_index = self.emotion_index(sc.batch.labels)
-        if emotion_index.shape[0] != sc.size:
-            raise InputError(f"stats.record: {emotion_index.shape[0]} emotion indices for a batch of {sc.size} rows")
-        weights = emotion_weights(emotion_index, sc.batch.masks.select(positions or self.positions), len(self.emotions))
-        self.add_tokens(weights)
+            emotion_index = self.emotion_index(b.labels)
+        if emotion_index.shape[0] != scope.size:
+            raise InputError(f"stats.record: {emotion_index.shape[0]} emotion indices for a batch of {scope.size} rows")
+        weights = emotion_weights(emotion_index, b.masks.select(positions or self.positions), len(self.emotions))
+        out = []
         for layer in range(self.n_layers):
             done = [False]
 
             def fn(value: Tensor, layer: int = layer, done: list = done) -> None:
                 if not done[0]:  # prefill only (generation calls the module again per token)
                     done[0] = True
-                    self.add_layer(layer, sc.rows(value), weights)
+                    if layer == 0:
+                        self.add_tokens(weights)
+                    self.add_layer(layer, scope.rows(value), weights)
                 return None
 
-            attach_hook(lens, lens.blocks[layer].mlp.site(self.site), fn)
+            out.append((model.blocks[layer].mlp.site(self.site), fn))
+        return out
 
     # ------------------------------------------------------------------ derived
     def _require_tokens(self) -> Float64[Tensor, " emotion"]:
