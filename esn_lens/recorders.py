@@ -39,6 +39,9 @@ def probe_hooks(site: Site, pooling: "str | Bool[Tensor, 'batch pos']", scope: S
         if rec.value is not None:  # prefill only (generation calls the module again per token)
             return None
         v = scope.rows(value).detach().float()
+        if weights is not None and (v.ndim != 3 or v.shape[1] != weights.shape[1]):
+            raise InputError(f"probe {site.name}: pooling {rec.pooling!r} is over the batch's {weights.shape[1]} token "
+                             f"positions, this site's value has shape {tuple(v.shape)}; use pooling='none'")
         if weights is None:
             rec.value = v.cpu()
         else:
