@@ -150,7 +150,7 @@ class Lens:
         return self.batch(loaded, prompts, sampling_rate=self.sampling_rate, labels=labels, clip_ids=ids, **kw)
 
     # ------------------------------------------------------------------ the open core: nnsight traces
-    def trace(self, batch: "Batch | dict[str, Tensor] | None" = None, *, inference: bool = False,
+    def trace(self, batch: Any = None, *, inference: bool = False,
               remote: bool = False, backend: Any = None, **kwargs) -> LensTracer:
         """Open nnsight's trace of the model: ``with lens.trace(batch) as tracer:``.
 
@@ -176,7 +176,9 @@ class Lens:
             self.check_batch(batch)
         args = () if batch is None else (batch,)
         tracer = self.nn.trace(*args, tracer_cls=LensTracer, backend=backend, **kwargs)
-        tracer.inference, tracer.state = inference, self.nn.new_state(self.processor_id)
+        names = {f"{st.envoy.path}.{'input' if st.side == 'input' else 'output'}": n
+                 for n, st in self.sites.sites.items() if st.envoy is not None}
+        tracer.inference, tracer.state = inference, self.nn.new_state(self.processor_id, names)
         return tracer
 
     def generate(self, batch: "Batch | None" = None, *, max_new_tokens: int = 20, inference: bool = False,

@@ -233,8 +233,17 @@ class NeuronStats(UnitStats):
 
     @property
     def mean(self) -> Float64[Tensor, "emotion layer neuron"]:
-        """Mean value per emotion."""
-        return self.sum / self._require_tokens()[:, None, None]
+        """Mean value per emotion. An emotion with no counted tokens gets NaN, with a warning naming it (the others are
+        given); with no tokens at all it refuses."""
+        empty = [e for e, t in zip(self.emotions, self.T.tolist()) if t == 0]
+        if len(empty) == len(self.emotions):
+            self._require_tokens()
+        if empty:
+            import warnings
+
+            warnings.warn(f"NeuronStats.mean: no counted tokens for emotion(s) {empty}; their means are NaN, the "
+                          "other emotions' are given", stacklevel=2)
+        return self.sum / self.T.where(self.T > 0, torch.nan)[:, None, None]
 
     @property
     def var(self) -> Float64[Tensor, "emotion layer neuron"]:

@@ -18,11 +18,12 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import torch
 from nnsight import NNsight
+from nnsight.intervention.interleaver import OutOfOrderError
 from nnsight.intervention.tracer import InterleavingTracer
 from torch import Tensor
 
 from .batch import Batch, Scope, check_processor
-from .errors import InputError
+from .errors import InputError, TraceOrderError
 from .sites import MissingSite, Site, _rewrap, _unwrap
 from .vocab import PositionMasks
 
@@ -116,8 +117,10 @@ class TraceState:
     attached, the invoke layout (first row, batch, padded batch per invoke), the padding id, and -- through nnsight's
     interleaver -- which site modules the model has already entered."""
 
-    def __init__(self, pad_token_id: int, interleaver: Any = None, processor_id: str | None = None):
+    def __init__(self, pad_token_id: int, interleaver: Any = None, processor_id: str | None = None,
+                 site_names: dict[str, str] | None = None):
         self.pad_token_id, self.interleaver, self.processor_id = pad_token_id, interleaver, processor_id
+        self.site_names = site_names or {}  # nnsight location ("model.model.layers.0.mlp.act_fn.output") -> site name
         self.layout: list[tuple[int, Batch, Batch]] = []
         self.handles: list[Any] = []
 
@@ -200,6 +203,19 @@ class TraceState:
         for site, fn in hooks:
             self.handles.append(_register(site, fn))
 
+    def order_error(self, e: Exception) -> TraceOrderError:
+        """nnsight's ``OutOfOrderError`` as one line naming the TransformerLens site and the rule."""
+        import re
+
+        m = re.match(r"'(.+?)(?:\.i\d+)?' was requested", str(e))
+        loc = m.group(1) if m else str(e)
+        if loc.split(".", 1)[0].isdigit() and loc.split(".", 1)[-1].startswith("grad"):
+            return TraceOrderError("a gradient was read out of order: inside `with loss.backward():` read .grad in "
+                                   "reverse forward order (the last layer first)")
+        name = self.site_names.get(loc, loc.split(".", 1)[-1] if loc.startswith("model.") else loc)
+        return TraceOrderError(f"{name}: read after the model ran past it; read sites in forward order (the order of "
+                               "lens.site_names()), and gradients in reverse order inside `with loss.backward():`")
+
     def close(self) -> None:
         """Remove every hook (the trace ended, whatever way)."""
         for h in self.handles:
@@ -240,9 +256,10 @@ class LensNNsight(NNsight):
         object.__setattr__(self, "_esn_adapter", adapter)
         object.__setattr__(self, "states", [])
 
-    def new_state(self, processor_id: str | None = None) -> TraceState:
-        """A fresh state for one trace of this model (refusing batches of another processor than ``processor_id``)."""
-        return TraceState(pad_token_id_of(self._esn_adapter.tokenizer), self.interleaver, processor_id)
+    def new_state(self, processor_id: str | None = None, site_names: dict[str, str] | None = None) -> TraceState:
+        """A fresh state for one trace of this model (refusing batches of another processor than ``processor_id``;
+        ``site_names`` maps nnsight locations to site names for error messages)."""
+        return TraceState(pad_token_id_of(self._esn_adapter.tokenizer), self.interleaver, processor_id, site_names)
 
     @contextlib.contextmanager
     def plain(self, batch: Batch):
@@ -309,6 +326,8 @@ class LensTracer(InterleavingTracer):
         try:
             with ctx:
                 super().execute(code)
+        except OutOfOrderError as e:
+            raise self.state.order_error(e) from e
         finally:
             states.remove(self.state)
             layout = self.state.layout

@@ -103,6 +103,9 @@ class PositionMasks:
         if positions == "valid":
             return self.valid
         if positions == "audio":
+            if not bool(self.audio.any()):
+                raise InputError("positions 'audio': this batch has no audio positions (a text-only model or batch); "
+                                 "use positions='valid' or another position set")
             return self.audio & ~self.padding
         if positions == "no_prompt":
             if not self.prompt_known:
