@@ -165,8 +165,8 @@ class Lens:
         (after, they refuse with one line naming the site). Example::
 
             with lens.trace(batch):
+                lens.blocks[0].mlp.hook_act.output[..., 3] = 0      # sites in forward order
                 h = lens.blocks[1].hook_resid_post.output.save()
-                lens.blocks[0].mlp.hook_act.output[..., 3] = 0
                 logits = lens.logits.save()
         """
         if remote:
@@ -232,8 +232,9 @@ class Lens:
         valid positions), ``"none"`` (every position) or a boolean (batch, pos) mask (mean over it). The value is in
         ``.value`` after the trace: (batch, d) float32 on the CPU (or (batch, pos, d) for ``"none"``). Example::
 
+            import nnsight
             with lens.trace(batch):
-                rec = lens.probe("blocks.1.hook_resid_post", "mean_audio")
+                rec = nnsight.save(lens.probe("blocks.1.hook_resid_post", "mean_audio"))  # names not saved vanish
             rec.value.shape   # (batch, hidden)
         """
         st = self.site(site) if isinstance(site, str) else site

@@ -115,7 +115,8 @@ class NeuronStats(UnitStats):
     Example::
 
         stats = NeuronStats(("angry", "happy"), n_layers=2, d_mlp=8)
-        stats.add(acts, emotion_index, mask)     # acts: (layer, batch, pos, neuron)
+        acts = torch.randn(2, 3, 5, 8)           # (layer, batch, pos, neuron)
+        stats.add(acts, torch.tensor([0, 1, 1]), torch.ones(3, 5, dtype=torch.bool))
         stats.firing_rate                         # P_e(n), shape (emotion, layer, neuron)
     """
 

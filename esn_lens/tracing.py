@@ -315,7 +315,7 @@ class LensTracer(InterleavingTracer):
                     m = tracer.invoke_masks[0]          # batch_a's masks at the combined length
                     h = lens.blocks[0].hook_resid_post.output[m.last_token()].save()
                 with tracer.invoke(batch_b):
-                    ...
+                    logits_b = lens.logits.output[:, -1].save()
         """
         return [padded.masks for _s, _b, padded in (self.state.layout if self.state is not None else [])]
 
