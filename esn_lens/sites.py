@@ -21,9 +21,10 @@ Each :class:`Site` has ``.output`` (read, ``.save()``, assign, index-assign), ``
 ``tracer.invoke`` (several batches in one forward), ``with loss.backward(): x.grad``, ``tracer.stop()``,
 ``tracer.iter`` in generation. Accesses follow forward order, as in any nnsight trace.
 
-The library's own operations (edits, statistics, probes) are called inside the same trace; they attach
-torch hooks to the site modules for the trace's duration, so they compose with user code in the same forward; they
-must be called before the model reaches their sites.
+The table is built once from the adapter's site table (:meth:`esn_lens.adapters.Adapter.site_table`, rows
+``SiteRow(name, path, side)`` in forward order): :class:`SiteTable`. The library's own operations (edits, statistics,
+probes) produce hooks on these sites that the trace attaches for its duration, so they compose with user code in the
+same forward; they must be called before the model enters their sites (else they refuse, naming the site).
 At a site, a hook sees the value after the user's nnsight edits of that site (nnsight hands a module's
 output to the trace body before torch's forward hooks run).
 """
