@@ -1,6 +1,6 @@
 """A third-party plugin package built here (issue #28), through public names only: a selector with an option, an
 intervention with an option that asks for the run's stats, a non-gated-MLP adapter (a tiny GPT-2: c_fc -> act ->
-c_proj), a dataset and a report section. A run through its entry point equals a run with ``--plugin``; a broken
+c_proj), a dataset, a run stage and a report section showing the stage's product. A run through its entry point equals a run with ``--plugin``; a broken
 plugin intervention is refused before the model loads, in one line naming the plugin."""
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from esn_lens.adapters import Adapter, register_adapter
 from esn_lens.data import DATASETS, Record
 from esn_lens.interventions import INTERVENTIONS, FunctionEdit
 from esn_lens.report import REPORT_SECTIONS, Block
+from esn_lens.run import register_stage
 from esn_lens.selectors import SELECTORS
 from esn_lens.stats import NeuronStats
 
@@ -70,10 +71,19 @@ def plug_manifest(root):
             yield Record(r["utterance_id"], label=r["emotion"], path=root / r["path"], speaker=r["speaker"], text=r["text"])
 
 
+@register_stage("plug_pool_size", needs=["pool_ids"], produces=["plug_pool_size"], after="stats")
+def plug_pool_size(run):
+    """A new product of the run, written to the run folder for the report section."""
+    run.plug_pool_size = len(run.pool_ids)
+    run.folder.write_json({"pool_size": run.plug_pool_size}, "plug_pool_size.json")
+
+
 @REPORT_SECTIONS.register("plug_section")
 def plug_section(results, run_dir):
+    import json
     n = len(results.get("selectors", {}))
-    return [Block("h2", "Plugin section"), Block("p", f"esnplug saw {n} selectors in {run_dir.name}.")]
+    size = json.loads((run_dir / "plug_pool_size.json").read_text())["pool_size"]
+    return [Block("h2", "Plugin section"), Block("p", f"esnplug saw {n} selectors and a pool of {size} clips.")]
 '''
 
 BROKEN = '''
@@ -128,7 +138,9 @@ def test_entry_point_run_equals_plugin_run(tmp_path):
     assert [(p["module"], p["distribution"], p["version"]) for p in cfg_a["plugins"]] == [("esnplug", "esnplug", "0.3")]
     assert [(p["module"], p["version"]) for p in cfg_b["plugins"]] == [("esnplug", "0.3")]  # no distribution: __version__
     report = (tmp_path / "a" / "report.md").read_text()
-    assert "## Plugin section" in report and "esnplug saw 2 selectors in a." in report
+    pool = json.loads((tmp_path / "a" / "plug_pool_size.json").read_text())["pool_size"]
+    assert pool == sum(ra["clips"]["pool"].values()) > 0  # the plugin stage's product
+    assert "## Plugin section" in report and f"esnplug saw 2 selectors and a pool of {pool} clips." in report
     assert "edited by the intervention `plug_scale` (factor=0.5)" in report and "set to 0" not in report
     # the options are part of the run's identity: another power cannot resume this run
     c = _cli([*RUN, "--plugin", "esnplug", "--out", str(tmp_path / "b"), "--resume",
@@ -172,6 +184,7 @@ def plug(tmp_path, monkeypatch):
     from esn_lens.interventions import INTERVENTIONS
     from esn_lens.plugins import load_plugin
     from esn_lens.report import REPORT_SECTIONS
+    from esn_lens.run import STAGE_REGISTRY
     from esn_lens.selectors import SELECTORS
 
     _write(tmp_path / "site", "esnplug", PLUGIN)
@@ -181,6 +194,10 @@ def plug(tmp_path, monkeypatch):
     for reg, name in ((SELECTORS, "plug_power"), (INTERVENTIONS, "plug_scale"), (ADAPTERS, "plug_gpt2"),
                       (DATASETS, "plug_manifest"), (REPORT_SECTIONS, "plug_section")):
         reg.unregister(name)
+    from esn_lens.run import unregister_stage
+
+    unregister_stage("plug_pool_size")
+    assert "plug_pool_size" not in STAGE_REGISTRY
     sys.modules.pop("esnplug", None)
 
 
@@ -251,5 +268,10 @@ def test_plugin_dataset_and_report_section(plug, tmp_path):
     ds = load_dataset("plug_manifest", ASSETS / "clips" / "unseen")
     assert len(ds) == 144 and {c.emotion for c in ds} == {"angry", "happy", "neutral", "sad"}
     assert "plug_section" in REPORT_SECTIONS
+    (tmp_path / "plug_pool_size.json").write_text('{"pool_size": 7}')
     blocks = REPORT_SECTIONS.get("plug_section")({"selectors": {"a": 1}}, tmp_path)
-    assert blocks[1].content == f"esnplug saw 1 selectors in {tmp_path.name}."
+    assert blocks[1].content == "esnplug saw 1 selectors and a pool of 7 clips."
+    from esn_lens.run import stage_order
+
+    order = [st.name for st in stage_order()]
+    assert order.index("plug_pool_size") == order.index("stats") + 1
