@@ -22,6 +22,14 @@
 # which models it claims; the base class handles the SwiGLU sites (`gate_proj` -> `act_fn` -> `down_proj`),
 # position masks, the chat template and text inputs. For an audio model you would also override
 # `build_inputs` and set `audio_token` / `audio_tower_path` (see `esn_lens/adapters/qwen2_audio.py`).
+#
+# The MLP's neuron sites are declared by the adapter too, in `mlp_sites` (site -> attribute of the layer's MLP,
+# output or input side). The default is the gated table (`gate_proj` -> `act_fn` -> `down_proj`); a plain MLP
+# (GPT-2 style `fc1` -> `act` -> `fc2`) sets `mlp_sites = PLAIN_MLP_SITES`, or its own names, e.g. GPT-2's
+# `{"pre": ("c_fc", "output"), "act": ("act", "output"), "post": ("c_proj", "input")}`. Statistics, selectors
+# and edits then work unchanged (checked exactly against plain hooks in `tests/test_plugin_package.py`). The
+# other hooks a family may override -- `site_path`, `call_args`, `root`, `fingerprint` -- are listed in
+# docs/api.md ("The adapter hooks").
 
 # %%
 import os
