@@ -404,7 +404,10 @@ class Lens:
 def _pick_logits(lg: Tensor, batch: Batch, mode: str) -> Tensor:
     """Float32 CPU logits: each row's last valid position ("last") or every position ("all")."""
     if mode == "last":
-        last = batch.masks.last_token().float().argmax(1)
+        pad = batch.masks.padding
+        if pad.shape[1] != lg.shape[1]:  # masks over other positions (encoder frames): the tokens' padding
+            pad = batch.inputs["attention_mask"] == 0
+        last = (~pad).long().cumsum(1).argmax(1)  # the last non-padding position (PositionMasks.last_token)
         lg = lg[torch.arange(lg.shape[0]), last.to(lg.device)]
     return lg.detach().float().cpu()
 
