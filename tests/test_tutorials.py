@@ -36,7 +36,9 @@ EXPECT = {
                                r"hand vs library: 0\.0e\+00",
                                r"d log p\(token 7\) / d blocks\.1\.mlp\.hook_act: \(2, \d+, 64\)"]),
     "07_exercise": ([], [r"conact: sad accuracy .* change -\d+\.\d points, 95% CI \[-\d+\.\d, -\d+\.\d\]",
-                         r"random0: .* change [+-]\d\.\d points", r"ConAct's sad units are necessary for sad"]),
+                         r"random0: .* change [+-]\d\.\d points", r"ConAct's sad units are necessary for sad",
+                         r"Lens\(Qwen2AudioForConditionalGeneration, adapter=encoder, layers=1, d_mlp=128\)",
+                         r"encoder: 1 layers x 128 units, largest ConAct gap per layer \[0\.\d+\]"]),
     "05_paper_setup_gpu": (["--check"], [r"configuration ok: 2 models x selectors .* at r = 0\.005",
                                          r"check-only mode \(--check\): nothing was run"]),
 }

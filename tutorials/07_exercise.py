@@ -80,5 +80,31 @@ assert all(abs(effect[k][0]) <= 10 for k in sets if k != "conact")
 print("ConAct's sad units are necessary for sad; random units of the same size are not.")
 
 # %% [markdown]
+# ## Going further: encoder or decoder?
+# Where does emotion first become selective? `encoder_lens(lens)` is the same model seen through its audio
+# encoder: its units are the encoder layers' MLP neurons (`fc1 -> activation_fn -> fc2`, Whisper-style), its
+# positions the encoder's frames of real audio. Statistics, selectors and edits work on them unchanged. Compare
+# the largest ConAct gap (top minus runner-up firing rate) per layer on the same pool.
+#
+# **What to expect**: the demo's decoder units are far more selective (largest gap 0.7-0.8 in every layer) than its encoder's
+# (one layer of 128 units, frozen while the demo was trained: about 0.2). That is also why the demo run
+# (`esn-lens demo`) looks at decoder units only, the paper's site: encoder units are opt-in (`encoder_lens`).
+
+# %%
+from esn_lens.adapters.encoder import encoder_lens  # noqa: E402
+
+enc = encoder_lens(lens)
+print(enc)
+gaps = {}
+for where, view in (("decoder", lens), ("encoder", enc)):
+    st = view.collect_stats(pool, [demo_evaluator(lens).prompt(c).text for c in pool], DEMO_EMOTIONS,
+                            batch_size=32, progress=False)
+    top2 = st.firing_rate.topk(2, dim=0).values  # (2, layer, neuron): top and runner-up emotion's rate
+    gaps[where] = (top2[0] - top2[1]).amax(-1)
+    print(f"{where}: {st.n_layers} layers x {st.d_mlp} units, largest ConAct gap per layer "
+          f"{[round(float(g), 2) for g in gaps[where]]}")
+assert gaps["decoder"].max() > 2 * gaps["encoder"].max()
+
+# %% [markdown]
 # Going further: repeat with every emotion (`deactivation_conditions`), at 0.5 % and 2 %, or with MAD; the
 # command-line run (`esn-lens demo`) does all of it and reports intervals for every cell of the heatmap.
