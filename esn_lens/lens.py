@@ -404,9 +404,8 @@ class Lens:
 def _pick_logits(lg: Tensor, batch: Batch, mode: str) -> Tensor:
     """Float32 CPU logits: each row's last valid position ("last") or every position ("all")."""
     if mode == "last":
-        pad = batch.masks.padding
-        if pad.shape[1] != lg.shape[1]:  # masks over other positions (encoder frames): the tokens' padding
-            pad = batch.inputs["attention_mask"] == 0
+        pad = batch.masks.padding  # masks over other positions (encoder frames): the tokens' padding instead
+        pad = pad if pad.shape[1] == lg.shape[1] else batch.inputs["attention_mask"] == 0
         last = (~pad).long().cumsum(1).argmax(1)  # the last non-padding position (PositionMasks.last_token)
         lg = lg[torch.arange(lg.shape[0]), last.to(lg.device)]
     return lg.detach().float().cpu()
