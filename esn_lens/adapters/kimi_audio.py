@@ -85,7 +85,7 @@ class KimiaPrompter:
             raise InputError(f"kimi_audio: {n} continuous positions but {0 if f is None else f.shape[0]} feature rows")
         return a.long(), t.long(), c.bool(), f
 
-    def save_pretrained(self, path: str) -> None:
+    def save_pretrained(self, path: "str | os.PathLike") -> None:
         """Save the text tokenizer (the prompt manager itself is rebuilt from the model folder)."""
         if self.tokenizer is not None:
             self.tokenizer.save_pretrained(path)
