@@ -181,6 +181,15 @@ class KimiAudioAdapter(Adapter):
     audio_token = "<|im_media_begin|>"  # marks where a clip goes; the adapter builds the streams itself
     class_names = ("MoonshotKimiaForCausalLM",)
     model_types = ("kimi_audio", "kimia")
+    #: a row of docs/models.md (esn_lens.adapters.support)
+    support = dict(
+        title='Kimi-Audio',
+        mlp="Qwen2MLP: pre = gate_proj out, act = SiLU(gate) (the paper's), post = act * up_proj (down_proj input); the mimo branch (audio tokens) is not part of the units",
+        audio='continuous positions (audio tokens between media begin and end, 12.5 per second)',
+        inputs="the toolkit's prompt manager (`kimia_infer`) or a callable; batched `inputs_embeds` built as the model does per row",
+        tested="tiny remote-code stand-in: every row = that row alone through the model's own forward; sites, stats, edits, toolkit-style generation vs plain hooks; `esn-lens run --trust-remote-code` on a saved folder",
+        limits="needs `--trust-remote-code` and the toolkit; the release's attention is flash-attention only (GPU, half precision)",
+    )
 
     def __init__(self, model: nn.Module, processor: Any = None):
         self._stream = KimiaTextStream(model, self)
