@@ -171,6 +171,7 @@ TINY_FAMILIES: dict[str, Callable[..., tuple[Any, Any]]] = {
     "qwen2": _qwen2_lm,
     "llama": _llama_lm,
     "kimi_audio": _lazy("kimia_toolkit", "build_tiny_kimia"),
+    "music_flamingo": _lazy("tiny_families", "music_flamingo"),
 }
 
 

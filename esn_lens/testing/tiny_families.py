@@ -1,0 +1,23 @@
+"""Tiny real models of the audio-language families added after the paper's three (one builder per family).
+
+Each builder has :func:`esn_lens.testing.build_tiny`'s signature ``(tokenizer, n_layers, hidden, d_mlp, heads,
+kv_heads, encoder hidden, vocab)`` and returns ``(model, processor)`` with random weights.
+"""
+from __future__ import annotations
+
+from .tiny import CHAT_TEMPLATE, _feature_extractor, _text_dims, _whisper_dims
+
+
+def music_flamingo(tok, n_layers, hidden, d_mlp, heads, kv_heads, enc_hidden, vocab):
+    """``MusicFlamingoForConditionalGeneration`` (AF3 encoder + rotary time embeddings, Qwen2 decoder) and its processor."""
+    from transformers import MusicFlamingoConfig, MusicFlamingoForConditionalGeneration, MusicFlamingoProcessor
+
+    tok.add_tokens(["<|sound_bos|>", "<|sound_eos|>"], special_tokens=True)
+    cfg = MusicFlamingoConfig(
+        audio_config=dict(model_type="audioflamingo3_encoder", **_whisper_dims(enc_hidden)),
+        text_config=dict(model_type="qwen2", **_text_dims(n_layers, hidden, d_mlp, vocab, heads, kv_heads)),
+        audio_token_id=tok.convert_tokens_to_ids("<sound>"), audio_bos_token_id=tok.convert_tokens_to_ids("<|sound_bos|>"),
+        audio_eos_token_id=tok.convert_tokens_to_ids("<|sound_eos|>"))
+    proc = MusicFlamingoProcessor(feature_extractor=_feature_extractor(), tokenizer=tok,
+                                  chat_template=CHAT_TEMPLATE.replace("AUDIO_PLACEHOLDER", "<sound>"))
+    return MusicFlamingoForConditionalGeneration(cfg), proc
