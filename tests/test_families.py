@@ -14,7 +14,8 @@ from esn_lens.testing import build_tiny, tiny_audio
 from pipeline_assets import run_main, write_tone_corpus
 
 #: family -> (seed whose random weights answer >= 1 tone clip of every emotion, special tokens around the audio)
-FAMILIES = {"music_flamingo": (4, ("<|sound_bos|>", "<|sound_eos|>"))}
+FAMILIES = {"music_flamingo": (4, ("<|sound_bos|>", "<|sound_eos|>")),
+            "glm_asr": (3, ("<|begin_of_audio|>", "<|end_of_audio|>"))}
 PROMPTS = ["Which emotion is it?", "Name the emotion"]
 
 
@@ -125,7 +126,7 @@ def test_esn_lens_run_on_a_saved_folder(fam, tmp_path, capsys):
     corpus = write_tone_corpus(tmp_path / "tones", speakers=4, per_speaker=2)
     rc = run_main(["run", "--model", str(tmp_path / "m"), "--dataset", "manifest", "--data-dir", str(corpus),
                    "--mode", "constrained", "--top-frac", "0.05", "--selector", "mad", "--selector", "random",
-                   "--alpha", "2", "--eval-per-emotion", "1", "--batch-size", "8", "--threads", "1", "--no-progress",
+                   "--alpha", "2", "--eval-per-emotion", "1", "--bootstrap", "0", "--batch-size", "8", "--threads", "1", "--no-progress",
                    "--out", str(tmp_path / "run")])
     assert rc == 0, capsys.readouterr().err
     r = json.loads((tmp_path / "run" / "results.json").read_text())

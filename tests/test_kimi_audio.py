@@ -240,7 +240,7 @@ def test_esn_lens_run_on_a_saved_folder_with_remote_code(kimi, toolkit, tmp_path
     out = tmp_path / "run"
     rc = run_main(["run", "--model", str(tmp_path / "m"), "--trust-remote-code", "--dataset", "manifest", "--data-dir",
                    str(corpus), "--mode", "constrained", "--top-frac", "0.05", "--selector", "mad", "--selector",
-                   "random", "--alpha", "2", "--eval-per-emotion", "1", "--batch-size", "8", "--threads", "1",
+                   "random", "--alpha", "2", "--eval-per-emotion", "1", "--bootstrap", "0", "--batch-size", "8", "--threads", "1",
                    "--no-progress", "--out", str(out)])
     assert rc == 0, capsys.readouterr().err
     r = json.loads((out / "results.json").read_text())

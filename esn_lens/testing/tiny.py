@@ -172,6 +172,7 @@ TINY_FAMILIES: dict[str, Callable[..., tuple[Any, Any]]] = {
     "llama": _llama_lm,
     "kimi_audio": _lazy("kimia_toolkit", "build_tiny_kimia"),
     "music_flamingo": _lazy("tiny_families", "music_flamingo"),
+    "glm_asr": _lazy("tiny_families", "glm_asr"),
 }
 
 

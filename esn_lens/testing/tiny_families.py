@@ -21,3 +21,18 @@ def music_flamingo(tok, n_layers, hidden, d_mlp, heads, kv_heads, enc_hidden, vo
     proc = MusicFlamingoProcessor(feature_extractor=_feature_extractor(), tokenizer=tok,
                                   chat_template=CHAT_TEMPLATE.replace("AUDIO_PLACEHOLDER", "<sound>"))
     return MusicFlamingoForConditionalGeneration(cfg), proc
+
+
+def glm_asr(tok, n_layers, hidden, d_mlp, heads, kv_heads, enc_hidden, vocab):
+    """``GlmAsrForConditionalGeneration`` (Whisper-style encoder, Llama decoder) and its processor."""
+    from transformers import GlmAsrConfig, GlmAsrForConditionalGeneration, GlmAsrProcessor
+
+    tok.add_tokens(["<|pad|>", "<|begin_of_audio|>", "<|end_of_audio|>"], special_tokens=True)
+    cfg = GlmAsrConfig(
+        audio_config=dict(hidden_size=enc_hidden, intermediate_size=2 * enc_hidden, num_hidden_layers=1,
+                          num_attention_heads=2, num_key_value_heads=2, num_mel_bins=128),
+        text_config=dict(model_type="llama", **_text_dims(n_layers, hidden, d_mlp, vocab, heads, kv_heads)),
+        audio_token_id=tok.convert_tokens_to_ids("<|pad|>"))
+    proc = GlmAsrProcessor(feature_extractor=_feature_extractor(), tokenizer=tok,
+                           chat_template=CHAT_TEMPLATE.replace("AUDIO_PLACEHOLDER", "<|begin_of_audio|><|pad|><|end_of_audio|>"))
+    return GlmAsrForConditionalGeneration(cfg), proc
