@@ -15,7 +15,8 @@ from pipeline_assets import run_main, write_tone_corpus
 
 #: family -> (seed whose random weights answer >= 1 tone clip of every emotion, special tokens around the audio)
 FAMILIES = {"music_flamingo": (4, ("<|sound_bos|>", "<|sound_eos|>")),
-            "glm_asr": (3, ("<|begin_of_audio|>", "<|end_of_audio|>"))}
+            "glm_asr": (3, ("<|begin_of_audio|>", "<|end_of_audio|>")),
+            "qwen3_asr": (2, ("<|audio_bos|>", "<|audio_eos|>"))}
 PROMPTS = ["Which emotion is it?", "Name the emotion"]
 
 

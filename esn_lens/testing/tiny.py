@@ -173,6 +173,7 @@ TINY_FAMILIES: dict[str, Callable[..., tuple[Any, Any]]] = {
     "kimi_audio": _lazy("kimia_toolkit", "build_tiny_kimia"),
     "music_flamingo": _lazy("tiny_families", "music_flamingo"),
     "glm_asr": _lazy("tiny_families", "glm_asr"),
+    "qwen3_asr": _lazy("tiny_families", "qwen3_asr"),
 }
 
 

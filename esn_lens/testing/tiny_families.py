@@ -36,3 +36,17 @@ def glm_asr(tok, n_layers, hidden, d_mlp, heads, kv_heads, enc_hidden, vocab):
     proc = GlmAsrProcessor(feature_extractor=_feature_extractor(), tokenizer=tok,
                            chat_template=CHAT_TEMPLATE.replace("AUDIO_PLACEHOLDER", "<|begin_of_audio|><|pad|><|end_of_audio|>"))
     return GlmAsrForConditionalGeneration(cfg), proc
+
+
+def qwen3_asr(tok, n_layers, hidden, d_mlp, heads, kv_heads, enc_hidden, vocab):
+    """``Qwen3ASRForConditionalGeneration`` (chunked Whisper-style encoder, Qwen3 decoder) and its processor."""
+    from transformers import Qwen3ASRConfig, Qwen3ASRForConditionalGeneration, Qwen3ASRProcessor
+
+    cfg = Qwen3ASRConfig(
+        audio_config=dict(num_mel_bins=128, encoder_layers=1, encoder_attention_heads=2, encoder_ffn_dim=2 * enc_hidden,
+                          d_model=enc_hidden, output_dim=hidden, downsample_hidden_size=8),
+        text_config=dict(**_text_dims(n_layers, hidden, d_mlp, vocab, heads, kv_heads), head_dim=hidden // heads),
+        audio_token_id=tok.convert_tokens_to_ids("<|AUDIO|>"), pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+    proc = Qwen3ASRProcessor(feature_extractor=_feature_extractor(), tokenizer=tok,
+                             chat_template=CHAT_TEMPLATE.replace("AUDIO_PLACEHOLDER", "<|audio_bos|><|AUDIO|><|audio_eos|>"))
+    return Qwen3ASRForConditionalGeneration(cfg), proc
