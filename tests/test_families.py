@@ -132,3 +132,24 @@ def test_esn_lens_run_on_a_saved_folder(fam, tmp_path, capsys):
     assert rc == 0, capsys.readouterr().err
     r = json.loads((tmp_path / "run" / "results.json").read_text())
     assert r["model"]["class"] == type(model).__name__ and r["model"]["adapter"] == name
+
+
+@pytest.mark.parametrize("family,arch", [("music_flamingo", "MusicFlamingoForConditionalGeneration"),
+                                         ("glm_asr", "GlmAsrForConditionalGeneration")])
+def test_transformer_bridge_matches_the_hf_path(family, arch):
+    """TransformerLens 4.3 ships bridges for these two: statistics and an edited forward equal the plain model's."""
+    from transformer_lens.model_bridge.sources import build_bridge_from_module
+
+    plain_model, proc = build_tiny(family, seed=3)
+    twin, proc2 = build_tiny(family, seed=3)  # the bridge rewrites its model in place
+    bridge = build_bridge_from_module(twin, arch, hf_config=twin.config, tokenizer=proc2.tokenizer)
+    plain, bridged = Lens(plain_model, proc), Lens(bridge, proc2)
+    assert bridged.adapter.name == "transformer_bridge" and bridged.adapter.family == family
+    auds = [tiny_audio(0.4), tiny_audio(0.7, freq=300)]
+    b1, b2 = (lens.batch(auds, PROMPTS, sampling_rate=16000) for lens in (plain, bridged))
+    u = torch.zeros(2, 64, dtype=torch.bool)
+    u[1, :16] = True
+    s1, s2 = plain.new_stats(("a", "b")), bridged.new_stats(("a", "b"))
+    o1 = plain.run(b1, stats=s1, emotion_index=torch.tensor([0, 1]), edits=[deactivate(u)])
+    o2 = bridged.run(b2, stats=s2, emotion_index=torch.tensor([0, 1]), edits=[deactivate(u)])
+    assert torch.equal(s1.K, s2.K) and torch.equal(s1.T, s2.T) and torch.allclose(o1.logits, o2.logits, atol=1e-5)

@@ -22,7 +22,7 @@ class GlmAsrAdapter(Adapter):
         audio="`<|pad|>` ids (12.5 per second after the encoder's 4x merge)",
         inputs="its processor + chat template (left padding)",
         tested="tiny real model: sites, residuals, logits, deactivation and steering (forward and greedy generation) "
-               "vs plain hooks; positions; `esn-lens run` on a saved folder",
+               "vs plain hooks; positions; `esn-lens run` on a saved folder; TransformerBridge path equals the HF path",
         limits="an ASR model: emotion answers need a prompt it follows; prompt-text positions need ChatML turn "
                "markers (else `prompt_known` is False)",
     )

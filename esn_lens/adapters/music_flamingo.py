@@ -25,6 +25,6 @@ class MusicFlamingoAdapter(Adapter):
         audio="`<sound>` ids (25 per second) between `<|sound_bos|>` and `<|sound_eos|>` (special)",
         inputs="its processor + chat template (left padding)",
         tested="tiny real model: sites, residuals, logits, deactivation and steering (forward and greedy generation) "
-               "vs plain hooks; positions; `esn-lens run` on a saved folder",
+               "vs plain hooks; positions; `esn-lens run` on a saved folder; TransformerBridge path equals the HF path",
         limits="the audio encoder's output is reused across conditions (its rotary time embedding is inside the tower)",
     )
