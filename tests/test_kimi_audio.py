@@ -247,3 +247,26 @@ def test_esn_lens_run_on_a_saved_folder_with_remote_code(kimi, toolkit, tmp_path
     assert r["model"]["class"] == "MoonshotKimiaForCausalLM" and r["model"]["adapter"] == "kimi_audio"
     assert r["selectors"]["mad"]["counts"] == {e: round(0.05 * 128) for e in ("neutral", "happy", "sad", "angry")}
     assert os.path.exists(out / "report.html")
+
+
+def test_generate_mode_answers_are_the_decoded_text_stream(kimi):
+    from esn_lens.data.clip import EmotionClip
+    from esn_lens.evaluate import SEREvaluator
+
+    clips = [EmotionClip(f"c{i}", e, audio=a, sampling_rate=16000) for i, (a, e) in enumerate(zip(kimi.auds, ("angry", "sad", "happy")))]
+    ev = SEREvaluator(kimi.lens, ("angry", "happy", "sad"), mode="generate", max_new_tokens=4, num_workers=0)
+    res = ev.run(clips)["baseline"]
+    b = kimi.lens.batch(kimi.auds, [ev.prompt(c).text for c in clips], sampling_rate=16000)
+    seq = kimi.lens.run(b, max_new_tokens=4).sequences[:, b.inputs["input_ids"].shape[1]:]
+    assert res.answers == kimi.proc.tokenizer.batch_decode(seq, skip_special_tokens=True)
+    assert len(res.predictions) == 3
+
+
+def test_readme_kimi_example_runs(capsys):
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = next(b for b in re.findall(r"```python\n(.*?)```", text, flags=re.S) if 'build_tiny("kimi_audio")' in b)
+    exec(compile(block, "README-kimi", "exec"), {})
+    assert capsys.readouterr().out.startswith("[5, 12] torch.Size([2, ")
