@@ -188,7 +188,10 @@ class KimiAudioAdapter(Adapter):
         audio='continuous positions (audio tokens between media begin and end, 12.5 per second)',
         inputs="the toolkit's prompt manager (`kimia_infer`) or a callable; batched `inputs_embeds` built as the model does per row",
         tested="tiny remote-code stand-in: every row = that row alone through the model's own forward; sites, stats, edits, toolkit-style generation vs plain hooks; `esn-lens run --trust-remote-code` on a saved folder",
-        limits="needs `--trust-remote-code` and the toolkit; the release's attention is flash-attention only (GPU, half precision)",
+        limits="needs `--trust-remote-code` and the toolkit; the release's attention is flash-attention only (GPU, half "
+               "precision), and its modeling file imports transformers internals that 5.x removed "
+               "(`modeling_attn_mask_utils`): the real checkpoint loads with transformers 4.x or a patched file; "
+               "`hook_embed` is the audio stream's embedding",
     )
 
     def __init__(self, model: nn.Module, processor: Any = None):
