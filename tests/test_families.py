@@ -103,6 +103,32 @@ def test_every_site_equals_plain_hooks(fam):
         assert torch.allclose(got[k], ref[k], atol=1e-6), k
 
 
+def test_stats_and_rows_alone(fam):
+    """NeuronStats equal an independent count over plain-hook values (valid = not padding, not a special token
+    other than the audio token); every row of the left-padded batch equals that row alone."""
+    name, _, _, lens, b = fam
+    stats = lens.new_stats(["angry", "happy"])
+    lens.run(b, stats=stats, emotion_index=torch.tensor([0, 1]), logits="none")
+    ref: dict = {}
+    plain(lens, b, capture=ref)
+    tok = lens.tokenizer
+    ids = b.inputs["input_ids"]
+    added = {i for i, t in tok.added_tokens_decoder.items() if t.special}  # e.g. <|sound_bos|> added as special
+    specials = (set(tok.all_special_ids) | added) - {tok.convert_tokens_to_ids(lens.adapter.audio_token)}
+    valid = (b.inputs["attention_mask"] == 1) & ~torch.isin(ids, torch.tensor(sorted(specials)))
+    assert stats.T.tolist() == valid.sum(1).tolist()
+    for layer in range(lens.n_layers):
+        act = ref[f"{layer}.act"]
+        for row in range(2):
+            assert torch.equal(stats.K[row, layer], (act[row][valid[row]] > 0).sum(0).to(stats.K.dtype))
+    auds = [tiny_audio(0.3, freq=190, seed=1), tiny_audio(0.8, freq=260, seed=2)]
+    full = lens.run(b, logits="all").logits
+    for row in range(2):
+        one = lens.batch([auds[row]], PROMPTS[row], sampling_rate=16000)
+        alone = lens.run(one, logits="all").logits[0]
+        assert torch.allclose(full[row][~b.masks.padding[row]], alone, atol=1e-5)
+
+
 def test_deactivation_and_steering_equal_plain_hook_edits(fam):
     _, _, _, lens, b = fam
     u = torch.zeros(lens.n_layers, lens.d_mlp, dtype=torch.bool)
