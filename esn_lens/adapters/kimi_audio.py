@@ -44,8 +44,15 @@ class KimiaPrompter:
     ``audio_ids``, ``text_ids``, ``is_continuous_mask`` and ``features``. Messages are the toolkit's:
     ``[{"role": "user", "message_type": "text", "content": prompt}, {"role": "user", "message_type": "audio",
     "content": wav_path}]``. ``tokenizer`` / ``extra_tokens`` default to the source's ``text_tokenizer`` /
-    ``extra_tokens`` (``kimia_text_blank``, ``kimia_text_eos`` ids). Example:
-    ``Lens(model, KimiaPrompter(KimiAPromptManager(path, kimia_token_offset=model.config.kimia_token_offset)))``.
+    ``extra_tokens`` (``kimia_text_blank``, ``kimia_text_eos`` ids). With the toolkit the source is
+    ``KimiAPromptManager(path, kimia_token_offset=model.config.kimia_token_offset)``; here, the tiny stand-in's.
+    Example::
+
+        from esn_lens import Lens
+        from esn_lens.testing import build_tiny
+        model, prompter = build_tiny("kimi_audio")
+        pm = prompter.source
+        lens = Lens(model, KimiaPrompter(pm.get_prompt, tokenizer=pm.text_tokenizer, extra_tokens=pm.extra_tokens))
     """
 
     sampling_rate = 16000
