@@ -8,7 +8,7 @@ tensors), and the ``atp`` selector ranks units by its mean over clips of each em
 
 Example::
 
-    att = collect_attribution(lens, clips, emotions)     # one forward + backward per batch
+    att = collect_attribution(lens, clips, emotions, answer="word")   # one forward + backward per batch
     neurons = find_neurons(att, "atp", top_frac=0.02)
 """
 from __future__ import annotations
@@ -134,13 +134,15 @@ def record_attribution(lens: Any, att: AttributionStats, batch: Any, option_ids:
 
 
 def collect_attribution(lens: Any, clips: Sequence[Any], emotions: Sequence[str], *, evaluator: Any = None,
-                        site: str = "act", positions: str = "valid", batch_size: int = 8,
+                        answer: str | None = None, site: str = "act", positions: str = "valid", batch_size: int = 8,
                         progress: bool = True, att: AttributionStats | None = None) -> AttributionStats:
-    """Attribution patching over labelled clips, with the SER prompt of ``evaluator`` (default: constrained,
-    digit answers, shuffled options, seed 0). Returns :class:`AttributionStats` for the ``atp`` selector (``att``:
-    add into these instead, e.g. to continue a checkpointed pass).
+    """Attribution patching over labelled clips, with the SER prompt and answer format of ``evaluator`` (the
+    :class:`~esn_lens.evaluate.SEREvaluator` you score the model with), or, without one, of a constrained evaluator
+    with ``answer`` ("word" or "digit": required then -- the answer format is never a silent default). Returns
+    :class:`AttributionStats` for the ``atp`` selector (``att``: add into these instead, e.g. to continue a
+    checkpointed pass).
 
-    Example: ``att = collect_attribution(lens, pool, ["angry", "happy", "neutral", "sad"])``.
+    Example: ``att = collect_attribution(lens, pool, ["angry", "happy", "neutral", "sad"], answer="word")``.
     """
     from tqdm.auto import tqdm
 
@@ -151,7 +153,13 @@ def collect_attribution(lens: Any, clips: Sequence[Any], emotions: Sequence[str]
     clips = list(clips)
     if not clips:
         raise InputError("collect_attribution: no clips given")
-    ev = evaluator or SEREvaluator(lens, emotions, mode="constrained")
+    if evaluator is None and answer is None:
+        raise InputError("collect_attribution: say how the model answers: pass evaluator= (the SEREvaluator you score "
+                         "it with, e.g. esn_lens.demo_model.demo_evaluator(lens) for the demo model) or answer='word' "
+                         "/ 'digit'")
+    if evaluator is not None and answer is not None and answer != evaluator.answer:
+        raise InputError(f"collect_attribution: answer={answer!r} but the evaluator answers {evaluator.answer!r}")
+    ev = evaluator or SEREvaluator(lens, emotions, mode="constrained", answer=answer)
     if tuple(ev.emotions) != tuple(emotions):
         raise InputError(f"collect_attribution: the evaluator's emotions {list(ev.emotions)} differ from {list(emotions)}")
     if att is None:

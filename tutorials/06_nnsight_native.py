@@ -123,7 +123,8 @@ assert torch.allclose(lg, patched, atol=1e-5)
 # neuron), one backward per batch; the `atp` selector ranks units by it. The planted units should lead.
 
 # %%
-att = collect_attribution(plens, planted_clips(4, EMOTIONS, seed=1), EMOTIONS, batch_size=8, progress=False)
+att = collect_attribution(plens, planted_clips(4, EMOTIONS, seed=1), EMOTIONS, answer="word", batch_size=8,
+                          progress=False)  # the planted model answers with the emotion word
 atp = find_neurons(att, "atp", count=4)
 for e in EMOTIONS:
     top = [tuple(u) for u in atp.indices(e).tolist()]
