@@ -9,7 +9,7 @@ tensors), and the ``atp`` selector ranks units by its mean over clips of each em
 
 Example::
 
-    att = collect_attribution(lens, clips, emotions, answer="word")   # one forward + backward per batch
+    att = collect_attribution(lens, clips, emotions, evaluator=evaluator)   # one forward + backward per batch
     neurons = find_neurons(att, "atp", top_frac=0.02)
 """
 from __future__ import annotations
@@ -81,13 +81,13 @@ def record_attribution(lens: Any, att: AttributionStats, batch: Any, option_ids:
 def collect_attribution(lens: Any, clips: Sequence[Any], emotions: Sequence[str], *, evaluator: Any = None,
                         answer: str | None = None, site: str = "act", positions: str = "valid", batch_size: int = 8,
                         progress: bool = True, att: AttributionStats | None = None) -> AttributionStats:
-    """Attribution patching over labelled clips, with the SER prompt and answer format of ``evaluator`` (the
-    :class:`~esn_lens.evaluate.SEREvaluator` you score the model with), or, without one, of a constrained evaluator
-    with ``answer`` ("word" or "digit": required then -- the answer format is never a silent default). Returns
-    :class:`AttributionStats` for the ``atp`` selector (``att``: add into these instead, e.g. to continue a
-    checkpointed pass).
+    """Attribution patching over labelled clips, scoring the answer the way ``evaluator`` reads it (its prompt and
+    its answer format). Without an evaluator, ``answer`` (``"word"`` or ``"digit"``) or else the model's recorded
+    answer format sets a constrained evaluator (shuffled options, seed 0); with neither, the call is refused: the
+    margin of the wrong answer tokens selects the wrong units. Returns :class:`AttributionStats` for the ``atp``
+    selector (``att``: add into these instead, e.g. to continue a checkpointed pass).
 
-    Example: ``att = collect_attribution(lens, pool, ["angry", "happy", "neutral", "sad"], answer="word")``.
+    Example: ``att = collect_attribution(lens, pool, emotions, evaluator=SEREvaluator(lens, emotions, answer="word"))``.
     """
     from tqdm.auto import tqdm
 
@@ -98,13 +98,11 @@ def collect_attribution(lens: Any, clips: Sequence[Any], emotions: Sequence[str]
     clips = list(clips)
     if not clips:
         raise InputError("collect_attribution: no clips given")
-    if evaluator is None and answer is None:
-        raise InputError("collect_attribution: say how the model answers: pass evaluator= (the SEREvaluator you score "
-                         "it with, e.g. esn_lens.demo_model.demo_evaluator(lens) for the demo model) or answer='word' "
-                         "/ 'digit'")
-    if evaluator is not None and answer is not None and answer != evaluator.answer:
-        raise InputError(f"collect_attribution: answer={answer!r} but the evaluator answers {evaluator.answer!r}")
-    ev = evaluator or SEREvaluator(lens, emotions, mode="constrained", answer=answer)
+    ev = evaluator if evaluator is not None else SEREvaluator(
+        lens, emotions, mode="constrained", answer=_answer_format(lens, answer))
+    if answer is not None and evaluator is not None and answer != ev.answer:
+        raise InputError(f"collect_attribution: answer={answer!r} but the evaluator reads {ev.answer!r} answers; "
+                         "pass one of them")
     if tuple(ev.emotions) != tuple(emotions):
         raise InputError(f"collect_attribution: the evaluator's emotions {list(ev.emotions)} differ from {list(emotions)}")
     if att is None:
@@ -127,3 +125,16 @@ def collect_attribution(lens: Any, clips: Sequence[Any], emotions: Sequence[str]
         bar.update(len(chunk))
     bar.close()
     return att
+
+
+def _answer_format(lens: Any, answer: str | None) -> str:
+    """The answer format to score without an evaluator: ``answer``, else the model's recorded one, else refuse."""
+    if answer is not None:
+        return answer
+    recorded = getattr(lens.model, "esn_lens_answer_format", None)  # set by the model's record (#28)
+    if isinstance(recorded, dict) and recorded.get("answer"):
+        return str(recorded["answer"])
+    raise InputError("collect_attribution: which answer does the model give? pass evaluator= (the SEREvaluator whose "
+                     "answers you score, e.g. demo_evaluator(lens) for the shipped demo model) or answer='word' / "
+                     "'digit'")
+

@@ -371,8 +371,8 @@ class Lens:
 
         ``prompt``: one prompt for all clips, or one per clip. To resume, pass the partial ``stats`` and the
         number of clips already consumed as ``start``; ``on_batch(consumed, stats)`` runs after every batch
-        (e.g. to checkpoint). ``num_workers``: threads building the next batches while the model runs (None: a
-        default for the machine, 0: serial); the statistics are identical either way.
+        (e.g. to checkpoint). ``num_workers``: threads building the next batches while the model runs (None: serial
+        with the model on the CPU, else a default for the machine; 0: serial); the statistics are identical either way.
         Example: ``lens.collect_stats(clips, "Which emotion?", ["angry", "sad"])``.
         """
         from .prefetch import prefetched
@@ -391,7 +391,7 @@ class Lens:
         bar = tqdm(total=len(clips), initial=start, desc="collect stats", unit="clip", disable=not progress)
         firsts = list(range(start, len(clips), batch_size))
         build = lambda first: self.batch_clips(clips[first:first + batch_size], prompts[first:first + batch_size])  # noqa: E731
-        for first, b in zip(firsts, prefetched(firsts, build, num_workers)):
+        for first, b in zip(firsts, prefetched(firsts, build, num_workers, device=self.adapter.device)):
             n = b.size
             self.run(b, stats=stats, emotion_index=idx_all[first:first + n], logits="none", edits=edits)
             bar.update(n)

@@ -213,28 +213,6 @@ def test_any_site_kind_can_be_recorded_by_run():
     assert lens.hook_names("hook_resid_post") == [f"blocks.{i}.hook_resid_post" for i in range(lens.n_layers)]
 
 
-# ---------------------------------------------------------------------- item 3: the answer format of attribution
-def test_attribution_takes_its_answer_format_from_the_evaluator_on_the_demo_model():
-    from esn_lens import SEREvaluator, collect_attribution, find_neurons
-    from esn_lens.demo_model import DEMO_EMOTIONS, demo_clips, load_demo_model
-
-    lens = Lens(*load_demo_model())
-    clips = demo_clips("unseen")
-    pool = [next(c for c in clips if c.emotion == e) for e in DEMO_EMOTIONS]  # one clip per emotion
-    with pytest.raises(InputError, match="say how the model answers"):
-        collect_attribution(lens, pool, DEMO_EMOTIONS, progress=False)
-    words = SEREvaluator(lens, DEMO_EMOTIONS, mode="constrained", answer="word")
-    with pytest.raises(InputError, match="answer='digit' but the evaluator answers 'word'"):
-        collect_attribution(lens, pool, DEMO_EMOTIONS, evaluator=words, answer="digit", progress=False)
-    a = collect_attribution(lens, pool, DEMO_EMOTIONS, answer="word", batch_size=4, progress=False)
-    b = collect_attribution(lens, pool, DEMO_EMOTIONS, evaluator=words, batch_size=4, progress=False)
-    assert torch.equal(a.sum, b.sum)
-    na, nb = find_neurons(a, "atp", top_frac=0.02), find_neurons(b, "atp", top_frac=0.02)
-    assert all(torch.equal(na[e], nb[e]) for e in DEMO_EMOTIONS)
-    digits = collect_attribution(lens, pool, DEMO_EMOTIONS, answer="digit", batch_size=4, progress=False)
-    assert not torch.equal(digits.sum, a.sum)  # the format matters: it is the caller's choice, never a default
-
-
 @pytest.mark.parametrize("family", ["qwen2_audio", "qwen2_5_omni_thinker", "audio_flamingo3", "qwen2", "llama",
                                     "kimi_audio"])
 def test_the_site_table_is_the_one_list_of_sites(family):

@@ -124,7 +124,7 @@ assert torch.allclose(lg, patched, atol=1e-5)
 
 # %%
 att = collect_attribution(plens, planted_clips(4, EMOTIONS, seed=1), EMOTIONS, answer="word", batch_size=8,
-                          progress=False)  # the planted model answers with the emotion word
+                          progress=False)   # the planted model answers with the emotion word
 atp = find_neurons(att, "atp", count=4)
 for e in EMOTIONS:
     top = [tuple(u) for u in atp.indices(e).tolist()]
