@@ -215,14 +215,12 @@ def patch_activations(lens: Any, source: Any, target: Any, site: str, *, units: 
     ``logits``: "last" (each row's last token) or "all". Returns float32 logits on the CPU.
     Example: ``patch_activations(lens, happy_batch, sad_batch, "blocks.1.hook_resid_post", align="audio")``.
     """
-    from .tracing import merge_batches
-
     if source.size != target.size:
         raise InputError(f"patch_activations: source has {source.size} rows, target {target.size}; pair them row for row")
     if logits not in ("last", "all"):
         raise InputError(f"patch_activations: logits must be 'last' or 'all', got {logits!r}")
     lens.site(site)  # a clear error for an unknown name, before any forward
-    _, (ps, pt) = merge_batches([source, target], lens._pad_token_id())  # the layout the traced forward uses
+    ps, pt = lens.pad_batches([source, target])  # the layout the traced forward uses
     src_pos, tgt_pos = align_positions(ps, align), align_positions(pt, align)
     if bool((src_pos.sum(1) == 0).any()) or bool((tgt_pos.sum(1) == 0).any()):
         raise InputError(f"patch_activations: some rows have no {align} positions to align on")

@@ -73,7 +73,7 @@ class SEREvaluator:
     (the emotion words). ``text_template``: for a text-only model, how a clip's transcript and the question
     are joined (``"{text}"`` and ``"{prompt}"``; default ``"Transcript: {text}\\n{prompt}"``, see
     :meth:`~esn_lens.lens.Lens.batch_clips`). Example:
-    ``SEREvaluator(lens, ["angry", "happy"], mode="constrained").run(clips)``.
+    ``SEREvaluator(lens, ["angry", "sad"], mode="constrained").run(clips)``.
     """
 
     def __init__(self, lens: Lens, emotions: Sequence[str], *, mode: str = "constrained", answer: str = "digit",

@@ -380,7 +380,7 @@ def test_the_trace_leaves_no_hooks_behind(lenses):
         deactivate(_units(lens, [(0, 1), (1, 2)])).apply(lens)
         lens.probe("blocks.0.mlp.hook_act")
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in mods)
-    assert lens._hooks == [] and lens._layout == []
+    assert lens.nn.states == []
 
 
 def test_inference_mode_option(lenses):
