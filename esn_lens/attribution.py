@@ -9,6 +9,7 @@ tensors), and the ``atp`` selector ranks units by its mean over clips of each em
 
 Example::
 
+    evaluator = SEREvaluator(lens, emotions, answer="word")            # the answers the model gives
     att = collect_attribution(lens, clips, emotions, evaluator=evaluator)   # one forward + backward per batch
     neurons = find_neurons(att, "atp", top_frac=0.02)
 """
@@ -87,7 +88,7 @@ def collect_attribution(lens: Any, clips: Sequence[Any], emotions: Sequence[str]
     margin of the wrong answer tokens selects the wrong units. Returns :class:`AttributionStats` for the ``atp``
     selector (``att``: add into these instead, e.g. to continue a checkpointed pass).
 
-    Example: ``att = collect_attribution(lens, pool, emotions, evaluator=SEREvaluator(lens, emotions, answer="word"))``.
+    Example: ``att = collect_attribution(lens, clips, emotions, evaluator=SEREvaluator(lens, emotions, answer="word"))``.
     """
     from tqdm.auto import tqdm
 
