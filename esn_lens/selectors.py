@@ -182,11 +182,12 @@ def atp(stats: NeuronStats | AttributionStats, *, seed: int = 0) -> Float64[Tens
     """AtP (attribution patching): the mean over each emotion's clips of ``sum_pos a * dM/da``, the unit's estimated
     support for the true emotion's option (M = its log-probability minus the mean of the other options'), so the
     top units are those whose deactivation is expected to cost that emotion the most.
-    Needs :class:`~esn_lens.attribution.AttributionStats` from ``collect_attribution(lens, clips, emotions)``.
+    Needs :class:`~esn_lens.attribution.AttributionStats` from ``collect_attribution(lens, clips, emotions,
+    evaluator=...)``.
     """
     if not isinstance(stats, AttributionStats):
         raise InputError("selector 'atp' scores attribution statistics, not firing statistics: collect them with "
-                         "esn_lens.collect_attribution(lens, clips, emotions)")
+                         "esn_lens.collect_attribution(lens, clips, emotions, evaluator=...)")
     return stats.mean.clone()
 
 
