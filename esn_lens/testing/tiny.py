@@ -172,6 +172,15 @@ TINY_FAMILIES: dict[str, Callable[..., tuple[Any, Any]]] = {
 }
 
 
+def _register_moe() -> None:
+    from .tiny_moe import qwen3_omni_moe_thinker
+
+    TINY_FAMILIES["qwen3_omni_moe_thinker"] = qwen3_omni_moe_thinker
+
+
+_register_moe()
+
+
 def build_tiny(family: str = "qwen2_audio", *, seed: int = 0, n_layers: int = 2, hidden: int = 32, d_mlp: int = 64,
                heads: int = 2, kv_heads: int = 1, encoder_hidden: int = 32, encoder_layers: int = 1,
                vocab_size: int = 320, extra_words: Sequence[str] = ()) -> tuple[Any, Any]:
