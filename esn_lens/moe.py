@@ -60,10 +60,10 @@ def exact_moe_forward(self: nn.Module, hidden_states: Tensor) -> Tensor:
     flat = hidden_states.reshape(-1, H)
     N, X, I = flat.shape[0], experts.num_experts, experts.intermediate_dim
     router_logits, top_w, top_i = self.gate(flat)
-    self.hook_router(torch.softmax(router_logits, dim=-1, dtype=torch.float).view(B, P, X))
     routed = torch.zeros(N, X, dtype=torch.bool, device=flat.device).scatter_(1, top_i, True)
-    route = torch.zeros(N, X, dtype=top_w.dtype, device=flat.device).scatter(1, top_i, top_w)
     self._esn_routed = routed.view(B, P, X)  # read by routing-aware recorders during this call
+    self.hook_router(torch.softmax(router_logits, dim=-1, dtype=torch.float).view(B, P, X))
+    route = torch.zeros(N, X, dtype=top_w.dtype, device=flat.device).scatter(1, top_i, top_w)
     route = self.hook_route(route.view(B, P, X)).reshape(N, X)
     hit = routed.any(0).nonzero().flatten().tolist()
     tokens = {e: routed[:, e].nonzero().flatten() for e in hit}
