@@ -306,14 +306,17 @@ class NeuronStats(UnitStats):
 
     def state_dict(self) -> dict[str, Any]:
         """Tensors and metadata, enough to rebuild these stats."""
-        return {"meta": self._meta(), **{n: getattr(self, n).clone() for n in self.tensor_names()}}
+        sd = {"meta": self._meta(), **{n: getattr(self, n).clone() for n in self.tensor_names()}}
+        if not self.routed:  # dense stats keep one T per emotion (emotion,) in state dicts and files
+            sd["T"] = sd["T"].reshape(-1)
+        return sd
 
     def load_state_dict(self, state: dict[str, Any]) -> "NeuronStats":
         """Restore sums from :meth:`state_dict` (refusing different units)."""
         other = NeuronStats.from_state_dict(state)
         self.check_compatible(other)
         for n in self.tensor_names():
-            getattr(self, n).copy_(getattr(other, n))
+            getattr(self, n).copy_(getattr(other, n).view(getattr(self, n).shape))
         return self
 
     @classmethod
@@ -332,10 +335,7 @@ class NeuronStats(UnitStats):
     def save(self, path: str | Path) -> None:
         """Write to a safetensors file (atomic)."""
         sd = self.state_dict()
-        tensors = {k: v for k, v in sd.items() if k != "meta"}
-        if not self.routed:  # dense files keep one T per emotion, as before per-unit T existed
-            tensors["T"] = tensors["T"].reshape(-1)
-        save_tensors(path, tensors, STATS_KIND, sd["meta"])
+        save_tensors(path, {k: v for k, v in sd.items() if k != "meta"}, STATS_KIND, sd["meta"])
 
     @classmethod
     def load(cls, path: str | Path, *, expect_fingerprint: str | None = None, expect_site: str | None = None) -> "NeuronStats":
