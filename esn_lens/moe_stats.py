@@ -114,7 +114,7 @@ class RouterStats:
         """Accumulate one layer's routing mask and router probabilities over the weighted (counted) positions."""
         w = weights.to(device=routed.device, dtype=torch.float64)
         self.counts[:, layer] += torch.einsum("bpx,bpe->ex", routed.to(torch.float64), w).cpu()
-        self.prob_sum[:, layer] += torch.einsum("bpx,bpe->ex", probs.to(torch.float64), w).cpu()
+        self.prob_sum[:, layer] += torch.einsum("bpx,bpe->ex", probs.detach().to(torch.float64), w).cpu()
 
     def record(self, lens: Any, batch: Any = None, emotion_index: Tensor | None = None, *,
                positions: str | None = None) -> None:
