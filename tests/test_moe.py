@@ -41,12 +41,28 @@ def units_spanning_experts(lens) -> torch.Tensor:
     return torch.rand(lens.n_layers, lens.d_mlp, generator=g) < 0.3
 
 
-def test_adapter_shape_and_switch_log(caplog):
+class Lines(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
+
+
+def test_adapter_shape_and_switch_log():
     model, proc = fresh()
-    with caplog.at_level(logging.INFO, logger="esn_lens"):
+    log, got = logging.getLogger("esn_lens.moe"), Lines()
+    log.addHandler(got)
+    level = log.level
+    log.setLevel(logging.INFO)
+    try:
         lens = Lens(model, proc)
         Lens(model, proc)  # already switched: no second line
-    lines = [r.getMessage() for r in caplog.records if "exact per-expert path" in r.getMessage()]
+    finally:
+        log.removeHandler(got)
+        log.setLevel(level)
+    lines = [m for m in got.lines if "exact per-expert path" in m]
     assert len(lines) == 1 and "'grouped_mm' replaced" in lines[0]
     a = lens.adapter
     assert a.name == "qwen3_omni_moe" and (a.n_experts, a.top_k, a.d_expert) == (4, 2, 16)
