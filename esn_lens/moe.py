@@ -125,6 +125,9 @@ def install_exact_moe(blocks: list[nn.Module], model_name: str = "model") -> boo
             mlp._old_forward = types.MethodType(exact_moe_forward, mlp)
         changed = True
     if changed:
+        from .logs import ensure_handler
+
+        ensure_handler()  # the line reaches stderr even when the user configured no logging
         log.info("esn_lens: %s: %d MoE layers now run esn_lens's exact per-expert path (experts implementation "
                  "%r replaced; same routing and arithmetic as the eager loop) so that expert units are recorded "
                  "and edited exactly", model_name, len(blocks), impl)
