@@ -145,3 +145,37 @@ def routed_mask(block: nn.Module) -> Bool[Tensor, "batch pos n_experts"]:
 def unit_expert(units: Tensor | int, d_expert: int) -> Any:
     """The expert of flattened unit index ``units`` (``unit // d_expert``)."""
     return units // d_expert
+
+
+def route_site(lens: Any, layer: int, which: str = "route") -> Any:
+    """The routing site of ``layer`` inside a trace: ``"route"`` (batch, pos, n_experts) top-k weights, 0 where not
+    routed, or ``"router"`` (batch, pos, n_experts) router probabilities. Example: ``route_site(lens, 0).save()``."""
+    from .sites import Site, envoy_at
+
+    path_of = getattr(lens.adapter, "route_path", None)
+    if path_of is None:
+        raise InputError(f"{lens.adapter.name}: not a mixture-of-experts model (no routing sites)")
+    if not 0 <= layer < lens.n_layers:
+        raise InputError(f"layer {layer} out of range 0..{lens.n_layers - 1}")
+    return Site(f"blocks.{layer}.mlp.hook_{which}", envoy_at(lens.nn, path_of(layer, which)), "output")
+
+
+def _block(lens: Any, layer: int) -> Any:
+    return lens.adapter.mlp_module(layer)
+
+
+def attach_route_counts(stats: Any, lens: Any, sc: Any, weights: Tensor) -> None:
+    """Hooks adding each layer's routed-token counts (prefill only) into ``stats.T`` (see :meth:`NeuronStats.add_route`)."""
+    from .tracing import attach_hook
+
+    for layer in range(stats.n_layers):
+        done = [False]
+        block = _block(lens, layer)
+
+        def fn(value: Tensor, layer: int = layer, done: list = done, block: Any = block) -> None:
+            if not done[0]:
+                done[0] = True
+                stats.add_route(layer, sc.rows(routed_mask(block)), weights)
+            return None
+
+        attach_hook(lens, route_site(lens, layer), fn)

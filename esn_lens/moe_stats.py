@@ -1,7 +1,7 @@
 """Routing-aware statistics of mixture-of-experts models: per-unit token counts, router statistics, expert selectors.
 
-* :func:`attach_route_counts` -- what :meth:`NeuronStats.record` adds for routed stats: each unit's T counts the
-  counted tokens routed to its expert (a unit never routed for an emotion has T = 0: no evidence for it).
+* :func:`~esn_lens.moe.attach_route_counts` (re-exported) -- what :meth:`NeuronStats.record` adds for routed stats:
+  each unit's T counts the counted tokens routed to its expert (a unit never routed for an emotion has T = 0).
 * :class:`RouterStats` -- per-emotion routing frequency and mean router probability of every (layer, expert).
 * :data:`EXPERT_SELECTORS` -- emotion-sensitive experts from router statistics (``"lape"``: LAPE over the routing
   frequencies, ``"freq_diff"``: one-vs-rest frequency difference); :func:`find_experts` picks the top fraction.
@@ -21,44 +21,10 @@ from torch import Tensor
 from .errors import IncompatibleError, InputError
 from .io import load_tensors, save_tensors
 from .registry import Registry
+from .moe import _block, attach_route_counts, route_site  # noqa: F401  (re-exported)
 from .stats import emotion_weights
 
 ROUTER_KIND = "router_stats"
-
-
-def route_site(lens: Any, layer: int, which: str = "route") -> Any:
-    """The routing site of ``layer`` inside a trace: ``"route"`` (batch, pos, n_experts) top-k weights, 0 where not
-    routed, or ``"router"`` (batch, pos, n_experts) router probabilities. Example: ``route_site(lens, 0).save()``."""
-    from .sites import Site, envoy_at
-
-    path_of = getattr(lens.adapter, "route_path", None)
-    if path_of is None:
-        raise InputError(f"{lens.adapter.name}: not a mixture-of-experts model (no routing sites)")
-    if not 0 <= layer < lens.n_layers:
-        raise InputError(f"layer {layer} out of range 0..{lens.n_layers - 1}")
-    return Site(f"blocks.{layer}.mlp.hook_{which}", envoy_at(lens.nn, path_of(layer, which)), "output")
-
-
-def _block(lens: Any, layer: int) -> Any:
-    return lens.adapter.mlp_module(layer)
-
-
-def attach_route_counts(stats: Any, lens: Any, sc: Any, weights: Tensor) -> None:
-    """Hooks adding each layer's routed-token counts (prefill only) into ``stats.T`` (see :meth:`NeuronStats.add_route`)."""
-    from .moe import routed_mask
-    from .tracing import attach_hook
-
-    for layer in range(stats.n_layers):
-        done = [False]
-        block = _block(lens, layer)
-
-        def fn(value: Tensor, layer: int = layer, done: list = done, block: Any = block) -> None:
-            if not done[0]:
-                done[0] = True
-                stats.add_route(layer, sc.rows(routed_mask(block)), weights)
-            return None
-
-        attach_hook(lens, route_site(lens, layer), fn)
 
 
 @dataclass

@@ -245,7 +245,7 @@ class NeuronStats(UnitStats):
 
             attach_hook(lens, lens.blocks[layer].mlp.site(self.site), fn)
         if self.routed:
-            from .moe_stats import attach_route_counts
+            from .moe import attach_route_counts
 
             attach_route_counts(self, lens, sc, weights)
 
