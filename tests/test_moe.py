@@ -213,3 +213,26 @@ def test_planted_expert_units_and_experts_are_recovered():
     assert experts.nonzero().tolist() == [[i, 0, i] for i in range(4)]
     units = expert_units(experts[0], lens.adapter.d_expert)
     assert units.shape == (2, 96) and units[0, :16].all() and int(units.sum()) == 16
+
+
+def test_mean_ablate_and_add_on_expert_units_equal_the_reference_loop(setup):
+    from esn_lens import add, mean_ablate
+
+    lens, batch, ref_model = setup
+    stats = lens.new_stats(EMOTIONS)
+    lens.run(batch, stats=stats, emotion_index=torch.tensor([0, 1, 0]), logits="none")
+    units = units_spanning_experts(lens)
+    means = stats.overall_mean.to(torch.float32)  # per unit: the mean over the tokens routed to its expert
+    assert torch.allclose(means, (stats.sum.sum(0) / stats.T.sum(0).clamp(min=1)).float())
+    for edit, ref_edit in ((mean_ablate(units, stats), lambda l, e, a: torch.where(
+                               units[l, e * 16:(e + 1) * 16], means[l, e * 16:(e + 1) * 16], a)),
+                           (add(units, 0.25), lambda l, e, a: a + 0.25 * units[l, e * 16:(e + 1) * 16])):
+        out = lens.run(batch, edits=[edit], logits="all").logits
+        handles = install_reference(ref_model, edit=ref_edit)
+        try:
+            with torch.no_grad():
+                ref = ref_model(**batch.inputs).logits
+        finally:
+            for h in handles:
+                h.remove()
+        assert (out - ref).abs().max() <= 1e-5, type(edit).__name__
