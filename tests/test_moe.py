@@ -236,3 +236,20 @@ def test_mean_ablate_and_add_on_expert_units_equal_the_reference_loop(setup):
             for h in handles:
                 h.remove()
         assert (out - ref).abs().max() <= 1e-5, type(edit).__name__
+
+
+def test_full_qwen3_omni_model_through_its_thinker(setup):
+    from transformers import Qwen3OmniMoeConfig, Qwen3OmniMoeForConditionalGeneration
+
+    lens_t, batch, _ = setup
+    thinker, proc = fresh()
+    full = Qwen3OmniMoeForConditionalGeneration(
+        Qwen3OmniMoeConfig(thinker_config=thinker.config.to_dict(), enable_audio_output=False)).eval()
+    full.thinker.load_state_dict(thinker.state_dict())
+    lens = Lens(full, proc)
+    assert lens.adapter.name == "qwen3_omni_moe" and lens.adapter.root() is full.thinker
+    assert lens.fingerprint == lens_t.fingerprint
+    units = units_spanning_experts(lens)
+    a = lens.run(batch, edits=[deactivate(units)], logits="all").logits
+    b = lens_t.run(batch, edits=[deactivate(units)], logits="all").logits
+    assert (a - b).abs().max() <= 1e-5
