@@ -157,7 +157,11 @@ def route_site(lens: Any, layer: int, which: str = "route") -> Any:
         raise InputError(f"{lens.adapter.name}: not a mixture-of-experts model (no routing sites)")
     if not 0 <= layer < lens.n_layers:
         raise InputError(f"layer {layer} out of range 0..{lens.n_layers - 1}")
-    return Site(f"blocks.{layer}.mlp.hook_{which}", envoy_at(lens.nn, path_of(layer, which)), "output")
+    name = f"blocks.{layer}.mlp.hook_{which}"
+    try:  # a lens whose site table has the routing rows
+        return lens.site(name)
+    except (InputError, KeyError):
+        return Site(name, envoy_at(lens.nn, path_of(layer, which)), "output")
 
 
 def _block(lens: Any, layer: int) -> Any:

@@ -253,3 +253,22 @@ def test_full_qwen3_omni_model_through_its_thinker(setup):
     a = lens.run(batch, edits=[deactivate(units)], logits="all").logits
     b = lens_t.run(batch, edits=[deactivate(units)], logits="all").logits
     assert (a - b).abs().max() <= 1e-5
+
+
+def test_moe_operations_refuse_bad_input(setup):
+    lens, batch, _ = setup
+    dense = Lens(*build_tiny("qwen2", seed=0))
+    with pytest.raises(InputError, match="not a mixture-of-experts model"):
+        RouterStats.for_lens(dense, EMOTIONS)
+    with pytest.raises(InputError, match="not a mixture-of-experts model"):
+        route_site(dense, 0)
+    with pytest.raises(InputError, match="layer 5 out of range 0..1"):
+        route_site(lens, 5)
+    with pytest.raises(InputError, match="routing site must be 'route' or 'router', got 'gate'"):
+        route_site(lens, 0, "gate")
+    rs = RouterStats.for_lens(lens, EMOTIONS)
+    with pytest.raises(InputError, match="no counted tokens for emotion"):
+        rs.frequency
+    with pytest.raises(InputError, match=r"top_frac must be in \(0, 1\], got 2"):
+        find_experts(rs, top_frac=2)
+    assert not dense.new_stats(EMOTIONS).routed and dense.new_stats(EMOTIONS).T.shape == (2, 1, 1)

@@ -121,6 +121,15 @@ class Qwen3OmniMoeAdapter(Adapter):
             raise InputError(f"layer {layer} out of range 0..{self.n_layers - 1}")
         return f"{self.mlp_path(layer)}.experts.hook_{check_site(site)}", "output"
 
+    def layer_site_rows(self, layer: int) -> list:
+        """The dense-model rows plus the routing sites ``blocks.{l}.mlp.hook_router`` / ``mlp.hook_route`` (before
+        the unit sites, in forward order) for adapters with a site table."""
+        rows = list(super().layer_site_rows(layer))  # type: ignore[misc]
+        row = type(rows[0])
+        at = next(i for i, r in enumerate(rows) if r.name.endswith(".mlp.hook_pre"))
+        extra = [row(f"blocks.{layer}.mlp.hook_{w}", self.route_path(layer, w), "output") for w in ("router", "route")]
+        return rows[:at] + extra + rows[at:]
+
     def route_path(self, layer: int, which: str = "route") -> str:
         """Dotted path of a layer's routing site: ``"route"`` (top-k weights) or ``"router"`` (probabilities)."""
         if which not in ("route", "router"):
