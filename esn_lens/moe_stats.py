@@ -32,12 +32,9 @@ class RouterStats:
     """Per-emotion routing statistics of every (layer, expert): ``counts`` (tokens routed to it), ``prob_sum``
     (sum of its router probability), ``tokens`` (counted tokens per emotion), ``n_clips``.
 
-    Example::
-
-        rs = RouterStats.for_lens(lens, ("angry", "happy"))
-        with lens.trace(batch):
-            rs.record(lens)
-        rs.frequency          # (emotion, layer, expert): share of the emotion's tokens routed to the expert
+    Example (``lens`` wraps a MoE model): ``rs = RouterStats.for_lens(lens, ("angry", "happy"))``, then
+    ``with lens.trace(batch): rs.record(lens)``; ``rs.frequency`` is (emotion, layer, expert), the share of the
+    emotion's tokens routed to the expert (tutorial 07).
     """
 
     emotions: tuple[str, ...]

@@ -211,6 +211,8 @@ def test_planted_expert_units_and_experts_are_recovered():
             assert found == set(planted[e]), (selector, e)  # precision and recall 1.0
     experts = find_experts(rs, "lape", top_frac=1 / 12)  # one (layer, expert) of 12 per emotion
     assert experts.nonzero().tolist() == [[i, 0, i] for i in range(4)]
+    for sel, on in (("lape", "prob"), ("freq_diff", "frequency"), ("freq_diff", "prob")):
+        assert torch.equal(find_experts(rs, sel, top_frac=1 / 12, on=on), experts), (sel, on)
     units = expert_units(experts[0], lens.adapter.d_expert)
     assert units.shape == (2, 96) and units[0, :16].all() and int(units.sum()) == 16
 
