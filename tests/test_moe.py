@@ -180,6 +180,10 @@ def test_open_access_dense_view_edit_and_gradients(setup):
     assert bool((act[unrouted] == 0).all()) and bool((act[~unrouted] != 0).any())
     ref = lens.run(batch, edits=[deactivate(torch.tensor([[True] * 64, [False] * 64]))], logits="all").logits
     assert (zero_logits - ref).abs().max() <= 1e-5
+    with lens.trace(batch):  # zero routing weights remove the experts' contributions: the same as zero units
+        route_site(lens, 0).output[:] = 0.0
+        no_route = lens.logits.output.save()
+    assert (no_route - ref).abs().max() <= 1e-5
     from esn_lens import collect_attribution  # gradients reach expert units: attribution patching (atp) works
     from esn_lens.data.clip import EmotionClip
 
