@@ -168,18 +168,46 @@ def _block(lens: Any, layer: int) -> Any:
     return lens.adapter.mlp_module(layer)
 
 
-def attach_route_counts(stats: Any, lens: Any, sc: Any, weights: Tensor) -> None:
-    """Hooks adding each layer's routed-token counts (prefill only) into ``stats.T`` (see :meth:`NeuronStats.add_route`)."""
-    from .tracing import attach_hook
-
+def route_count_hooks(stats: Any, model: Any, scope: Any, weights: Tensor) -> list[tuple[Any, Any]]:
+    """The ``(site, fn)`` hooks that add each layer's routed-token counts (prefill only) of ``scope``'s rows into
+    routed ``stats.T`` (see :meth:`NeuronStats.add_route`): one per layer, at the layer's routing site."""
+    out = []
     for layer in range(stats.n_layers):
         done = [False]
-        block = _block(lens, layer)
+        block = _block(model, layer)
 
         def fn(value: Tensor, layer: int = layer, done: list = done, block: Any = block) -> None:
             if not done[0]:
                 done[0] = True
-                stats.add_route(layer, sc.rows(routed_mask(block)), weights)
+                stats.add_route(layer, scope.rows(routed_mask(block)), weights)
             return None
 
-        attach_hook(lens, route_site(lens, layer), fn)
+        out.append((route_site(model, layer), fn))
+    return out
+
+
+def attach_route_counts(stats: Any, lens: Any, sc: Any, weights: Tensor) -> None:
+    """Attach :func:`route_count_hooks` to the running trace (what :meth:`NeuronStats.record` adds for routed stats)."""
+    from .tracing import attach_hook
+
+    for site, fn in route_count_hooks(stats, lens, sc, weights):
+        attach_hook(lens, site, fn)
+
+
+def attach_op(lens: Any, op: Any, batch: Any = None) -> None:
+    """Attach a library operation ``op(lens, scope) -> [(site, fn), ...]`` to the running trace (``lens.attach``
+    where the lens has it; else through this version's trace hooks)."""
+    attach = getattr(lens, "attach", None)
+    if attach is not None:
+        attach(op, batch)
+        return
+    from .tracing import attach_hook, scope_of
+
+    for site, fn in op(lens, scope_of(lens, batch)):
+        attach_hook(lens, site, fn)
+
+
+def scope_batch(scope: Any, what: str) -> Any:
+    """The (padded) batch of an operation's scope, refused with one line naming ``what`` when there is none."""
+    need = getattr(scope, "need_batch", None)
+    return need(what) if need is not None else scope.batch

@@ -21,7 +21,7 @@ from torch import Tensor
 from .errors import IncompatibleError, InputError
 from .io import load_tensors, save_tensors
 from .registry import Registry
-from .moe import _block, attach_route_counts, route_site  # noqa: F401  (re-exported)
+from .moe import _block, attach_op, attach_route_counts, route_count_hooks, route_site, scope_batch  # noqa: F401
 from .stats import emotion_weights
 
 ROUTER_KIND = "router_stats"
@@ -82,32 +82,42 @@ class RouterStats:
     def record(self, lens: Any, batch: Any = None, emotion_index: Tensor | None = None, *,
                positions: str | None = None) -> None:
         """Accumulate this batch's routing from inside ``with lens.trace(batch):`` (every layer, prefill only)."""
-        from .moe import routed_mask
-        from .tracing import attach_hook, scope_of
-
         if lens.fingerprint != self.model_fingerprint and self.model_fingerprint:
             raise IncompatibleError(f"router stats were recorded from model {self.model_fingerprint!r}, this model "
                                     f"is {lens.fingerprint!r}")
-        sc = scope_of(lens, batch)
+        attach_op(lens, lambda model, scope: self.hooks(model, scope, emotion_index, positions=positions), batch)
+
+    def hooks(self, model: Any, scope: Any, emotion_index: Tensor | None = None, *,
+              positions: str | None = None) -> list[tuple[Any, Any]]:
+        """The ``(site, fn)`` hooks accumulating ``scope``'s rows at every layer's router site (prefill only); the
+        batch's tokens are counted when layer 0's value arrives."""
+        from .moe import routed_mask
+
+        b = scope_batch(scope, "RouterStats.record")
         if emotion_index is None:
-            if sc.batch.labels is None:
+            if b.labels is None:
                 raise InputError("RouterStats.record: the batch has no labels; pass emotion_index (one per row)")
-            emotion_index = self.emotion_index(sc.batch.labels)
-        weights = emotion_weights(emotion_index, sc.batch.masks.select(positions or self.positions),
-                                  len(self.emotions))
-        self.tokens += einops.reduce(weights.to(torch.float64), "b p e -> e", "sum")
-        self.n_clips += einops.reduce((weights.sum(1) > 0).to(torch.float64), "b e -> e", "sum")
+            emotion_index = self.emotion_index(b.labels)
+        if emotion_index.shape[0] != scope.size:
+            raise InputError(f"RouterStats.record: {emotion_index.shape[0]} emotion indices for a batch of "
+                             f"{scope.size} rows")
+        weights = emotion_weights(emotion_index, b.masks.select(positions or self.positions), len(self.emotions))
+        out = []
         for layer in range(self.n_layers):
             done = [False]
-            block = _block(lens, layer)
+            block = _block(model, layer)
 
             def fn(probs: Tensor, layer: int = layer, done: list = done, block: Any = block) -> None:
                 if not done[0]:
                     done[0] = True
-                    self.add_layer(layer, sc.rows(routed_mask(block)), sc.rows(probs), weights)
+                    if layer == 0:
+                        self.tokens += einops.reduce(weights.to(torch.float64), "b p e -> e", "sum")
+                        self.n_clips += einops.reduce((weights.sum(1) > 0).to(torch.float64), "b e -> e", "sum")
+                    self.add_layer(layer, scope.rows(routed_mask(block)), scope.rows(probs), weights)
                 return None
 
-            attach_hook(lens, route_site(lens, layer, "router"), fn)
+            out.append((route_site(model, layer, "router"), fn))
+        return out
 
     def _require_tokens(self) -> Tensor:
         empty = [e for e, t in zip(self.emotions, self.tokens.tolist()) if t == 0]
