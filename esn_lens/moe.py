@@ -149,7 +149,7 @@ def unit_expert(units: Tensor | int, d_expert: int) -> Any:
 
 def route_site(lens: Any, layer: int, which: str = "route") -> Any:
     """The routing site of ``layer`` inside a trace: ``"route"`` (batch, pos, n_experts) top-k weights, 0 where not
-    routed, or ``"router"`` (batch, pos, n_experts) router probabilities. Example: ``route_site(lens, 0).save()``."""
+    routed, or ``"router"`` (batch, pos, n_experts) router probabilities; inside a trace e.g. ``route_site(lens, 0).save()``."""
     from .sites import Site, envoy_at
 
     path_of = getattr(lens.adapter, "route_path", None)

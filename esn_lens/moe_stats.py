@@ -201,7 +201,7 @@ def _profile(rs: RouterStats, on: str) -> Tensor:
 def find_experts(rs: RouterStats, selector: str = "lape", *, top_frac: float = 0.1,
                  **options: Any) -> Bool[Tensor, "emotion layer expert"]:
     """Each emotion's top ``top_frac`` of all (layer, expert) pairs by the selector's score (finite scores only,
-    ties to the lower index). Example: ``find_experts(rs, "lape", top_frac=0.25)[0]`` -> emotion 0's experts."""
+    ties to the lower index); e.g. ``find_experts(rs, "lape", top_frac=0.25)[0]`` is emotion 0's experts."""
     if not 0 < float(top_frac) <= 1:
         raise InputError(f"top_frac must be in (0, 1], got {top_frac}")
     scores = EXPERT_SELECTORS.get(selector)(rs, **options)
