@@ -9,7 +9,7 @@
 2. Speed: a reduced Qwen3-Omni thinker (4 layers, hidden 256, 16 experts, top-4, 64 neurons per expert -> 1,024
    units per layer), batch 8 of 4 s clips. Paired medians, in one run: the untouched model's forward (transformers'
    default experts implementation) vs ``lens.run(batch, stats=...)`` (esn_lens's exact per-expert path + routed
-   statistics), and vs the exact path alone.
+   statistics), the exact path alone vs it, and the stats pass vs transformers' eager experts loop (same arithmetic).
 """
 from __future__ import annotations
 
@@ -93,13 +93,25 @@ def speed(device: str, dtype: str, repeats: int, threads: int) -> dict:
         lens.run(batch, stats=lens.new_stats(EMOTIONS), emotion_index=idx, logits="none")
         sync()
 
+    eager, _ = build_tiny_moe(n_experts=16, top_k=4, **kw)
+    eager = eager.to(device, dt)
+    for c in (eager.config, eager.config.text_config):
+        c._experts_implementation = "eager"  # transformers' per-expert loop: the same arithmetic as the exact path
+
+    def ref_eager():
+        with torch.inference_mode():
+            eager(**inputs)
+        sync()
+
     r_stats, t_ref, t_stats = paired_ratio(ref, stats_pass, repeats=repeats)
     r_exact, _, t_exact = paired_ratio(ref, exact, repeats=repeats)
+    r_eager, t_eager, _ = paired_ratio(ref_eager, stats_pass, repeats=repeats)
     return {"shape": {"layers": 4, "hidden": 256, "experts": 16, "top_k": 4, "d_expert": 64, "units": lens.d_mlp,
                       "tokens": int(batch.inputs["input_ids"].numel())},
             "experts_implementation_of_plain": plain.config.text_config._experts_implementation,
             "plain_forward_s": round(t_ref, 4), "stats_pass_s": round(t_stats, 4), "exact_forward_s": round(t_exact, 4),
-            "ratio_stats_pass_vs_plain": round(r_stats, 3), "ratio_exact_path_vs_plain": round(r_exact, 3)}
+            "eager_forward_s": round(t_eager, 4), "ratio_stats_pass_vs_plain": round(r_stats, 3),
+            "ratio_exact_path_vs_plain": round(r_exact, 3), "ratio_stats_pass_vs_eager_forward": round(r_eager, 3)}
 
 
 def main() -> None:

@@ -81,7 +81,7 @@ def exact_moe_forward(self: nn.Module, hidden_states: Tensor) -> Tensor:
     for e in hit:
         t = tokens[e]
         h = nn.functional.linear(post[t, e], experts.down_proj[e]) * route[t, e, None]
-        out = out.index_add(0, t, h.to(out.dtype))
+        out.index_add_(0, t, h.to(out.dtype))
     return out.view(B, P, H)
 
 
