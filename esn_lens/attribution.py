@@ -8,7 +8,7 @@ tensors), and the ``atp`` selector ranks units by its mean over clips of each em
 
 Example::
 
-    att = collect_attribution(lens, clips, emotions)     # one forward + backward per batch
+    att = collect_attribution(lens, clips, emotions, evaluator=evaluator)   # one forward + backward per batch
     neurons = find_neurons(att, "atp", top_frac=0.02)
 """
 from __future__ import annotations
@@ -134,13 +134,15 @@ def record_attribution(lens: Any, att: AttributionStats, batch: Any, option_ids:
 
 
 def collect_attribution(lens: Any, clips: Sequence[Any], emotions: Sequence[str], *, evaluator: Any = None,
-                        site: str = "act", positions: str = "valid", batch_size: int = 8,
+                        answer: str | None = None, site: str = "act", positions: str = "valid", batch_size: int = 8,
                         progress: bool = True, att: AttributionStats | None = None) -> AttributionStats:
-    """Attribution patching over labelled clips, with the SER prompt of ``evaluator`` (default: constrained,
-    digit answers, shuffled options, seed 0). Returns :class:`AttributionStats` for the ``atp`` selector (``att``:
-    add into these instead, e.g. to continue a checkpointed pass).
+    """Attribution patching over labelled clips, scoring the answer the way ``evaluator`` reads it (its prompt and
+    its answer format). Without an evaluator, ``answer`` (``"word"`` or ``"digit"``) or else the model's recorded
+    answer format sets a constrained evaluator (shuffled options, seed 0); with neither, the call is refused: the
+    margin of the wrong answer tokens selects the wrong units. Returns :class:`AttributionStats` for the ``atp``
+    selector (``att``: add into these instead, e.g. to continue a checkpointed pass).
 
-    Example: ``att = collect_attribution(lens, pool, ["angry", "happy", "neutral", "sad"])``.
+    Example: ``att = collect_attribution(lens, pool, emotions, evaluator=SEREvaluator(lens, emotions, answer="word"))``.
     """
     from tqdm.auto import tqdm
 
@@ -151,7 +153,11 @@ def collect_attribution(lens: Any, clips: Sequence[Any], emotions: Sequence[str]
     clips = list(clips)
     if not clips:
         raise InputError("collect_attribution: no clips given")
-    ev = evaluator or SEREvaluator(lens, emotions, mode="constrained")
+    ev = evaluator if evaluator is not None else SEREvaluator(
+        lens, emotions, mode="constrained", answer=_answer_format(lens, answer))
+    if answer is not None and evaluator is not None and answer != ev.answer:
+        raise InputError(f"collect_attribution: answer={answer!r} but the evaluator reads {ev.answer!r} answers; "
+                         "pass one of them")
     if tuple(ev.emotions) != tuple(emotions):
         raise InputError(f"collect_attribution: the evaluator's emotions {list(ev.emotions)} differ from {list(emotions)}")
     if att is None:
@@ -176,6 +182,18 @@ def collect_attribution(lens: Any, clips: Sequence[Any], emotions: Sequence[str]
     return att
 
 
+def _answer_format(lens: Any, answer: str | None) -> str:
+    """The answer format to score without an evaluator: ``answer``, else the model's recorded one, else refuse."""
+    if answer is not None:
+        return answer
+    recorded = getattr(lens.model, "esn_lens_answer_format", None)  # set by the model's record (#28)
+    if isinstance(recorded, dict) and recorded.get("answer"):
+        return str(recorded["answer"])
+    raise InputError("collect_attribution: which answer does the model give? pass evaluator= (the SEREvaluator whose "
+                     "answers you score, e.g. demo_evaluator(lens) for the shipped demo model) or answer='word' / "
+                     "'digit'")
+
+
 # ---------------------------------------------------------------------- activation patching
 def align_positions(batch: Any, align: str) -> Bool[Tensor, "batch pos"]:
     """Positions used to align clips of different lengths: ``"audio"`` (the audio span) or ``"last"``."""
@@ -197,14 +215,12 @@ def patch_activations(lens: Any, source: Any, target: Any, site: str, *, units: 
     ``logits``: "last" (each row's last token) or "all". Returns float32 logits on the CPU.
     Example: ``patch_activations(lens, happy_batch, sad_batch, "blocks.1.hook_resid_post", align="audio")``.
     """
-    from .tracing import merge_batches
-
     if source.size != target.size:
         raise InputError(f"patch_activations: source has {source.size} rows, target {target.size}; pair them row for row")
     if logits not in ("last", "all"):
         raise InputError(f"patch_activations: logits must be 'last' or 'all', got {logits!r}")
     lens.site(site)  # a clear error for an unknown name, before any forward
-    _, (ps, pt) = merge_batches([source, target], lens._pad_token_id())  # the layout the traced forward uses
+    ps, pt = lens.pad_batches([source, target])  # the layout the traced forward uses
     src_pos, tgt_pos = align_positions(ps, align), align_positions(pt, align)
     if bool((src_pos.sum(1) == 0).any()) or bool((tgt_pos.sum(1) == 0).any()):
         raise InputError(f"patch_activations: some rows have no {align} positions to align on")

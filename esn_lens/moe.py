@@ -186,28 +186,11 @@ def route_count_hooks(stats: Any, model: Any, scope: Any, weights: Tensor) -> li
     return out
 
 
-def attach_route_counts(stats: Any, lens: Any, sc: Any, weights: Tensor) -> None:
-    """Attach :func:`route_count_hooks` to the running trace (what :meth:`NeuronStats.record` adds for routed stats)."""
-    from .tracing import attach_hook
-
-    for site, fn in route_count_hooks(stats, lens, sc, weights):
-        attach_hook(lens, site, fn)
-
-
 def attach_op(lens: Any, op: Any, batch: Any = None) -> None:
-    """Attach a library operation ``op(lens, scope) -> [(site, fn), ...]`` to the running trace (``lens.attach``
-    where the lens has it; else through this version's trace hooks)."""
-    attach = getattr(lens, "attach", None)
-    if attach is not None:
-        attach(op, batch)
-        return
-    from .tracing import attach_hook, scope_of
-
-    for site, fn in op(lens, scope_of(lens, batch)):
-        attach_hook(lens, site, fn)
+    """Attach a library operation ``op(lens, scope) -> [(site, fn), ...]`` to the running trace (``lens.attach``)."""
+    lens.attach(op, batch)
 
 
 def scope_batch(scope: Any, what: str) -> Any:
     """The (padded) batch of an operation's scope, refused with one line naming ``what`` when there is none."""
-    need = getattr(scope, "need_batch", None)
-    return need(what) if need is not None else scope.batch
+    return scope.need_batch(what)

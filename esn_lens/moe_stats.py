@@ -1,6 +1,6 @@
 """Routing-aware statistics of mixture-of-experts models: per-unit token counts, router statistics, expert selectors.
 
-* :func:`~esn_lens.moe.attach_route_counts` (re-exported) -- what :meth:`NeuronStats.record` adds for routed stats:
+* :func:`~esn_lens.moe.route_count_hooks` (re-exported) -- what :meth:`NeuronStats.hooks` adds for routed stats:
   each unit's T counts the counted tokens routed to its expert (a unit never routed for an emotion has T = 0).
 * :class:`RouterStats` -- per-emotion routing frequency and mean router probability of every (layer, expert).
 * :data:`EXPERT_SELECTORS` -- emotion-sensitive experts from router statistics (``"lape"``: LAPE over the routing
@@ -21,7 +21,7 @@ from torch import Tensor
 from .errors import IncompatibleError, InputError
 from .io import load_tensors, save_tensors
 from .registry import Registry
-from .moe import _block, attach_op, attach_route_counts, route_count_hooks, route_site, scope_batch  # noqa: F401
+from .moe import _block, attach_op, route_count_hooks, route_site, scope_batch  # noqa: F401
 from .stats import emotion_weights
 
 ROUTER_KIND = "router_stats"

@@ -4,6 +4,9 @@ Build the bridge with ``transformer_lens.model_bridge.sources.build_bridge_from_
 ``TransformerBridge.boot_transformers``, which reaches for the hub and pip-installs torchvision), then
 ``Lens(bridge, processor)``. Sites are the bridged model's own MLP modules, so values equal those of the
 plain model; inputs are built by the wrapped model's own adapter. Generation is not supported here.
+At padding positions (attention mask 0) the bridge's values differ from the plain model's (its own attention treats
+fully masked rows differently; logits there differed by up to 5.2 in a trial); every non-padding position is equal,
+and the library only counts, edits and reads logits at non-padding positions (tests/test_bridge.py).
 
 Example::
 
