@@ -189,7 +189,7 @@ def test_open_access_dense_view_edit_and_gradients(setup):
 
     clips = [EmotionClip(f"c{i}", e, audio=tiny_audio(0.5, freq=200 + 90 * i, seed=i), sampling_rate=16000)
              for i, e in enumerate(["angry", "happy", "angry", "happy"])]
-    att = collect_attribution(lens, clips, EMOTIONS, batch_size=2, progress=False)
+    att = collect_attribution(lens, clips, EMOTIONS, batch_size=2, progress=False, answer="digit")
     scores = find_neurons(att, "atp", count=3)
     assert att.sum.shape == (2, 2, 64) and float(att.sum.abs().sum()) > 0 and scores.counts == {"angry": 3, "happy": 3}
 
