@@ -291,10 +291,10 @@ def _print_registry(registry, header: str, describe) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from .adapters import ADAPTERS
+    from .adapters.support import support_table  # the table of docs/models.md, from the adapter registry
 
-    return _print_registry(ADAPTERS, "adapter", lambda cls: f"decoder layers at {cls.layers_path}; matches "
-                           + (", ".join(cls.class_names + cls.model_types) or "any model with that layout"))
+    print(support_table())
+    return 0
 
 
 def cmd_datasets(args: argparse.Namespace) -> int:

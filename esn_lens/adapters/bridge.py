@@ -45,6 +45,15 @@ class TransformerBridgeAdapter(Adapter):
     audio_tower_path = "audio_encoder"
     supports_generate = False
     class_names = ("TransformerBridge",)
+    #: a row of docs/models.md (esn_lens.adapters.support)
+    support = dict(
+        title='TransformerBridge',
+        mlp="the bridged model's own MLP modules (values equal the plain model's)",
+        audio="as the wrapped model's adapter",
+        inputs="the wrapped model's adapter",
+        tested='AF3 and Qwen2 bridges: sites and edits equal the HF path',
+        limits='no generation (constrained scoring only); build it with build_bridge_from_module (no hub)',
+    )
 
     def __init__(self, model: nn.Module, processor: Any = None):
         original = getattr(model, "original_model", None)

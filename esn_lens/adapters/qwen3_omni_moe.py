@@ -65,6 +65,17 @@ class Qwen3OmniMoeAdapter(Adapter):
     model_types = ("qwen3_omni_moe_thinker", "qwen3_omni_moe")
     #: units are routed: a unit's tokens are those routed to its expert (routing-aware statistics)
     routed = True
+    #: a row of docs/models.md (esn_lens.adapters.support)
+    support = dict(
+        title="Qwen3-Omni (MoE)",
+        mlp="sparse MoE: units = (expert, neuron), `expert * moe_intermediate + neuron`; pre/act/post = dense views of "
+            "esn_lens's exact per-expert path (0 where not routed); routing sites `mlp.hook_route` / `hook_router`",
+        audio="the tokenizer's audio token ids (`<|audio_pad|>`, 13 per second)",
+        inputs="audio-only Qwen3-Omni processor (no torchvision) + chat template",
+        tested="tiny real thinker (4 experts, top-2): routed K/T/sums, routing counts, edits (forward, generation), "
+               "planted units and experts vs a plain-torch experts loop; full model through `.thinker`; `esn-lens run`",
+        limits="every layer sparse (no `mlp_only_layers`); dense views cost (tokens x units) per layer; text answers only",
+    )
 
     def __init__(self, model: nn.Module, processor: Any = None):
         self.model = model
