@@ -96,6 +96,13 @@ class Lens:
         return f"Lens({type(self.model).__name__}, adapter={self.adapter.name}, layers={self.n_layers}, d_mlp={self.d_mlp})"
 
     # ------------------------------------------------------------------ inputs
+    @property
+    def _read_seconds(self) -> float | None:
+        """How much of a clip is read and resampled: the audio window plus 1 s (so a longer clip is still seen as
+        long), or None (the clip reader's own limit) for a model that hears everything."""
+        window = self.adapter.max_audio_seconds
+        return None if window is None else float(window) + 1.0
+
     def batch(self, audios: Sequence[Any] | None, prompts: str | Sequence[str], *, sampling_rate: int | None = None,
               labels: Sequence[str] | None = None, clip_ids: Sequence[str] | None = None, padding_side: str = "left",
               system: str | None = None, resample: bool = True, long_audio: str = "warn") -> Batch:
@@ -118,8 +125,8 @@ class Lens:
             if sampling_rate is None:
                 raise InputError(f"batch: sampling_rate is required with audio (the model expects {self.sampling_rate} Hz)")
             ids = clip_ids or [str(i) for i in range(n)]
-            prepared = [prepare_audio(a, sampling_rate, self.sampling_rate, name=f"clip {cid}", resample=resample)
-                        for a, cid in zip(audios, ids)]
+            prepared = [prepare_audio(a, sampling_rate, self.sampling_rate, name=f"clip {cid}", resample=resample,
+                                      max_seconds=self._read_seconds) for a, cid in zip(audios, ids)]
             prepared = fit_audio_window(prepared, ids, self.adapter, self.sampling_rate, long_audio)
         inputs = self.adapter.build_inputs(prepared, list(prompts), padding_side=padding_side, system=system)
         dev = self.adapter.device
@@ -145,7 +152,7 @@ class Lens:
         if self.adapter.audio_token is None:
             texts = [text_template.format(text=c.text, prompt=p) for c, p in zip(clips, prompts)]
             return self.batch(None, texts, labels=labels, clip_ids=ids, **kw)
-        loaded = [c.load(self.sampling_rate)[0] for c in clips]
+        loaded = [c.load(self.sampling_rate, max_seconds=self._read_seconds)[0] for c in clips]
         return self.batch(loaded, prompts, sampling_rate=self.sampling_rate, labels=labels, clip_ids=ids, **kw)
 
     # ------------------------------------------------------------------ the open core: nnsight traces

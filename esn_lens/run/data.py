@@ -80,6 +80,9 @@ def load_clips(cfg: RunConfig) -> ClipSplit:
     return restrict_emotions(ClipSplit(ident, evaluation, tuple(emotions), src), cfg)
 
 
+#: the rate clips are decoded at when screened (before the model, and its rate, are known)
+SCREEN_RATE = 16000
+
 #: manifest drop reasons that are bad clips (a file listed but absent or unreadable), not label choices
 BAD_FILE_REASONS = ("missing_file", "unreadable")
 
@@ -100,7 +103,7 @@ def screen_clips(split: ClipSplit, cfg: RunConfig) -> ClipSplit:
 
     def problem(c: EmotionClip) -> str | None:
         try:
-            c.load()
+            c.load(SCREEN_RATE)  # streamed and capped: a 10-hour or 192 kHz file costs what its first minutes do
         except InputError as e:
             reason, prefix = str(e), f"clip {c.utterance_id}: "
             return reason[len(prefix):] if reason.startswith(prefix) else reason

@@ -207,12 +207,21 @@ def read_csv_rows(path: Path, required: Sequence[str]) -> Iterator[tuple[int, di
     if not path.is_file():
         return
     reader = csv.DictReader(io.StringIO(read_text(path), newline=""))
-    fields = [f.strip() for f in (reader.fieldnames or [])]
+    try:
+        fields = [f.strip() for f in (reader.fieldnames or [])]
+    except csv.Error as e:
+        raise InputError(f"{path} line 1: not a readable CSV header ({e})") from None
     missing = [c for c in required if c not in fields]
     if missing:
         raise InputError(f"{path}: missing column(s) {missing}; found {fields}")
     reader.fieldnames = fields
-    for row in reader:
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:  # e.g. a cell longer than csv.field_size_limit() (131,072 characters)
+            raise InputError(f"{path} line {reader.line_num}: not a readable CSV row ({e})") from None
         yield reader.line_num, {k: (v or "").strip() for k, v in row.items() if k is not None}
 
 
