@@ -117,6 +117,8 @@ class EmotionClip:
     text: str = ""
     raw_label: str = ""
     loader: Callable[["EmotionClip"], tuple[np.ndarray, int]] | None = field(default=None, repr=False, compare=False)
+    #: sha256 (16 hex) of the decoded audio at 16 kHz (:func:`audio_hash`), set when the clip is screened
+    content_hash: str = field(default="", repr=False, compare=False)
 
     def load(self, target_rate: int | None = None, *, max_seconds: float | None = None) -> tuple[np.ndarray, int]:
         """Return ``(mono float32 audio, rate)``, read from disk if needed and resampled to ``target_rate``.
@@ -138,6 +140,13 @@ class EmotionClip:
             raise InputError(f"{name}: has neither audio nor a path")
         out = prepare_audio(a, int(sr), target_rate, name=name, max_seconds=limit)
         return out, (target_rate or int(sr))
+
+
+def audio_hash(audio: np.ndarray) -> str:
+    """A short content hash of decoded mono float32 audio (the same recording under another id or file name)."""
+    import hashlib
+
+    return hashlib.sha256(np.ascontiguousarray(audio, dtype=np.float32).tobytes()).hexdigest()[:16]
 
 
 def read_audio_file(path: str | Path, target_rate: int | None, max_seconds: float, name: str) -> tuple[np.ndarray, int]:
