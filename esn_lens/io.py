@@ -180,4 +180,6 @@ def load_results(run_dir: str | Path) -> dict[str, Any]:
     if not f.is_file():
         hint = " (the run did not finish; continue it with --resume)" if (p / "progress.json").exists() else ""
         raise InputError(f"{p} holds no results.json{hint}")
-    return read_run_json(f)
+    from .results_check import check_results
+
+    return check_results(read_run_json(f), f)
