@@ -23,7 +23,7 @@ from jaxtyping import Float
 from torch import Tensor, nn
 
 from .adapters import Adapter, adapter_for, check_site, hook_name, parse_hook_name
-from .batch import AudioCache, Batch, ProbeRecord, TraceOutput, fit_audio_window
+from .batch import AudioCache, Batch, ProbeRecord, TraceOutput, check_context, fit_audio_window
 from .data.clip import EmotionClip, prepare_audio
 from .errors import InputError
 from .interventions import Edit
@@ -129,6 +129,7 @@ class Lens:
                                       max_seconds=self._read_seconds) for a, cid in zip(audios, ids)]
             prepared = fit_audio_window(prepared, ids, self.adapter, self.sampling_rate, long_audio)
         inputs = self.adapter.build_inputs(prepared, list(prompts), padding_side=padding_side, system=system)
+        check_context(inputs, clip_ids or [str(i) for i in range(n)], self.adapter.config)
         dev = self.adapter.device
         inputs = {k: (v.to(dev) if isinstance(v, Tensor) else v) for k, v in inputs.items()}
         masks = self.adapter.position_masks({k: v.cpu() for k, v in inputs.items()})

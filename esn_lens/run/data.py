@@ -116,7 +116,7 @@ def _data_warnings(src: dict[str, Any], man: Any, cfg: RunConfig, ds: Any) -> No
              f"({', '.join(man.outside_root[:5])}{' ...' if len(man.outside_root) > 5 else ''}; listed in clips.json)")
     empty = [e for e, n in ds.counts().items() if n == 0]
     if empty:
-        warn(src, f"label set {man.label_set}: no clips of {empty} in the corpus; the run uses "
+        warn(src, f"label set {cfg.label_set or man.label_set}: no clips of {empty} in the corpus; the run uses "
              f"{[e for e in ds.emotions if e not in empty]}")
 
 

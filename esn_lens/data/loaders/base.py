@@ -259,7 +259,7 @@ def read_csv_rows(path: Path, required: Sequence[str]) -> Iterator[tuple[int, di
         except StopIteration:
             return
         except csv.Error as e:  # e.g. a cell longer than csv.field_size_limit() (131,072 characters)
-            raise InputError(f"{path} line {reader.line_num}: not a readable CSV row ({e})") from None
+            raise InputError(f"{path} line {reader.line_num + 1}: not a readable CSV row ({e})") from None
         yield reader.line_num, {k: (v or "").strip() for k, v in row.items() if k is not None}
 
 
