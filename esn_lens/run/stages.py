@@ -323,7 +323,7 @@ def stage_stats(run: RunContext) -> None:
 # the attribution and neurons stages live in their own modules (atp.py, sets.py); registered here in table order
 register_stage("attribution", needs=["split", "evaluator", "pool_ids"], produces=["attribution"],
                when=atp_wanted)(stage_attribution)
-register_stage("neurons", needs=["split", "stats", "attribution"], produces=["sets", "sources"])(stage_neurons)
+register_stage("neurons", needs=["split", "pool_ids", "stats", "attribution"], produces=["sets", "sources"])(stage_neurons)
 
 
 @register_stage("deactivation", needs=["split", "evaluator", "sets", "stats"], produces=["deact"],
