@@ -9,12 +9,15 @@ statistics can still be carried over on purpose (``validate --neurons ... --allo
 from __future__ import annotations
 
 import hashlib
+import weakref
 
 import torch
 from torch import nn
 
 #: values sampled (evenly spaced) from every parameter tensor
 SAMPLES_PER_TENSOR = 16
+#: model -> (key of its parameter tensors and their in-place version counters, signature): recomputed after any change
+_CACHE: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
 
 
 def weights_signature(model: nn.Module, samples: int = SAMPLES_PER_TENSOR) -> str:
@@ -25,22 +28,41 @@ def weights_signature(model: nn.Module, samples: int = SAMPLES_PER_TENSOR) -> st
 
     Example: ``weights_signature(model) == weights_signature(copy.deepcopy(model).to(torch.bfloat16))``.
     """
-    rows: list[bytes] = []
+    params = list(model.parameters())
+    key = (samples, tuple((p.data_ptr(), p._version, p.dtype, p.device, tuple(p.shape)) for p in params))
+    cached = _CACHE.get(model)
+    if cached is not None and cached[0] == key:  # same tensors, none modified in place since (torch's version counter)
+        return cached[1]
+    heads: list[bytes] = []
+    picked: list[torch.Tensor] = []
     with torch.no_grad():
-        for p in model.parameters():
-            head = f"{tuple(p.shape)}|".encode()
+        for p in params:
+            heads.append(f"{tuple(p.shape)}|".encode())
             if p.device.type == "meta" or p.numel() == 0:
-                rows.append(head)
+                picked.append(torch.zeros(0, dtype=torch.bfloat16))
                 continue
             flat = p.detach().reshape(-1)
             k = min(samples, flat.numel())
             idx = torch.arange(k, device=flat.device) * (flat.numel() - 1) // max(k - 1, 1)
-            vals = flat[idx].to(torch.bfloat16).view(torch.int16).cpu().numpy().tobytes()
-            rows.append(head + vals)
+            picked.append(flat[idx].to(torch.bfloat16))
+        by_device: dict[torch.device, list[int]] = {}  # one copy to the CPU per device, not one per tensor
+        for i, v in enumerate(picked):
+            by_device.setdefault(v.device, []).append(i)
+        for dev, where in by_device.items():
+            if dev.type != "cpu":
+                host = torch.cat([picked[i] for i in where]).cpu().split([picked[i].numel() for i in where])
+                for i, v in zip(where, host):
+                    picked[i] = v
+    rows = [head + v.view(torch.int16).numpy().tobytes() for head, v in zip(heads, picked)]
     h = hashlib.sha256()
     for r in sorted(rows):
         h.update(r)
-    return h.hexdigest()[:16]
+    sig = h.hexdigest()[:16]
+    try:
+        _CACHE[model] = (key, sig)
+    except TypeError:  # pragma: no cover - a module that cannot be weakly referenced
+        pass
+    return sig
 
 
 __all__ = ["weights_signature", "SAMPLES_PER_TENSOR"]

@@ -443,6 +443,11 @@ def test_12_fine_tuned_copy_with_the_same_signs_has_another_fingerprint():
             p.mul_(1.02)  # every sign kept
     assert Lens(tuned, proc).fingerprint != base
     assert Lens(copy.deepcopy(model).to(torch.bfloat16), proc).fingerprint == base  # same weights, bfloat16
+    same = Lens(copy.deepcopy(model), proc)
+    assert same.fingerprint == base
+    with torch.no_grad():
+        next(same.model.parameters()).mul_(1.02)  # trained in place after the lens was made: noticed (not cached)
+    assert same.fingerprint != base
 
 
 @pytest.fixture(scope="module")
