@@ -77,10 +77,9 @@ def test_50_processes_on_a_stale_lock_one_takes_it_over(tmp_path):
 
 
 def test_50_processes_taking_and_releasing_never_overlap(tmp_path):
-    for _ in range(2):  # the winner releases at once: later contenders may take it in turn, never two at a time
-        out = contend(tmp_path, wait_for_all=False)
-        k = kinds(out)
-        assert k["twice"] == 0 and k["held"] >= 1 and k["held"] + k["refused"] == N
+    out = contend(tmp_path, wait_for_all=False)  # the winner releases at once: others may take it in turn, never two at a time
+    k = kinds(out)
+    assert k["twice"] == 0 and k["held"] >= 1 and k["held"] + k["refused"] == N
 
 
 def _try_lock(path):

@@ -156,7 +156,7 @@ def read_audio_file(path: str | Path, target_rate: int | None, max_seconds: floa
     import soundfile as sf
 
     try:
-        with sf.SoundFile(str(path)) as f:
+        with sf.SoundFile(path if hasattr(path, "read") else str(path)) as f:
             sr = check_rate(int(f.samplerate), name)
             frames = f.frames if f.frames > 0 else None
             want = int(np.ceil(max_seconds * sr)) + 1

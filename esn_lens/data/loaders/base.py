@@ -271,16 +271,12 @@ def decode_audio_value(value: Any, name: str) -> tuple[np.ndarray, int]:
     if isinstance(value, Mapping):
         if value.get("array") is not None:
             return np.asarray(value["array"]), int(value["sampling_rate"])
-        import soundfile as sf
-
         src = io.BytesIO(value["bytes"]) if value.get("bytes") else value.get("path")
         if src is None:
             raise InputError(f"{name}: audio cell has neither array, bytes nor path")
-        try:
-            a, sr = sf.read(src, dtype="float32", always_2d=True)
-        except Exception as e:
-            raise InputError(f"{name}: cannot decode audio ({e})") from None
-        return a.mean(axis=1), int(sr)
+        from ..clip import READ_LIMIT_SECONDS, read_audio_file
+
+        return read_audio_file(src, None, READ_LIMIT_SECONDS, name)  # capped, rate checked, downmixed
     if hasattr(value, "get_all_samples"):
         samples = value.get_all_samples()
         data = samples.data.detach().cpu().numpy() if hasattr(samples.data, "detach") else np.asarray(samples.data)
