@@ -192,7 +192,8 @@ def read_audio_file(path: str | Path, target_rate: int | None, max_seconds: floa
     except InputError:
         raise
     except Exception as e:  # soundfile raises several types for bad files
-        raise InputError(f"{name}: cannot read audio file {path} ({e})") from None
+        where = "the audio bytes" if hasattr(path, "read") else f"audio file {path}"
+        raise InputError(f"{name}: cannot read {where} ({e})") from None
     a = a[:n]
     if stream is not None and a.size == 0:
         raise InputError(f"{name}: {got} sample(s) at {sr} Hz is empty after resampling to {target_rate} Hz")
