@@ -138,6 +138,21 @@ def fit_audio_window(audios: list, ids: Sequence[str], adapter: Any, rate: int, 
     return [a[:n] for a in audios]
 
 
+def check_context(inputs: dict, ids: Sequence[str], config: Any) -> None:
+    """Refuse rows longer than the model's positions (``max_position_embeddings`` of its text config): a prompt of
+    100,000 tokens for a model trained to 4,096 would run (slowly) on positions it never saw."""
+    text_cfg = config.get_text_config() if hasattr(config, "get_text_config") else config
+    limit = getattr(text_cfg, "max_position_embeddings", None)
+    ids_t = inputs.get("input_ids")
+    if not isinstance(limit, int) or ids_t is None or ids_t.shape[-1] <= limit:
+        return
+    mask = inputs.get("attention_mask")
+    lengths = (mask.sum(-1) if mask is not None else torch.full((ids_t.shape[0],), ids_t.shape[-1])).tolist()
+    over = [f"clip {cid} ({int(k):,} tokens)" for cid, k in zip(ids, lengths) if k > limit]
+    raise InputError(f"{', '.join(over[:3])}: longer than the model's {limit:,} positions (max_position_embeddings); "
+                     "shorten the prompt or the audio")
+
+
 def processor_identity(processor: Any) -> str | None:
     """A short hash of what a processor makes of its input: the tokenizer's vocabulary and special tokens, and the
     feature extractor's scalar settings (sampling rate, frame sizes, ...). Equal for a model and its fine-tuned copy

@@ -98,6 +98,8 @@ def _run_args(p: argparse.ArgumentParser, *, discover: bool, validate: bool) -> 
     g.add_argument("--on-bad-clip", choices=("skip", "fail"),
                    help="a clip whose audio is missing, unreadable, empty or NaN: skip it (default; named in "
                         "results.json and the report) or refuse the run")
+    g.add_argument("--on-duplicate", choices=("warn", "fail"),
+                   help="rows repeating an utterance id: keep the first and say so (default), or refuse the run")
     g.add_argument("--eval-fraction", type=float, help="share of speakers held out for evaluation (0.5)")
     g.add_argument("--eval-per-emotion", type=_optional_int, help="evaluation clips per emotion (200)")
     if discover:
@@ -122,6 +124,9 @@ def _run_args(p: argparse.ArgumentParser, *, discover: bool, validate: bool) -> 
         g.add_argument("--neurons", action="append", metavar="FILE",
                        help="a NeuronSet file, or a folder of them (e.g. another run's neurons/): cross-dataset "
                             "transfer; repeatable")
+        g.add_argument("--allow-other-model", action="store_true",
+                       help="accept --neurons files found on another model (another fingerprint: e.g. the base model "
+                            "of a fine-tune); recorded in results.json")
         g.add_argument("--alpha", action="append", type=float,
                        help="steering alpha, gain 1 + alpha (repeatable; default 0.5 1 2)")
         g.add_argument("--bootstrap", type=int, help="bootstrap resamples for intervals (1000; 0 = off)")

@@ -6,9 +6,16 @@ from typing import Any, Sequence
 
 from torch import Tensor
 
-from .batch import Batch, fit_audio_window
+from .batch import Batch, check_context, fit_audio_window
 from .data.clip import prepare_audio
 from .errors import InputError
+
+
+def read_seconds(adapter: Any) -> float | None:
+    """How much of a clip is read and resampled for this model: its audio window plus 1 s (so a longer clip is still
+    seen as long), or None (the clip reader's own limit) for a model that hears everything."""
+    window = adapter.max_audio_seconds
+    return None if window is None else float(window) + 1.0
 
 
 def build_batch(adapter: Any, audios: Sequence[Any] | None, prompts: str | Sequence[str], *,
@@ -28,10 +35,11 @@ def build_batch(adapter: Any, audios: Sequence[Any] | None, prompts: str | Seque
         if sampling_rate is None:
             raise InputError(f"batch: sampling_rate is required with audio (the model expects {adapter.sampling_rate} Hz)")
         ids = clip_ids or [str(i) for i in range(n)]
-        prepared = [prepare_audio(a, sampling_rate, adapter.sampling_rate, name=f"clip {cid}", resample=resample)
-                    for a, cid in zip(audios, ids)]
+        prepared = [prepare_audio(a, sampling_rate, adapter.sampling_rate, name=f"clip {cid}", resample=resample,
+                                  max_seconds=read_seconds(adapter)) for a, cid in zip(audios, ids)]
         prepared = fit_audio_window(prepared, ids, adapter, adapter.sampling_rate, long_audio)
     inputs = adapter.build_inputs(prepared, list(prompts), padding_side=padding_side, system=system)
+    check_context(inputs, clip_ids or [str(i) for i in range(n)], adapter.config)
     dev = adapter.device
     inputs = {k: (v.to(dev) if isinstance(v, Tensor) else v) for k, v in inputs.items()}
     masks = adapter.position_masks({k: v.cpu() for k, v in inputs.items()})

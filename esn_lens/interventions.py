@@ -39,6 +39,21 @@ def _units_tensor(units) -> Bool[Tensor, "layer neuron"]:
     return t
 
 
+def _rows_mask(rows: Any, who: str) -> Bool[Tensor, " batch"] | None:
+    """``rows`` as a boolean (batch,) tensor; :class:`InputError` for any other dtype or shape (a float or index
+    tensor would silently mean something else)."""
+    if rows is None:
+        return None
+    try:
+        t = rows if isinstance(rows, Tensor) else None if isinstance(rows, (str, bytes)) else torch.as_tensor(rows)
+    except (TypeError, ValueError, RuntimeError):
+        t = None
+    if t is None or t.dtype != torch.bool or t.ndim != 1:
+        what = f"{t.dtype} tensor of shape {tuple(t.shape)}" if t is not None else type(rows).__name__
+        raise InputError(f"{who}: rows must be a boolean (batch,) mask (e.g. torch.tensor([True, False])), got {what}")
+    return t
+
+
 @dataclass
 class Edit:
     """Base class: an in-place edit of the chosen ``units`` (layer x neuron mask) of one ``site``.
@@ -55,6 +70,7 @@ class Edit:
     def __post_init__(self) -> None:
         self.units = _units_tensor(self.units)
         check_site(self.site)
+        self.rows = _rows_mask(self.rows, type(self).__name__)
         if isinstance(self.positions, str) and self.positions not in POSITIONS:
             raise InputError(f"positions: unknown position set {self.positions!r}; expected one of {list(POSITIONS)} "
                              "or a boolean (batch, pos) mask")

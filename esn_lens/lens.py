@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from .adapters import Adapter, adapter_for, check_site
 from .batch import AudioCache, Batch, ProbeRecord, Scope, TraceOutput, check_processor, processor_identity
 from .data.clip import EmotionClip
-from .inputs import build_batch
+from .inputs import build_batch, read_seconds
 from .errors import InputError
 from .interventions import Edit
 from .recorders import cache_hooks, probe_hooks
@@ -146,7 +146,7 @@ class Lens:
         if self.adapter.audio_token is None:
             texts = [text_template.format(text=c.text, prompt=p) for c, p in zip(clips, prompts)]
             return self.batch(None, texts, labels=labels, clip_ids=ids, **kw)
-        loaded = [c.load(self.sampling_rate)[0] for c in clips]
+        loaded = [c.load(self.sampling_rate, max_seconds=read_seconds(self.adapter))[0] for c in clips]
         return self.batch(loaded, prompts, sampling_rate=self.sampling_rate, labels=labels, clip_ids=ids, **kw)
 
     # ------------------------------------------------------------------ the open core: nnsight traces

@@ -269,6 +269,7 @@ def build_blocks(results: dict[str, Any], figs: dict[str, Path], root: Path,
     if skipped:
         facts.append(f"Skipped {len(skipped)} bad clip(s): "
                      + "; ".join(f"{s.get('id')} ({s.get('reason')})" for s in skipped) + ".")
+    facts += [f"Warning: {w}" for w in (clips.get("source") or {}).get("warnings") or []]
     if facts:
         B.append(Block("list", facts))
 

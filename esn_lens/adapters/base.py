@@ -120,25 +120,24 @@ class Adapter:
 
     @property
     def fingerprint(self) -> str:
-        """A stable hash of the model: family, shape, and the sign pattern of some decoder weights.
+        """A stable hash of the model: family, shape, and its weights at bfloat16 precision (see
+        :mod:`esn_lens.identity`).
 
-        Identical for a model and its reloaded copy (any dtype), different for another architecture or
-        another training run; used to match saved stats and neuron sets to this model.
+        Identical for a model and its reloaded copy (float32 or bfloat16), different for another architecture, another
+        training run or a fine-tuned copy; used to match saved stats and neuron sets to this model.
         """
+        from ..identity import weights_signature
+
         cfg = self.config
         text_cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
         shape = dict(adapter=self.family, layers=self.n_layers, d_mlp=self.d_mlp,
                      hidden=getattr(text_cfg, "hidden_size", None), vocab=getattr(text_cfg, "vocab_size", None))
-        signs = []
-        for layer in (0, self.n_layers - 1):
-            w = self.fingerprint_weight(layer).detach().reshape(-1)[:256]
-            if w.device.type != "meta":
-                signs.append("".join("1" if v > 0 else "0" for v in w.float().cpu().tolist()))
-        return fingerprint_of(shape, extra="|".join(signs))
+        return fingerprint_of(shape, extra="weights:" + weights_signature(self.model))
 
     def fingerprint_weight(self, layer: int) -> Tensor:
-        """The decoder weight whose sign pattern enters :attr:`fingerprint` (the ``pre`` site's module: the gate
-        projection of a gated MLP, ``fc1`` of a plain one)."""
+        """A representative decoder weight (the ``pre`` site's module: the gate projection of a gated MLP, ``fc1`` of a
+        plain one). Since issue #23 :attr:`fingerprint` samples every parameter (:mod:`esn_lens.identity`) and no
+        longer reads it; kept for adapters that override it."""
         return self.site_module(layer, "pre").weight
 
     # -------------------------------------------------------------- module paths

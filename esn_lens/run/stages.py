@@ -275,7 +275,7 @@ register_stage("stats", needs=["split", "evaluator", "pool_ids"], produces=["sta
                when=lambda cfg: cfg.discover)(stage_stats)
 register_stage("attribution", needs=["split", "evaluator", "pool_ids"], produces=["attribution"],
                when=atp_wanted)(stage_attribution)
-register_stage("neurons", needs=["split", "stats", "attribution"], produces=["sets", "sources"])(stage_neurons)
+register_stage("neurons", needs=["split", "pool_ids", "stats", "attribution"], produces=["sets", "sources"])(stage_neurons)
 
 
 @register_stage("deactivation", needs=["split", "evaluator", "sets", "stats", "attribution"], produces=["deact"],
