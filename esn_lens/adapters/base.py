@@ -122,10 +122,6 @@ class Adapter:
                      hidden=getattr(text_cfg, "hidden_size", None), vocab=getattr(text_cfg, "vocab_size", None))
         return fingerprint_of(shape, extra="weights:" + weights_signature(self.model))
 
-    def fingerprint_weight(self, layer: int) -> Tensor:
-        """A representative decoder weight (the gate projection by default). Since issue #23 :attr:`fingerprint` samples
-        every parameter (:mod:`esn_lens.identity`) and no longer reads it; kept for adapters that override it."""
-        return self.mlp_module(layer).gate_proj.weight
 
     # -------------------------------------------------------------- module paths
     def layers(self) -> nn.ModuleList:
