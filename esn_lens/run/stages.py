@@ -26,6 +26,8 @@ from .atp import stage_attribution
 from .atp import wanted as atp_wanted
 from .folder import RunFolder, digest
 from .sets import stage_neurons
+from .topk import stage_top
+from .topk import wanted as top_wanted
 from .parallel import Parallel
 
 STATS_CHECKPOINT_KIND = "stats_checkpoint"
@@ -83,6 +85,7 @@ class Run:
         self.deact: dict[str, Any] | None = None
         self.steer: dict[str, Any] | None = None
         self.results: dict[str, Any] | None = None
+        self.pages: Path | None = None
 
     def path(self, *parts: str) -> Path:
         return self.folder.path(*parts)
@@ -358,10 +361,11 @@ STAGE_TABLE: tuple[Stage, ...] = (
     Stage("stats", ("split", "evaluator", "pool_ids"), ("stats",), stage_stats, lambda cfg: cfg.discover),
     Stage("attribution", ("split", "evaluator", "pool_ids"), ("attribution",), stage_attribution, atp_wanted),
     Stage("neurons", ("split", "stats", "attribution"), ("sets", "sources"), stage_neurons),
+    Stage("top", ("split", "evaluator", "pool_ids", "stats", "sets"), ("pages",), stage_top, top_wanted),
     Stage("deactivation", ("sets", "stats"), ("deact",), stage_deactivation, lambda cfg: cfg.validate),
     Stage("steering", ("sets",), ("steer",), stage_steering, lambda cfg: cfg.validate and bool(cfg.alphas)),
     Stage("analysis", ("sets", "deact", "steer"), ("results",), stage_analysis),
-    Stage("report", ("results",), (), stage_report),
+    Stage("report", ("results", "pages"), (), stage_report),
 )
 #: Stage names in table order; which of them a run executes depends on ``RunConfig.discover`` / ``.validate``.
 STAGES = tuple(s.name for s in STAGE_TABLE)
