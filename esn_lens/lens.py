@@ -343,6 +343,13 @@ class Lens:
         o = self.run(batch, record=names if names is not None else self.hook_names("act"), edits=edits, logits="all")
         return o.logits, o.cache
 
+    def top_activations(self, clips: Sequence[EmotionClip], units: Any, prompt: str | Sequence[str], **kw: Any) -> Any:
+        """Top-k (clip, position) entries, histograms and activation over time of ``units`` ("L:N" or (layer, neuron))
+        over ``clips``: a panel in notebooks, ``.data`` / ``.table()`` in scripts (see :mod:`esn_lens.neuron_data`)."""
+        from .neuron_data import top_activations
+
+        return top_activations(self, clips, units, prompt, **kw)
+
     def new_stats(self, emotions: Sequence[str], site: str = "act", positions: str = "valid") -> NeuronStats:
         """Empty NeuronStats shaped and fingerprinted for this model."""
         check_site(site)

@@ -61,28 +61,31 @@ def _ranks(scores: torch.Tensor) -> torch.Tensor:
     return ranks.reshape(scores.shape)
 
 
-def _num(x: float, digits: int = 4) -> float | None:
-    return None if (x is None or not math.isfinite(x)) else round(float(x), digits)
+def _num(x: Any, digits: int = 4) -> float | None:
+    return None if (x is None or not math.isfinite(float(x))) else round(float(x), digits)
 
 
 def page_data(lens: Any, top: TopActivations, clips: Sequence[Any], prompts: Sequence[str], *,
               scores: dict[str, torch.Tensor] | None = None, sets: dict[str, Any] | None = None,
               answers: dict[str, dict[str, Any]] | None = None, audio_sink: Any = None) -> dict[str, Any]:
-    """The JSON-able pages of ``top``'s units, most emotion-specific first (the best rank any selector's scores
-    give the unit for any emotion; then layer, neuron). ``scores``: selector -> (emotion, layer, neuron) scores;
-    ``sets``: name -> NeuronSet; ``answers``: clip id -> {"answer", "prediction"} (the model's SER answer);
-    ``audio_sink(clip_id, samples, rate) -> src`` stores each top clip's audio once (default: embedded data URIs)."""
+    """The JSON-able pages of ``top``'s units, most emotion-specific first: held by the most sets, then the best
+    (lowest) mean rank over the scoring selectors for the unit's best emotion, then layer, neuron. ``scores``:
+    selector -> (emotion, layer, neuron) scores; ``sets``: name -> NeuronSet; ``answers``: clip id -> {"answer",
+    "prediction"} (the model's SER answer); ``audio_sink(clip_id, samples, rate) -> src`` stores each top clip's
+    audio once (default: embedded data URIs)."""
     from .report_neurons import data_uri_sink, envelope
 
     audio_sink = audio_sink or data_uri_sink
     scores, sets, answers = scores or {}, sets or {}, answers or {}
     E = top.emotions
     ranks = {n: _ranks(s) for n, s in scores.items()}
-    units = top.units.tolist()
-    best = []
-    for l, n in units:  # one pass over the (few) page units to build their JSON
-        best.append(min([int(r[:, l, n].min()) for r in ranks.values()] or [0]))
-    order = sorted(range(len(units)), key=lambda i: (best[i], units[i][0], units[i][1]))
+    units = top.units
+    l_idx, n_idx = units[:, 0], units[:, 1]
+    held = sum((ns.all_units()[l_idx, n_idx].long() for ns in sets.values()), torch.zeros(len(units), dtype=torch.long))
+    mean_rank = (torch.stack([r[:, l_idx, n_idx] for r in ranks.values()]).double().mean(0).min(0).values
+                 if ranks else torch.zeros(len(units), dtype=torch.float64))  # (unit,)
+    units = units.tolist()
+    order = sorted(range(len(units)), key=lambda i: (-int(held[i]), float(mean_rank[i]), units[i][0], units[i][1]))
     width = (top.hi - top.lo) / top.bins
     used: set[int] = set()
     pages = []
@@ -98,7 +101,7 @@ def page_data(lens: Any, top: TopActivations, clips: Sequence[Any], prompts: Seq
             entries.append({"clip": c, "position": int(top.positions[i, slot]), "value": _num(top.values[i, slot]),
                             "profile": [_num(v, 3) for v in prof[~torch.isnan(prof)].tolist()]})
         pages.append({
-            "id": f"{l}:{n}", "layer": l, "neuron": n, "rank": best[i],
+            "id": f"{l}:{n}", "layer": l, "neuron": n, "rank": round(float(mean_rank[i]), 1), "n_sets": int(held[i]),
             "scores": {s: {e: _num(float(v[j, l, n])) for j, e in enumerate(E)} for s, v in scores.items()},
             "ranks": {s: {e: int(r[j, l, n]) for j, e in enumerate(E)} for s, r in ranks.items()},
             "sets": {name: [e for e in ns.emotions if bool(ns[e][l, n])] for name, ns in sets.items()

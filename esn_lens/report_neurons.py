@@ -191,8 +191,8 @@ def unit_panel(unit: dict[str, Any], data: dict[str, Any], *, open_: bool = Fals
             f"<b>{html.escape(str(answer))}</b><br><i>{html.escape(info.get('text') or '')}</i>"
             f"<audio class='clip' controls preload='none' src='{src}'></audio>{span_player}</div></div>")
     return (f"<details class='neuron' id='unit-{unit['layer']}-{unit['neuron']}' data-unit='{unit['id']}'"
-            f"{' open' if open_ else ''}><summary>{unit['id']} &middot; layer {unit['layer']} &middot; best rank "
-            f"#{unit['rank'] + 1} &middot; sets: {sets}</summary>{table}"
+            f"{' open' if open_ else ''}><summary>{unit['id']} &middot; layer {unit['layer']} &middot; mean rank "
+            f"{unit['rank'] + 1:g} &middot; sets: {sets}</summary>{table}"
             f"<p>Values per emotion ({data['site']}, {data['positions']} positions):</p>{_hist_svg(unit, E)}"
             f"<p>Top {len(unit['top'])} (clip, position) entries; waveform (grey) with the unit's activation at the "
             f"audio tokens (red line), the peak's span shaded:</p>{''.join(entries)}</details>")
@@ -203,8 +203,9 @@ def render(data: dict[str, Any], *, n_open: int = 1, heading: str = "h2") -> str
     symbols = "".join(_wave_symbol(k, i["envelope"]) for k, i in data["clips"].items() if i.get("envelope"))
     panels = "".join(unit_panel(u, data, open_=i < n_open) for i, u in enumerate(data["units"]))
     return (f"<section class='neurons' id='neurons'><style>{CSS}</style><{heading}>Neurons</{heading}>"
-            f"<p>{len(data['units'])} units of the selectors' sets, most emotion-specific first (the best rank any "
-            f"selector gives the unit for any emotion). Audio: Ogg Vorbis, one file per clip. Find a unit: "
+            f"<p>{len(data['units'])} units of the selectors' sets, most emotion-specific first (held by the most sets, "
+            f"then the best mean rank over the selectors' scores for the unit's best emotion). Audio: Ogg Vorbis, one "
+            f"file per clip. Find a unit: "
             f"<input id='neuron-search' placeholder='L:N'></p><svg width='0' height='0' style='position:absolute'>"
             f"{symbols}</svg>{panels}<script>{SEARCH_JS}</script></section>")
 
@@ -236,7 +237,7 @@ class NeuronPanel:
 
 def summary_lines(unit: dict[str, Any], data: dict[str, Any]) -> list[str]:
     """The terminal summary of one unit (``esn-lens inspect``)."""
-    out = [f"unit {unit['id']} (layer {unit['layer']}, neuron {unit['neuron']}); best rank #{unit['rank'] + 1}",
+    out = [f"unit {unit['id']} (layer {unit['layer']}, neuron {unit['neuron']}); mean rank {unit['rank'] + 1:g}",
            "  sets: " + (", ".join(f"{n} ({', '.join(es)})" for n, es in unit["sets"].items()) or "none")]
     for sel, sc in unit["scores"].items():
         out.append(f"  {sel:>10}: " + "  ".join(
@@ -267,5 +268,31 @@ def add_neurons_section(root: Path, page: str) -> str:
     return page.replace("</body></html>", section + "</body></html>") if "</body></html>" in page else page + section
 
 
-__all__ = ["NeuronPanel", "render", "unit_panel", "page_html", "add_neurons_section", "file_sink", "data_uri_sink",
+def inspect_units(run_dir: str | Path, units: Sequence[str]) -> list[str]:
+    """``esn-lens inspect``: each unit's summary lines; writes ``RUN/neuron_L-N.html`` per unit (its audio in
+    ``RUN/assets``). Only units of the run's sets have recorded top activations."""
+    from .errors import InputError
+    from .io import atomic_write_bytes
+    from .topk import parse_units
+
+    root = Path(run_dir).expanduser()
+    f = root / "neuron_pages.json"
+    if not f.is_file():
+        raise InputError(f"{root}: no neuron_pages.json (the run recorded no top activations: run it with this "
+                         "version, discovering, or resume it)")
+    data = json.loads(f.read_text())
+    by_id = {u["id"]: u for u in data["units"]}
+    out = []
+    for layer, neuron in parse_units(list(units)).tolist():
+        unit = by_id.get(f"{layer}:{neuron}")
+        if unit is None:
+            raise InputError(f"unit {layer}:{neuron}: not in this run's neuron sets ({len(by_id)} units have pages, "
+                             f"e.g. {', '.join(list(by_id)[:3])})")
+        page = root / f"neuron_{layer}-{neuron}.html"
+        atomic_write_bytes(page, page_html({**data, "units": [unit]}, f"unit {layer}:{neuron}").encode())
+        out += summary_lines(unit, data) + [f"  page: {page}"]
+    return out
+
+
+__all__ = ["inspect_units", "NeuronPanel", "render", "unit_panel", "page_html", "add_neurons_section", "file_sink", "data_uri_sink",
            "summary_lines", "AUDIO_FORMAT"]
