@@ -18,36 +18,52 @@ from .topk import EMPTY, TopActivations, edges_from_stats, parse_units
 
 
 def collect_top(lens: Any, clips: Sequence[Any], prompts: Sequence[str], top: TopActivations, *,
-                batch_size: int = 8, first: int = 0, indices: Sequence[int] | None = None) -> TopActivations:
-    """Add ``clips`` into ``top``, one trace per batch; their global clip indices (the tie-break) are ``indices``,
-    by default ``first``, ``first + 1``, ..."""
+                batch_size: int = 8, first: int = 0, indices: Sequence[int] | None = None,
+                num_workers: int | None = None) -> TopActivations:
+    """Add ``clips`` into ``top``, one trace per batch (the next batches built in ``num_workers`` threads meanwhile);
+    their global clip indices (the tie-break) are ``indices``, by default ``first``, ``first + 1``, ..."""
+    from .prefetch import prefetched
+
     idx = torch.as_tensor(list(indices) if indices is not None else range(first, first + len(clips)), dtype=torch.int64)
-    for i in range(0, len(clips), batch_size):
-        b = lens.batch_clips(list(clips[i:i + batch_size]), list(prompts[i:i + batch_size]))
+    firsts = list(range(0, len(clips), batch_size))
+    build = lambda i: lens.batch_clips(list(clips[i:i + batch_size]), list(prompts[i:i + batch_size]))  # noqa: E731
+    for i, b in zip(firsts, prefetched(firsts, build, num_workers)):
         with torch.no_grad(), lens.trace(b):
             top.record(lens, b, idx[i:i + b.size])
     return top
 
 
-def clip_positions(lens: Any, clip: Any, prompt: str) -> dict[str, Any]:
-    """Each non-padding position of ``clip``'s input: ``kinds`` (one letter each: a = audio token, p = prompt text,
-    s = special, o = other), ``tokens`` (the token, for non-audio positions) and ``spans`` (seconds read by each
-    audio token, in order; None where the adapter has no time map) plus the clip's length in samples."""
-    b = lens.batch_clips([clip], prompt)
+def clip_positions(lens: Any, clips: Sequence[Any], prompts: Sequence[str],
+                   audios: Sequence[Any] | None = None) -> list[dict[str, Any]]:
+    """Each non-padding position of each clip's input (one batch): ``kinds`` (one letter each: a = audio token,
+    p = prompt text, s = special, o = other), ``tokens`` (the token text, None at audio tokens) and ``spans``
+    (seconds read by each audio token, in order; None where the adapter has no time map), ``n_samples``.
+    ``audios``: the clips' samples at the model's rate, if already loaded."""
+    if audios is None or lens.adapter.audio_token is None:
+        b = lens.batch_clips(list(clips), list(prompts))
+    else:
+        b = lens.batch(list(audios), list(prompts), sampling_rate=lens.sampling_rate,
+                       labels=[c.emotion for c in clips], clip_ids=[c.utterance_id for c in clips])
     m = b.masks
-    keep = (~m.padding[0]).nonzero().flatten()
-    ids = b.inputs["input_ids"][0].cpu()[keep].tolist()
-    toks = lens.tokenizer.convert_ids_to_tokens(ids)
-    kinds = "".join("a" if m.audio[0, p] else "p" if m.prompt_text[0, p] else "s" if m.special[0, p] else "o"
-                    for p in keep.tolist())
-    out: dict[str, Any] = {"kinds": kinds, "tokens": [None if k == "a" else str(t) for k, t in zip(kinds, toks)],
-                           "spans": None, "n_samples": None, "sampling_rate": lens.sampling_rate}
-    if kinds.count("a") and getattr(lens.adapter, "audio_token_samples", None) is not None:
-        n = int(clip.load(lens.sampling_rate)[0].size)
-        spans = lens.adapter.audio_token_spans(n)
-        if spans.shape[0] == kinds.count("a"):
-            out["spans"] = [[round(float(a), 4), round(float(e), 4)] for a, e in spans.tolist()]
-        out["n_samples"] = n
+    ids_all = b.inputs["input_ids"].cpu()
+    kind = torch.full(m.padding.shape, ord("o"), dtype=torch.int64)
+    for mask, letter in ((m.special, "s"), (m.prompt_text, "p"), (m.audio, "a")):  # later rows win, as ranked
+        kind[mask.cpu()] = ord(letter)
+    has_map = getattr(lens.adapter, "audio_token_samples", None) is not None
+    out = []
+    for r, clip in enumerate(clips):  # one step per top clip (a page's few clips)
+        keep = (~m.padding[r]).nonzero().flatten()
+        kinds = "".join(map(chr, kind[r, keep].tolist()))
+        toks = lens.tokenizer.convert_ids_to_tokens(ids_all[r, keep].tolist())
+        info: dict[str, Any] = {"kinds": kinds, "tokens": [None if k == "a" else str(t) for k, t in zip(kinds, toks)],
+                                "spans": None, "n_samples": None, "sampling_rate": lens.sampling_rate}
+        if "a" in kinds and has_map:
+            n = int((audios[r] if audios is not None else clip.load(lens.sampling_rate)[0]).size)
+            spans = lens.adapter.audio_token_spans(n)
+            if spans.shape[0] == kinds.count("a"):
+                info["spans"] = [[round(a, 4), round(e, 4)] for a, e in spans.tolist()]
+            info["n_samples"] = n
+        out.append(info)
     return out
 
 
@@ -86,39 +102,45 @@ def page_data(lens: Any, top: TopActivations, clips: Sequence[Any], prompts: Seq
                  if ranks else torch.zeros(len(units), dtype=torch.float64))  # (unit,)
     units = units.tolist()
     order = sorted(range(len(units)), key=lambda i: (-int(held[i]), float(mean_rank[i]), units[i][0], units[i][1]))
-    width = (top.hi - top.lo) / top.bins
-    used: set[int] = set()
+    width = ((top.hi - top.lo) / top.bins).tolist()
+    lo, vals, cls, poss = top.lo.tolist(), top.values.tolist(), top.clips.tolist(), top.positions.tolist()
+    hist = top.hist.long().permute(1, 0, 2).tolist()  # (unit, emotion, bin)
+    score_at = {s: v[:, l_idx, n_idx].T.tolist() for s, v in scores.items()}  # (unit, emotion)
+    rank_at = {s: r[:, l_idx, n_idx].T.tolist() for s, r in ranks.items()}
+    set_at = {name: ns.masks[:, l_idx, n_idx].T.tolist() for name, ns in sets.items()}  # (unit, emotion of ns)
+    used = sorted({c for row in cls for c in row if c != EMPTY})
+    has_audio = lens.adapter.audio_token is not None  # text-only models: no audio to play
+    audio = {c: clips[c].load(lens.sampling_rate)[0] for c in used} if has_audio else {}
+    info_of = dict(zip(used, clip_positions(lens, [clips[c] for c in used], [prompts[c] for c in used],
+                                            [audio[c] for c in used] if has_audio else None)))
+    audio_at = {c: [p for p, k in enumerate(info_of[c]["kinds"]) if k == "a"] for c in used}
     pages = []
-    for i in order:
+    for i in order:  # one step per page unit (the sets' few units), building its JSON
         l, n = units[i]
         entries = []
-        for slot in range(top.k):
-            c = int(top.clips[i, slot])
+        for slot, c in enumerate(cls[i]):
             if c == EMPTY:
                 continue
-            used.add(c)
-            prof = top.profiles[i, slot]
-            entries.append({"clip": c, "position": int(top.positions[i, slot]), "value": _num(top.values[i, slot]),
-                            "profile": [_num(v, 3) for v in prof[~torch.isnan(prof)].tolist()]})
+            prof = top.profiles[i, slot, audio_at[c]].tolist() if audio_at[c] else []
+            entries.append({"clip": c, "position": poss[i][slot], "value": _num(vals[i][slot]),
+                            "profile": [_num(v, 3) for v in prof]})
         pages.append({
             "id": f"{l}:{n}", "layer": l, "neuron": n, "rank": round(float(mean_rank[i]), 1), "n_sets": int(held[i]),
-            "scores": {s: {e: _num(float(v[j, l, n])) for j, e in enumerate(E)} for s, v in scores.items()},
-            "ranks": {s: {e: int(r[j, l, n]) for j, e in enumerate(E)} for s, r in ranks.items()},
-            "sets": {name: [e for e in ns.emotions if bool(ns[e][l, n])] for name, ns in sets.items()
-                     if any(bool(ns[e][l, n]) for e in ns.emotions)},
-            "hist": {"lo": _num(top.lo[i]), "width": _num(width[i], 6), "counts": top.hist[:, i].long().tolist()},
+            "scores": {s: {e: _num(v[i][j]) for j, e in enumerate(E)} for s, v in score_at.items()},
+            "ranks": {s: {e: int(v[i][j]) for j, e in enumerate(E)} for s, v in rank_at.items()},
+            "sets": {name: [e for e, x in zip(sets[name].emotions, v[i]) if x] for name, v in set_at.items()
+                     if any(v[i])},
+            "hist": {"lo": _num(lo[i]), "width": _num(width[i], 6), "counts": hist[i]},
             "top": entries,
         })
     clip_info = {}
-    for c in sorted(used):
+    for c in used:
         clip = clips[c]
         info = {"id": clip.utterance_id, "emotion": clip.emotion, "text": clip.text or "",
-                **answers.get(clip.utterance_id, {})}
-        info.update(clip_positions(lens, clip, prompts[c]))
-        if lens.adapter.audio_token is not None:  # text-only models: no audio to play
-            samples = clip.load(lens.sampling_rate)[0]
-            info["audio"] = audio_sink(clip.utterance_id, samples, int(lens.sampling_rate))
-            info["envelope"] = envelope(samples)
+                **answers.get(clip.utterance_id, {}), **info_of[c]}
+        if has_audio:
+            info["audio"] = audio_sink(clip.utterance_id, audio[c], int(lens.sampling_rate))
+            info["envelope"] = envelope(audio[c])
         clip_info[str(c)] = info
     return {"emotions": list(E), "k": top.k, "bins": top.bins, "site": top.site, "positions": top.positions_set,
             "units": pages, "clips": clip_info}

@@ -99,15 +99,12 @@ def _entry_svg(key: str, entry: dict[str, Any], info: dict[str, Any], vmax: floa
     spans, kinds = info.get("spans"), info.get("kinds", "")
     parts = [f"<svg class='act' width='{W}' height='{H}' viewBox='0 0 {W} {H}'><use href='#wave-{key}'/>"]
     dur = (info.get("n_samples") or 0) / float(info.get("sampling_rate") or 16000)
-    prof = entry["profile"]
+    prof = entry["profile"]  # the unit's value at each audio token, in order
     audio_pos = [i for i, k in enumerate(kinds) if k == "a"]
-    if spans and dur > 0 and audio_pos:
+    if spans and dur > 0 and prof:
         base, amp = H - 4, H * 0.38
-        pts = []
-        for (a, b), p in zip(spans, audio_pos):
-            v = prof[p] if p < len(prof) and prof[p] is not None else 0.0
-            t = (a + b) / 2
-            pts.append(f"{W * t / dur:.1f},{base - amp * max(v, 0.0) / (vmax or 1.0):.1f}")
+        pts = [f"{W * (a + b) / 2 / dur:.1f},{base - amp * max(v or 0.0, 0.0) / (vmax or 1.0):.1f}"
+               for (a, b), v in zip(spans, prof)]
         parts.append(f"<line x1='0' x2='{W}' y1='{base}' y2='{base}' stroke='#ccc'/>"
                      f"<polyline points='{' '.join(pts)}' fill='none' stroke='#d62728' stroke-width='1.5'/>")
         if kinds[entry["position"]:entry["position"] + 1] == "a":
@@ -139,6 +136,11 @@ def _hist_svg(unit: dict[str, Any], emotions: Sequence[str]) -> str:
     return "".join(out)
 
 
+def _token_text(tok: Any) -> str:
+    """A BPE token as read: the space and newline markers shown as visible symbols."""
+    return str(tok).replace("\u0120", "\u2423").replace("\u010a", "\u23ce")
+
+
 def _position_label(info: dict[str, Any], pos: int) -> str:
     kinds = info.get("kinds", "")
     if kinds[pos:pos + 1] == "a":
@@ -150,7 +152,7 @@ def _position_label(info: dict[str, Any], pos: int) -> str:
     toks = info.get("tokens") or []
     tok = toks[pos] if pos < len(toks) else None
     kind = {"p": "prompt token", "s": "special token", "o": "token"}.get(kinds[pos:pos + 1], "token")
-    return f"{kind} <span class='tok'>{html.escape(str(tok))}</span>"
+    return f"{kind} <span class='tok'>{html.escape(_token_text(tok))}</span>"
 
 
 def _peak_window(info: dict[str, Any], pos: int) -> tuple[float, float] | None:

@@ -5,13 +5,14 @@ the run folder's streaming loop, merged over ranks under ``torchrun``; then the 
 """
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ..io import load_tensors, save_tensors
+from ..io import atomic_write_bytes, load_tensors, save_tensors
 from ..topk import TENSORS, TopActivations, edges_from_stats
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -107,14 +108,15 @@ def stage_top(run: "Run") -> None:
         first = holder["consumed"]
         cp = prompts[first:first + len(chunk)]
         if not run.par.distributed:
-            collect_top(lens, chunk, cp, holder["top"], batch_size=cfg.batch_size, first=first)
+            collect_top(lens, chunk, cp, holder["top"], batch_size=cfg.batch_size, first=first, num_workers=cfg.workers)
         else:
             from ..distributed import run_agreed, shard_indices
 
             local = new()
             mine = shard_indices(len(chunk), run.par.info.rank, run.par.info.world_size)
             run_agreed(lambda: mine and collect_top(lens, [chunk[i] for i in mine], [cp[i] for i in mine], local,
-                                                    batch_size=cfg.batch_size, indices=[first + i for i in mine]),
+                                                    batch_size=cfg.batch_size, indices=[first + i for i in mine],
+                                                    num_workers=cfg.workers),
                        what="top activations")
             _gather(run, local, holder["top"])
         holder["consumed"] = first + len(chunk)
@@ -133,7 +135,7 @@ def stage_top(run: "Run") -> None:
                 answers[cid] = {"prediction": pred, "answer": ans}
         data = page_data(lens, holder["top"], pool, prompts, scores=_scores(run), sets=sets, answers=answers,
                          audio_sink=file_sink(f.dir))
-        f.write_json(data, PAGES)
+        atomic_write_bytes(f.path(PAGES), json.dumps(data, separators=(",", ":")).encode())  # compact: MBs of numbers
     f.mark("top", secs + time.perf_counter() - t0)
     f.drop_checkpoint(FILE)
     run.pages = f.path(PAGES)
