@@ -9,6 +9,7 @@ import torch
 from esn_lens import Lens
 from esn_lens.demo_model import demo_clips, demo_prompt, load_demo_model
 from esn_lens.errors import IncompatibleError, InputError
+from esn_lens.neuron_data import collect_top
 from esn_lens.selectors import find_neurons
 from esn_lens.topk import EMPTY, TopActivations, edges_from_stats, parse_units
 
@@ -26,7 +27,7 @@ def demo():
     units = ns.all_units().nonzero()
     lo, hi = edges_from_stats(stats, units)
     batches = [lens.batch_clips(clips[i:i + BS], prompts[i:i + BS]) for i in range(0, len(clips), BS)]
-    return lens, clips, batches, units, lo, hi
+    return lens, clips, prompts, batches, units, lo, hi
 
 
 def _new(lens, units, lo, hi):
@@ -68,7 +69,7 @@ def _brute(lens, batches, units, lo, hi):
 
 
 def test_running_topk_equals_brute_force_for_every_unit_of_a_set(demo):
-    lens, clips, batches, units, lo, hi = demo
+    lens, clips, prompts, batches, units, lo, hi = demo
     assert len(units) >= 40
     top = _new(lens, units, lo, hi)
     _record(lens, top, batches)
@@ -85,7 +86,7 @@ def test_running_topk_equals_brute_force_for_every_unit_of_a_set(demo):
 
 
 def test_shards_merged_in_any_order_and_resume_equal_one_pass(demo):
-    lens, clips, batches, units, lo, hi = demo
+    lens, clips, prompts, batches, units, lo, hi = demo
     one = _new(lens, units, lo, hi)
     _record(lens, one, batches)
     a, b = _new(lens, units, lo, hi), _new(lens, units, lo, hi)
@@ -96,6 +97,10 @@ def test_shards_merged_in_any_order_and_resume_equal_one_pass(demo):
             assert torch.equal(getattr(merged, n), getattr(one, n)), n
         w = one.profiles.shape[2]
         assert torch.equal(merged.profiles[..., :w].nan_to_num(-9), one.profiles.nan_to_num(-9))
+    # the plain-forward path the run and lens.top_activations use (hooks without a tracer) gives the same state
+    via = collect_top(lens, clips, prompts, _new(lens, units, lo, hi), batch_size=BS, num_workers=0)
+    for n in ("values", "clips", "positions", "hist"):
+        assert torch.equal(getattr(via, n), getattr(one, n)), n
     half = _new(lens, units, lo, hi)
     _record(lens, half, batches[:1])
     resumed = TopActivations.from_state_dict(half.state_dict())
