@@ -12,7 +12,7 @@ import torch
 from ..errors import IncompatibleError, InputError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .stages import Run
+    from .stages import RunContext
 
 
 def safe_name(name: str) -> str:
@@ -73,7 +73,7 @@ def random_like(ns, emotions: Sequence[str], seed: int = 0):
 
 
 
-def stage_neurons(run: "Run") -> None:
+def stage_neurons(run: "RunContext") -> None:
     """Select with every selector (and read transferred sets); a resumed run reads its own saved copies."""
     from ..neurons import NeuronSet
     from ..selectors import find_neurons
@@ -86,6 +86,7 @@ def stage_neurons(run: "Run") -> None:
                                       expect_fingerprint=run.lens.fingerprint) for n in info["names"]}
         run.sources = dict(info["sources"])
         return
+    run.sets, run.sources = {}, {}
     if cfg.discover:
         for sel in cfg.selectors:
             source = run.attribution if sel == "atp" else run.stats

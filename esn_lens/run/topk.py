@@ -1,22 +1,22 @@
 """The run's top-activations stage: for every unit of the selectors' sets, the top-k (clip, position) entries over
-the identification pool and per-emotion histograms (:class:`~esn_lens.topk.TopActivations`), checkpointed through
-the run folder's streaming loop, merged over ranks under ``torchrun``; then the neuron pages' data
+the identification pool and per-emotion histograms (:class:`~esn_lens.topk.TopActivations`) through the run's one
+checkpointed accumulate loop (resume, torchrun shares merged -- top-k merge, not sums); then the neuron pages' data
 (``neuron_pages.json``) and the top clips' audio (``assets/clips/*.ogg``) that ``report.html`` shows.
 """
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 
-from ..io import atomic_write_bytes, load_tensors, save_tensors
-from ..topk import TENSORS, TopActivations, edges_from_stats
+from ..io import atomic_write_bytes
+from ..topk import TopActivations, edges_from_stats
+from .accumulate import save_state
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .stages import Run
+    from .stages import RunContext
 
 TOP_KIND = "top_activations"
 FILE = "top_activations.safetensors"
@@ -30,115 +30,106 @@ def wanted(cfg) -> bool:
     return bool(cfg.discover)
 
 
-def page_sets(run: "Run") -> dict[str, Any]:
+def page_sets(sets: dict[str, Any]) -> dict[str, Any]:
     """The sets whose units get pages: every set but the random baseline."""
-    return {n: ns for n, ns in run.sets.items() if ns.selector != "random" and not n.startswith("random")}
+    return {n: ns for n, ns in sets.items() if ns.selector != "random" and not n.startswith("random")}
 
 
-def save_top(path: Path, top: TopActivations, **extra: Any) -> None:
-    sd = top.state_dict()
-    save_tensors(path, {n: sd[n] for n in TENSORS}, TOP_KIND, {"top": sd["meta"], **extra})
+class TopAccumulator:
+    """:class:`~esn_lens.topk.TopActivations` over pool clips (global clip index = place in the pool), for
+    :func:`~esn_lens.run.accumulate`; ranks' shares are merged by the top-k rule (:meth:`all_reduce`)."""
+
+    def __init__(self, lens: Any, top: TopActivations, index: dict[str, int], prompts: Sequence[str], *,
+                 batch_size: int, workers: int | None):
+        self.lens, self.top, self.index, self.prompts = lens, top, index, prompts
+        self.batch_size, self.workers = batch_size, workers
+
+    def add(self, clips: list) -> None:
+        from ..neuron_data import collect_top
+
+        idx = [self.index[c.utterance_id] for c in clips]
+        collect_top(self.lens, clips, [self.prompts[i] for i in idx], self.top, batch_size=self.batch_size,
+                    indices=idx, num_workers=self.workers)
+
+    def merge(self, other: "TopAccumulator") -> None:
+        self.top.merge(other.top)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.top.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.top.load_state_dict(state)
+
+    def empty(self) -> "TopAccumulator":
+        t = self.top
+        fresh = TopActivations(t.units, t.emotions, k=t.k, lo=t.lo, hi=t.hi, bins=t.bins, site=t.site,
+                               positions_set=t.positions_set, model_fingerprint=t.model_fingerprint)
+        return TopAccumulator(self.lens, fresh, self.index, self.prompts, batch_size=self.batch_size,
+                              workers=self.workers)
+
+    def all_reduce(self) -> None:
+        """Every rank's share merged into this one (the same top-k on every rank)."""
+        import torch.distributed as dist
+
+        states: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(states, self.top.state_dict())
+        merged = self.empty().top
+        for st in states:
+            merged.merge(TopActivations.from_state_dict(st))
+        self.top = merged
 
 
-def load_top(path: Path) -> tuple[TopActivations, dict]:
-    tensors, meta = load_tensors(path, TOP_KIND)
-    return TopActivations.from_state_dict({"meta": meta["top"], **tensors}), meta
-
-
-def _gather(run: "Run", local: TopActivations, into: TopActivations) -> None:
-    """Merge every rank's state into ``into`` (the same result on every rank)."""
-    import torch.distributed as dist
-
-    states: list[Any] = [None] * run.par.info.world_size
-    dist.all_gather_object(states, local.state_dict())
-    for st in states:
-        into.merge(TopActivations.from_state_dict(st))
-
-
-def _scores(run: "Run") -> dict[str, torch.Tensor]:
+def _scores(run: "RunContext", sets: dict[str, Any]) -> dict[str, torch.Tensor]:
     from ..selectors import score
 
     out = {}
-    for name in page_sets(run):
+    for name in sets:
         if run.sources.get(name) == "discovered":
             src = run.attribution if name == "atp" else run.stats
             out[name] = score(src, name, seed=run.cfg.seed)
     return out
 
 
-def stage_top(run: "Run") -> None:
-    from ..neuron_data import collect_top, page_data
+def stage_top(run: "RunContext") -> None:
+    from ..neuron_data import page_data
     from ..report_neurons import file_sink
 
     f, cfg, lens = run.folder, run.cfg, run.lens
+    run.pages = f.path(PAGES)
     if f.done("top"):
-        run.pages = f.path(PAGES)
         return
-    sets = page_sets(run)
+    sets = page_sets(run.sets)
+    mask = None
+    for ns in sets.values():
+        mask = ns.all_units() if mask is None else mask | ns.all_units()
+    if mask is None or not bool(mask.any()):
+        run.pages = None
+        f.mark("top", 0.0)
+        return
     by_id = {c.utterance_id: c for c in run.split.identification}
     pool = [by_id[i] for i in run.pool_ids]
     prompts = [run.evaluator.prompt(c).text for c in pool]
-    mask = None
-    for ns in sets.values():
-        m = ns.all_units()
-        mask = m if mask is None else mask | m
-    if mask is None or not bool(mask.any()):
-        f.mark("top", 0.0)
-        return
     units = mask.nonzero()
     lo, hi = edges_from_stats(run.stats, units)
+    top = TopActivations(units, run.split.emotions, k=RUN_K, lo=lo, hi=hi, site=cfg.site, positions_set=cfg.positions,
+                         model_fingerprint=lens.fingerprint)
+    acc = TopAccumulator(lens, top, {c.utterance_id: i for i, c in enumerate(pool)}, prompts,
+                         batch_size=cfg.batch_size, workers=cfg.workers)
 
-    def new() -> TopActivations:
-        return TopActivations(units, run.split.emotions, k=RUN_K, lo=lo, hi=hi, site=cfg.site,
-                              positions_set=cfg.positions, model_fingerprint=lens.fingerprint)
-
-    holder = {"top": new(), "consumed": 0}
-
-    def load(ckpt: Path) -> tuple[int, float]:
-        top, meta = load_top(ckpt)
-        f.check_checkpoint(ckpt, meta.get("key") == f.key and meta.get("model_fingerprint") == lens.fingerprint)
-        holder["top"] = holder["top"].load_state_dict(top.state_dict())
-        holder["consumed"] = int(meta["consumed"])
-        return int(meta["consumed"]), float(meta.get("elapsed", 0.0))
-
-    def save(ckpt: Path, consumed: int, elapsed: float) -> None:
-        save_top(ckpt, holder["top"], consumed=consumed, elapsed=elapsed, key=f.key, model_fingerprint=lens.fingerprint)
-
-    def work(chunk: list) -> None:
-        first = holder["consumed"]
-        cp = prompts[first:first + len(chunk)]
-        if not run.par.distributed:
-            collect_top(lens, chunk, cp, holder["top"], batch_size=cfg.batch_size, first=first, num_workers=cfg.workers)
-        else:
-            from ..distributed import run_agreed, shard_indices
-
-            local = new()
-            mine = shard_indices(len(chunk), run.par.info.rank, run.par.info.world_size)
-            run_agreed(lambda: mine and collect_top(lens, [chunk[i] for i in mine], [cp[i] for i in mine], local,
-                                                    batch_size=cfg.batch_size, indices=[first + i for i in mine],
-                                                    num_workers=cfg.workers),
-                       what="top activations")
-            _gather(run, local, holder["top"])
-        holder["consumed"] = first + len(chunk)
-
-    if not f.path("checkpoints", FILE).exists():
-        run.log(f"[top] top-{RUN_K} activations of {units.shape[0]} set units over {len(pool)} pool clips")
-    secs = f.stream("top", pool, cfg.batch_size * cfg.checkpoint_every, work=work, save=save, load=load,
-                    checkpoint=FILE, desc="top activations", progress=cfg.progress)
-    t0 = time.perf_counter()
-    if f.main:
-        save_top(f.path(FILE), holder["top"], model_fingerprint=lens.fingerprint)
+    def write(path: Path, acc: TopAccumulator) -> None:  # rank 0, before the stage is marked done
+        save_state(path, acc, TOP_KIND, model_fingerprint=lens.fingerprint)
         answers = {}
         if f.path("eval", "identification.json").is_file():
             ev = f.read_json("eval", "identification.json")
             for cid, pred, ans in zip(ev["clips"], ev["pred"]["baseline"], ev["answers"]["baseline"]):
                 answers[cid] = {"prediction": pred, "answer": ans}
-        data = page_data(lens, holder["top"], pool, prompts, scores=_scores(run), sets=sets, answers=answers,
+        data = page_data(lens, acc.top, pool, prompts, scores=_scores(run, sets), sets=sets, answers=answers,
                          audio_sink=file_sink(f.dir))
-        atomic_write_bytes(f.path(PAGES), json.dumps(data, separators=(",", ":")).encode())  # compact: MBs of numbers
-    f.mark("top", secs + time.perf_counter() - t0)
-    f.drop_checkpoint(FILE)
-    run.pages = f.path(PAGES)
+        atomic_write_bytes(f.path(PAGES), json.dumps(data, separators=(",", ":")).encode())  # compact: many numbers
+
+    if not f.path("checkpoints", FILE).exists():
+        run.log(f"[top] top-{RUN_K} activations of {units.shape[0]} set units over {len(pool)} pool clips")
+    run.accumulate(acc, pool, file=FILE, kind=TOP_KIND, desc="top activations", write=write)
 
 
-__all__ = ["stage_top", "wanted", "load_top", "save_top", "PAGES", "FILE"]
+__all__ = ["stage_top", "wanted", "TopAccumulator", "page_sets", "PAGES", "FILE"]
