@@ -19,9 +19,11 @@ from .topk import EMPTY, TopActivations, edges_from_stats, parse_units
 
 def collect_top(lens: Any, clips: Sequence[Any], prompts: Sequence[str], top: TopActivations, *,
                 batch_size: int = 8, first: int = 0, indices: Sequence[int] | None = None,
-                num_workers: int | None = None) -> TopActivations:
-    """Add ``clips`` into ``top``, one trace per batch (the next batches built in ``num_workers`` threads meanwhile);
-    their global clip indices (the tie-break) are ``indices``, by default ``first``, ``first + 1``, ..."""
+                num_workers: int | None = None, seen: dict[int, tuple[str, list[int]]] | None = None) -> TopActivations:
+    """Add ``clips`` into ``top``, one plain forward per batch with the recorder's hooks (the next batches built in
+    ``num_workers`` threads meanwhile); their global clip indices (the tie-break) are ``indices``, by default
+    ``first``, ``first + 1``, ... ``seen``: filled with :func:`batch_positions` of the clips the top entries hold
+    (pruned after each batch), so the pages need not rebuild their inputs."""
     from .prefetch import prefetched
     from .tracing import hook_session
 
@@ -34,31 +36,51 @@ def collect_top(lens: Any, clips: Sequence[Any], prompts: Sequence[str], top: To
             args, kwargs = lens.adapter.call_args(b.inputs)
             with torch.no_grad():
                 lens.adapter.root()(*args, **kwargs)
+        if seen is not None:
+            held = set(top.clips.flatten().tolist())
+            seen.update({c: p for c, p in zip(idx[i:i + b.size].tolist(), batch_positions(b)) if c in held})
+            for c in [c for c in seen if c not in held]:
+                del seen[c]
     return top
 
 
-def clip_positions(lens: Any, clips: Sequence[Any], prompts: Sequence[str],
-                   audios: Sequence[Any] | None = None) -> list[dict[str, Any]]:
-    """Each non-padding position of each clip's input (one batch): ``kinds`` (one letter each: a = audio token,
-    p = prompt text, s = special, o = other), ``tokens`` (the token text, None at audio tokens) and ``spans``
-    (seconds read by each audio token, in order; None where the adapter has no time map), ``n_samples``.
-    ``audios``: the clips' samples at the model's rate, if already loaded."""
-    if audios is None or lens.adapter.audio_token is None:
-        b = lens.batch_clips(list(clips), list(prompts))
-    else:
-        b = lens.batch(list(audios), list(prompts), sampling_rate=lens.sampling_rate,
-                       labels=[c.emotion for c in clips], clip_ids=[c.utterance_id for c in clips])
+def batch_positions(b: Any) -> list[tuple[str, list[int]]]:
+    """Per row of a batch: the kinds of its non-padding positions (one letter each: a = audio token, p = prompt text,
+    s = special, o = other) and their token ids."""
     m = b.masks
     ids_all = b.inputs["input_ids"].cpu()
     kind = torch.full(m.padding.shape, ord("o"), dtype=torch.int64)
     for mask, letter in ((m.special, "s"), (m.prompt_text, "p"), (m.audio, "a")):  # later rows win, as ranked
         kind[mask.cpu()] = ord(letter)
+    out = []
+    for r in range(b.size):  # one step per row
+        keep = (~m.padding[r]).cpu().nonzero().flatten()
+        out.append(("".join(map(chr, kind[r, keep].tolist())), ids_all[r, keep].tolist()))
+    return out
+
+
+def clip_positions(lens: Any, clips: Sequence[Any], prompts: Sequence[str], audios: Sequence[Any] | None = None,
+                   known: Sequence[tuple[str, list[int]] | None] | None = None) -> list[dict[str, Any]]:
+    """Each non-padding position of each clip's input: ``kinds`` (see :func:`batch_positions`), ``tokens`` (the token
+    text, None at audio tokens) and ``spans`` (seconds read by each audio token, in order; None where the adapter has
+    no time map), ``n_samples``. ``audios``: the clips' samples at the model's rate, if loaded; ``known``: each
+    clip's :func:`batch_positions` if recorded (the others' inputs are built here, in one batch)."""
+    known = list(known) if known is not None else [None] * len(clips)
+    todo = [r for r, k in enumerate(known) if k is None]
+    if todo:
+        sub = [clips[r] for r in todo]
+        if audios is None or lens.adapter.audio_token is None:
+            b = lens.batch_clips(sub, [prompts[r] for r in todo])
+        else:
+            b = lens.batch([audios[r] for r in todo], [prompts[r] for r in todo], sampling_rate=lens.sampling_rate,
+                           labels=[c.emotion for c in sub], clip_ids=[c.utterance_id for c in sub])
+        for r, pos in zip(todo, batch_positions(b)):
+            known[r] = pos
     has_map = getattr(lens.adapter, "audio_token_samples", None) is not None
     out = []
     for r, clip in enumerate(clips):  # one step per top clip (a page's few clips)
-        keep = (~m.padding[r]).nonzero().flatten()
-        kinds = "".join(map(chr, kind[r, keep].tolist()))
-        toks = lens.tokenizer.convert_ids_to_tokens(ids_all[r, keep].tolist())
+        kinds, ids = known[r]
+        toks = lens.tokenizer.convert_ids_to_tokens(ids)
         info: dict[str, Any] = {"kinds": kinds, "tokens": [None if k == "a" else str(t) for k, t in zip(kinds, toks)],
                                 "spans": None, "n_samples": None, "sampling_rate": lens.sampling_rate}
         if "a" in kinds and has_map:
@@ -87,12 +109,13 @@ def _num(x: Any, digits: int = 4) -> float | None:
 
 def page_data(lens: Any, top: TopActivations, clips: Sequence[Any], prompts: Sequence[str], *,
               scores: dict[str, torch.Tensor] | None = None, sets: dict[str, Any] | None = None,
-              answers: dict[str, dict[str, Any]] | None = None, audio_sink: Any = None) -> dict[str, Any]:
+              answers: dict[str, dict[str, Any]] | None = None, audio_sink: Any = None,
+              seen: dict[int, tuple[str, list[int]]] | None = None) -> dict[str, Any]:
     """The JSON-able pages of ``top``'s units, most emotion-specific first: held by the most sets, then the best
     (lowest) mean rank over the scoring selectors for the unit's best emotion, then layer, neuron. ``scores``:
     selector -> (emotion, layer, neuron) scores; ``sets``: name -> NeuronSet; ``answers``: clip id -> {"answer",
     "prediction"} (the model's SER answer); ``audio_sink(clip_id, samples, rate) -> src`` stores each top clip's
-    audio once (default: embedded data URIs)."""
+    audio once (default: embedded data URIs); ``seen``: the top clips' positions recorded by :func:`collect_top`."""
     from .report_neurons import data_uri_sink, envelope
 
     audio_sink = audio_sink or data_uri_sink
@@ -115,8 +138,10 @@ def page_data(lens: Any, top: TopActivations, clips: Sequence[Any], prompts: Seq
     used = sorted({c for row in cls for c in row if c != EMPTY})
     has_audio = lens.adapter.audio_token is not None  # text-only models: no audio to play
     audio = {c: clips[c].load(lens.sampling_rate)[0] for c in used} if has_audio else {}
+    seen = seen or {}
     info_of = dict(zip(used, clip_positions(lens, [clips[c] for c in used], [prompts[c] for c in used],
-                                            [audio[c] for c in used] if has_audio else None)))
+                                            [audio[c] for c in used] if has_audio else None,
+                                            [seen.get(c) for c in used])))
     audio_at = {c: [p for p, k in enumerate(info_of[c]["kinds"]) if k == "a"] for c in used}
     pages = []
     for i in order:  # one step per page unit (the sets' few units), building its JSON
@@ -175,8 +200,9 @@ def top_activations(lens: Any, clips: Sequence[Any], units: Any, prompt: str | S
     lo, hi = edges_from_stats(stats, u)
     top = TopActivations(u, stats.emotions, k=k, lo=lo, hi=hi, bins=bins, site=site, positions_set=positions,
                          model_fingerprint=lens.fingerprint)
-    collect_top(lens, clips, prompts, top, batch_size=batch_size)
-    return NeuronPanel(page_data(lens, top, clips, prompts), top=top)
+    seen: dict[int, tuple[str, list[int]]] = {}
+    collect_top(lens, clips, prompts, top, batch_size=batch_size, seen=seen)
+    return NeuronPanel(page_data(lens, top, clips, prompts, seen=seen), top=top)
 
 
-__all__ = ["collect_top", "clip_positions", "page_data", "top_activations"]
+__all__ = ["collect_top", "batch_positions", "clip_positions", "page_data", "top_activations"]

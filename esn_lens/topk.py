@@ -117,11 +117,14 @@ class TopActivations:
         cols = self._layer_columns(layer)
         if cols.numel() == 0:
             return
-        v = acts.detach()[..., self.units[cols, 1].to(acts.device)].to(torch.float32).cpu()  # (B, P, u)
+        dev = acts.device  # the batch is reduced where the model runs; only (unit, k) candidates come back
+        v = acts.detach()[..., self.units[cols, 1].to(dev)].to(torch.float32)  # (B, P, u)
+        padding = padding.to(dev)
         v, _ = compact(v, padding)
-        cnt, _ = compact(counted.cpu(), padding)
+        cnt, _ = compact(counted.to(dev), padding)
         B, P, u = v.shape
         cnt = cnt & ~torch.isnan(v).any(-1)
+        clip_index, emotion_index = clip_index.to(dev), emotion_index.to(dev)
         self._add_hist(cols, v, cnt, emotion_index)
         # candidates: every counted (row, pos) of each unit, in (clip, pos) order, best k by the documented ranking
         order = torch.argsort(clip_index, stable=True)
@@ -129,7 +132,7 @@ class TopActivations:
         flat = vs.permute(2, 0, 1).reshape(u, B * P)
         ok = cs.reshape(1, B * P).expand(u, -1)
         clip_of = clip_index[order].repeat_interleave(P).expand(u, -1)
-        pos_of = torch.arange(P).repeat(B).expand(u, -1)
+        pos_of = torch.arange(P, device=dev).repeat(B).expand(u, -1)
         keyed = torch.where(ok, flat, torch.full_like(flat, float("-inf")))
         top = torch.sort(keyed, dim=1, descending=True, stable=True).indices[:, : self.k]
         n_ok = ok.gather(1, top)
@@ -137,21 +140,22 @@ class TopActivations:
         cand_c = torch.where(n_ok, clip_of.gather(1, top), torch.full_like(top, EMPTY))
         cand_p = torch.where(n_ok, pos_of.gather(1, top), torch.full_like(top, -1))
         rows = order[torch.div(top, P, rounding_mode="floor")]  # (u, k) batch row of each candidate
-        prof = v.permute(2, 0, 1)[torch.arange(u)[:, None], rows]  # (u, k, P)
-        nonpad = (~padding).sum(1).cpu()[rows]  # (u, k) row lengths
-        prof = torch.where(torch.arange(P)[None, None, :] < nonpad[..., None], prof, torch.full_like(prof, float("nan")))
-        self._merge(cols, cand_v, cand_c, cand_p, torch.where(n_ok[..., None], prof, torch.full_like(prof, float("nan"))))
+        prof = v.permute(2, 0, 1)[torch.arange(u, device=dev)[:, None], rows]  # (u, k, P)
+        nonpad = (~padding).sum(1)[rows]  # (u, k) row lengths
+        nan = torch.full_like(prof, float("nan"))
+        prof = torch.where((torch.arange(P, device=dev)[None, None, :] < nonpad[..., None]) & n_ok[..., None], prof, nan)
+        self._merge(cols, cand_v.cpu(), cand_c.cpu(), cand_p.cpu(), prof.cpu())
 
     def _add_hist(self, cols: Tensor, v: Tensor, cnt: Tensor, emotion_index: Tensor) -> None:
-        lo, hi = self.lo[cols], self.hi[cols]
+        dev = v.device
+        lo, hi = self.lo[cols].to(dev), self.hi[cols].to(dev)
         b = ((v - lo) / (hi - lo) * self.bins).floor().clamp(0, self.bins - 1).to(torch.int64)  # (B, P, u)
         u = cols.numel()
         e = emotion_index.to(torch.int64).view(-1, 1, 1).expand_as(b)
-        flat = (e * u + torch.arange(u).view(1, 1, -1)) * self.bins + b
-        counts = torch.zeros(len(self.emotions) * u * self.bins, dtype=torch.float64)
+        flat = (e * u + torch.arange(u, device=dev).view(1, 1, -1)) * self.bins + b
         hits = flat[cnt].reshape(-1)  # (counted positions x u)
-        counts.index_add_(0, hits, torch.ones(hits.numel(), dtype=torch.float64))
-        self.hist[:, cols] += counts.view(len(self.emotions), u, self.bins)
+        counts = torch.bincount(hits, minlength=len(self.emotions) * u * self.bins)
+        self.hist[:, cols] += counts.cpu().to(torch.float64).view(len(self.emotions), u, self.bins)
 
     def _merge(self, cols: Tensor, v: Tensor, c: Tensor, p: Tensor, prof: Tensor) -> None:
         """Keep the best ``k`` of the running entries of ``cols`` and the candidates (documented ranking)."""

@@ -43,16 +43,19 @@ class TopAccumulator:
                  batch_size: int, workers: int | None):
         self.lens, self.top, self.index, self.prompts = lens, top, index, prompts
         self.batch_size, self.workers = batch_size, workers
+        self.seen: dict[int, tuple[str, list[int]]] = {}  # the top clips' input positions (not checkpointed: a
+        # resumed or sharded run rebuilds the inputs of the clips it did not see)
 
     def add(self, clips: list) -> None:
         from ..neuron_data import collect_top
 
         idx = [self.index[c.utterance_id] for c in clips]
         collect_top(self.lens, clips, [self.prompts[i] for i in idx], self.top, batch_size=self.batch_size,
-                    indices=idx, num_workers=self.workers)
+                    indices=idx, num_workers=self.workers, seen=self.seen)
 
     def merge(self, other: "TopAccumulator") -> None:
         self.top.merge(other.top)
+        self.seen.update(other.seen)
 
     def state_dict(self) -> dict[str, Any]:
         return self.top.state_dict()
@@ -124,7 +127,7 @@ def stage_top(run: "RunContext") -> None:
             for cid, pred, ans in zip(ev["clips"], ev["pred"]["baseline"], ev["answers"]["baseline"]):
                 answers[cid] = {"prediction": pred, "answer": ans}
         data = page_data(lens, acc.top, pool, prompts, scores=_scores(run, sets), sets=sets, answers=answers,
-                         audio_sink=file_sink(f.dir))
+                         audio_sink=file_sink(f.dir), seen=acc.seen)
         atomic_write_bytes(f.path(PAGES), json.dumps(data, separators=(",", ":")).encode())  # compact: many numbers
 
     if not f.path("checkpoints", FILE).exists():
