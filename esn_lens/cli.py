@@ -75,8 +75,8 @@ def _runtime_args(p: argparse.ArgumentParser) -> None:
                    help="write a checkpoint every N batches (default 4)")
     g.add_argument("--threads", type=_positive_int, help="torch CPU threads")
     g.add_argument("--workers", type=_nonnegative_int,
-                   help="threads building the next batches while the model runs (default: half the cores, at most 4; "
-                        "0 = build in the loop)")
+                   help="threads building the next batches while the model runs (default: none with the model on "
+                        "the CPU; on a GPU half the cores, at most 4; 0 = build in the loop)")
     g.add_argument("--no-progress", action="store_true", help="no progress bars or stage lines")
     g.add_argument("--quiet", action="store_true", help="warnings and errors only (no stage lines, no progress bars)")
     g.add_argument("--verbose", action="store_true", help="debug lines too")
@@ -303,10 +303,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from .adapters import ADAPTERS
+    from .adapters.support import support_table  # the table of docs/models.md, from the adapter registry
 
-    return _print_registry(ADAPTERS, "adapter", lambda cls: f"decoder layers at {cls.layers_path}; matches "
-                           + (", ".join(cls.class_names + cls.model_types) or "any model with that layout"))
+    print(support_table())
+    return 0
 
 
 def cmd_datasets(args: argparse.Namespace) -> int:

@@ -115,7 +115,8 @@ class NeuronStats(UnitStats):
     Example::
 
         stats = NeuronStats(("angry", "happy"), n_layers=2, d_mlp=8)
-        stats.add(acts, emotion_index, mask)     # acts: (layer, batch, pos, neuron)
+        acts = torch.randn(2, 3, 5, 8)           # (layer, batch, pos, neuron)
+        stats.add(acts, torch.tensor([0, 1, 1]), torch.ones(3, 5, dtype=torch.bool))
         stats.firing_rate                         # P_e(n), shape (emotion, layer, neuron)
     """
 
@@ -189,28 +190,35 @@ class NeuronStats(UnitStats):
             with lens.trace(batch):
                 stats.record(lens)
         """
-        from .tracing import attach_hook, scope_of
-
         self.check_model(lens)
-        sc = scope_of(lens, batch)
+        lens.attach(lambda model, scope: self.hooks(model, scope, emotion_index, positions=positions), batch)
+
+    def hooks(self, model: Any, scope: Any, emotion_index: Int64[Tensor, " batch"] | None = None, *,
+              positions: str | None = None) -> list[tuple[Any, Any]]:
+        """The ``(site, fn)`` pairs that accumulate ``scope``'s rows (a :class:`~esn_lens.batch.Scope`) into these
+        stats at the prefill: one per layer; the batch's tokens are counted when the first layer's value arrives."""
+        b = scope.need_batch("stats.record")
         if emotion_index is None:
-            if sc.batch.labels is None:
+            if b.labels is None:
                 raise InputError("stats.record: the batch has no labels; pass emotion_index (one index per row)")
-            emotion_index = self.emotion_index(sc.batch.labels)
-        if emotion_index.shape[0] != sc.size:
-            raise InputError(f"stats.record: {emotion_index.shape[0]} emotion indices for a batch of {sc.size} rows")
-        weights = emotion_weights(emotion_index, sc.batch.masks.select(positions or self.positions), len(self.emotions))
-        self.add_tokens(weights)
+            emotion_index = self.emotion_index(b.labels)
+        if emotion_index.shape[0] != scope.size:
+            raise InputError(f"stats.record: {emotion_index.shape[0]} emotion indices for a batch of {scope.size} rows")
+        weights = emotion_weights(emotion_index, b.masks.select(positions or self.positions), len(self.emotions))
+        out = []
         for layer in range(self.n_layers):
             done = [False]
 
             def fn(value: Tensor, layer: int = layer, done: list = done) -> None:
                 if not done[0]:  # prefill only (generation calls the module again per token)
                     done[0] = True
-                    self.add_layer(layer, sc.rows(value), weights)
+                    if layer == 0:
+                        self.add_tokens(weights)
+                    self.add_layer(layer, scope.rows(value), weights)
                 return None
 
-            attach_hook(lens, lens.blocks[layer].mlp.site(self.site), fn)
+            out.append((model.blocks[layer].mlp.site(self.site), fn))
+        return out
 
     # ------------------------------------------------------------------ derived
     def _require_tokens(self) -> Float64[Tensor, " emotion"]:
@@ -226,8 +234,17 @@ class NeuronStats(UnitStats):
 
     @property
     def mean(self) -> Float64[Tensor, "emotion layer neuron"]:
-        """Mean value per emotion."""
-        return self.sum / self._require_tokens()[:, None, None]
+        """Mean value per emotion. An emotion with no counted tokens gets NaN, with a warning naming it (the others are
+        given); with no tokens at all it refuses."""
+        empty = [e for e, t in zip(self.emotions, self.T.tolist()) if t == 0]
+        if len(empty) == len(self.emotions):
+            self._require_tokens()
+        if empty:
+            import warnings
+
+            warnings.warn(f"NeuronStats.mean: no counted tokens for emotion(s) {empty}; their means are NaN, the "
+                          "other emotions' are given", stacklevel=2)
+        return self.sum / self.T.where(self.T > 0, torch.nan)[:, None, None]
 
     @property
     def var(self) -> Float64[Tensor, "emotion layer neuron"]:

@@ -216,15 +216,6 @@ def test_hook_names_and_sites(tiny):
     assert torch.allclose(torch.nn.functional.silu(cache["blocks.0.mlp.hook_pre"]), cache["blocks.0.mlp.hook_act"], atol=1e-6)
 
 
-def test_kimi_layers_exclude_mimo(tiny):
-    model, tok = tiny("kimi_audio")
-    lens = Lens(model, tok)
-    assert lens.adapter.name == "kimi_audio" and lens.n_layers == 2
-    assert len(model.model.mimo_layers) == 1
-    with pytest.raises(InputError, match="Kimi-Audio toolkit"):
-        lens.batch([tiny_audio()], "x", sampling_rate=16000)
-
-
 def test_omni_full_model_goes_through_thinker(tiny):
     from transformers import Qwen2_5OmniConfig, Qwen2_5OmniForConditionalGeneration
 

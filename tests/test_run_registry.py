@@ -49,11 +49,21 @@ def _tally_stage(run):
                                     file="pool_tally.safetensors")
 
 
+def _readme_stage_code() -> str:
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    return next(b for b in re.findall(r"```python\n(.*?)```", text, flags=re.S) if "@register_stage" in b)
+
+
 @pytest.fixture
 def plugin_stage():
     register_stage("pool_tally", needs=["split", "pool_ids"], produces=["pool_tally"], after="stats")(_tally_stage)
+    exec(_readme_stage_code(), {})  # the README's example stage: pool_size
     yield "pool_tally"
     unregister_stage("pool_tally")
+    unregister_stage("pool_size")
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +93,7 @@ def test_plugin_stage_streams_checkpoints_and_resumes_identically(assets, plugin
     want = torch.tensor([float(pool["counts"][e]) for e in EMOTIONS], dtype=torch.float64)
     tally = full.products["pool_tally"]
     assert torch.equal(tally.n, want) and tally.n.sum() == len(pool["ids"])
+    assert full.products["pool_size"] == len(pool["ids"]) == 8  # the README's stage
     prog = json.loads((assets["root"] / "full" / "progress.json").read_text())["stages"]
     assert list(prog).index("pool_tally") == list(prog).index("stats") + 1
     assert (assets["root"] / "full" / "pool_tally.safetensors").exists()

@@ -15,6 +15,15 @@ class AudioFlamingo3Adapter(Adapter):
     embeds_reuse_path = "model.language_model"
     class_names = ("AudioFlamingo3ForConditionalGeneration",)
     model_types = ("audioflamingo3",)
+    #: a row of docs/models.md (esn_lens.adapters.support)
+    support = dict(
+        title='Audio Flamingo 3',
+        mlp="Qwen2MLP: pre = gate_proj out, act = SiLU(gate) (the paper's), post = act * up_proj (down_proj input)",
+        audio='`<sound>` ids (25 per second)',
+        inputs='its processor + chat template (left padding)',
+        tested='tiny real model: sites, stats, edits, generation vs plain hooks; TransformerBridge path equals the HF path',
+        limits='-',
+    )
 
     def audio_windows(self) -> int:
         """The processor encodes ``max_audio_len`` seconds (600 by default) as 30 s windows."""

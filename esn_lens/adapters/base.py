@@ -6,7 +6,7 @@ and marks which positions are padding, special, audio or prompt text.
 """
 from __future__ import annotations
 
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -17,6 +17,20 @@ from ..errors import InputError, UnsupportedModelError
 from ..registry import Registry
 from ..vocab import (HOOK_NAMES, SITE_ORDER, SITES, PositionMasks, check_site, fingerprint_of, hook_name,  # noqa: F401
                      parse_hook_name)
+
+
+class SiteRow(NamedTuple):
+    """One row of an adapter's site table: ``SiteRow(name, path, side)``.
+
+    ``name``: the TransformerLens name (``"hook_embed"``, ``"blocks.3.mlp.hook_act"``, ``"logits"``, or a new kind's
+    name); ``path``: the dotted module path from :meth:`Adapter.root`; ``side``: which value of that module --
+    ``"output"``, ``"input"`` (its first input), ``"output0"`` (element 0 of a tuple output) or ``"hidden"``
+    (``last_hidden_state`` of a model output). Rows are listed in forward order.
+    """
+
+    name: str
+    path: str
+    side: str
 
 ADAPTERS: Registry[type["Adapter"]] = Registry("adapter")
 
@@ -164,6 +178,27 @@ class Adapter:
             raise InputError(f"layer {layer} out of range 0..{self.n_layers - 1}")
         attr, side = SITES[check_site(site)]
         return f"{self.mlp_path(layer)}.{attr}", side
+
+    # -------------------------------------------------------------- the site table
+    def site_table(self) -> list[SiteRow]:
+        """Every named site of the model as :class:`SiteRow` s, in forward order: the one table that ``lens.site``,
+        ``lens.site_names``, ``lens.hook_names``, ``lens.run(record=)`` and the docs read. A new site kind is one
+        more row (override :meth:`layer_site_rows` for per-layer ones, or this method for the rest, calling super)."""
+        rows = [SiteRow("hook_embed", self.embed_path, "output")]
+        if self.audio_tower_path is not None:
+            rows.append(SiteRow("audio_encoder", self.audio_tower_path, "hidden"))
+        for layer in range(self.n_layers):
+            rows += self.layer_site_rows(layer)
+        return rows + [SiteRow("logits", self.lm_head_path, "output")]
+
+    def layer_site_rows(self, layer: int) -> list[SiteRow]:
+        """The rows of one decoder layer, in forward order (the kinds of :data:`esn_lens.vocab.LAYER_SITE_KINDS`)."""
+        b = f"blocks.{layer}"
+        rows = [SiteRow(f"{b}.hook_resid_pre", self.layer_path(layer), "input"),
+                SiteRow(f"{b}.hook_attn_out", self.attn_path(layer), "output0")]
+        rows += [SiteRow(hook_name(layer, site), *self.site_path(layer, site)) for site in SITE_ORDER]
+        return rows + [SiteRow(f"{b}.hook_mlp_out", self.mlp_path(layer), "output"),
+                       SiteRow(f"{b}.hook_resid_post", self.layer_path(layer), "output0")]
 
     def site_module(self, layer: int, site: str) -> nn.Module:
         """The torch module of a site (for plain hooks in references)."""

@@ -64,7 +64,8 @@ def register_stage(name: str, *, needs: Sequence[str] = (), produces: Sequence[s
     ``needs`` / ``produces``: product names (see :func:`product_names`); ``when(cfg) -> bool``: whether a run executes
     it (default always); ``after`` / ``before``: stage names it must follow / precede. A product has one producer:
     registering a second stage producing it raises :class:`StageError` (``overwrite=True`` replaces a stage of the
-    same name). Example: ``@register_stage("top", needs=["pool_ids"], produces=["top"], after="stats")``.
+    same name). Example: ``register_stage("n_pool", needs=["pool_ids"], produces=["n_pool"], after="stats")(lambda run:
+    setattr(run, "n_pool", len(run.pool_ids))); unregister_stage("n_pool")`` (or as a decorator, as in the README).
     """
     stage_kw = dict(needs=_names(needs), produces=_names(produces), after=_names(after), before=_names(before))
 
@@ -72,7 +73,7 @@ def register_stage(name: str, *, needs: Sequence[str] = (), produces: Sequence[s
         if not callable(fn):
             raise StageError(f"stage {name!r}: expected a function fn(run), got {type(fn).__name__}")
         for p in stage_kw["produces"]:
-            other = next((s.name for s in STAGE_REGISTRY._items.values() if p in s.produces and s.name != name), None)
+            other = next((n for n, s in STAGE_REGISTRY.items() if p in s.produces and n != name), None)
             if other is not None:
                 raise StageError(f"stage {name!r} produces {p!r}, which stage {other!r} already produces")
         STAGE_REGISTRY.register(name, Stage(name, fn=fn, when=when or _always, **stage_kw), overwrite=overwrite)
@@ -88,14 +89,14 @@ def unregister_stage(name: str) -> Stage:
 
 def product_names() -> set[str]:
     """Every product name a registered stage needs or produces."""
-    return {p for s in STAGE_REGISTRY._items.values() for p in (*s.needs, *s.produces)}
+    return {p for _, s in STAGE_REGISTRY.items() for p in (*s.needs, *s.produces)}
 
 
 def stage_order() -> tuple[Stage, ...]:
     """The registered stages in execution order: each after the producers of its needs and its ``after`` stages
     (and before its ``before`` stages). Among stages free to run, a stage naming ``after`` comes right behind the
     last stage it names; the others in registration order (built-ins first)."""
-    stages = list(STAGE_REGISTRY._items.values())
+    stages = [s for _, s in STAGE_REGISTRY.items()]
     by_name = {s.name: s for s in stages}
     producer = {p: s.name for s in stages for p in s.produces}
     deps: dict[str, set[str]] = {s.name: set() for s in stages}

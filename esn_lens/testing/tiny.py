@@ -154,11 +154,13 @@ def _llama_lm(tok, n_layers, hidden, d_mlp, heads, kv_heads, enc_hidden, vocab):
     return LlamaForCausalLM(LlamaConfig(**_text_dims(n_layers, hidden, d_mlp, vocab, heads, kv_heads))), tok
 
 
-def _kimi_like(tok, n_layers, hidden, d_mlp, heads, kv_heads, enc_hidden, vocab):
-    from ..adapters.kimi_audio import TinyKimiaForCausalLM
+def _lazy(module: str, name: str) -> Callable[..., tuple[Any, Any]]:
+    """A builder that lives in its own module of esn_lens.testing (imported when called)."""
+    def build(*args):
+        import importlib
 
-    tok.chat_template = CHAT_TEMPLATE.replace("AUDIO_PLACEHOLDER", "")
-    return TinyKimiaForCausalLM(_text_dims(n_layers, hidden, d_mlp, vocab, heads, kv_heads), n_mimo_layers=1), tok
+        return getattr(importlib.import_module(f"{__package__}.{module}"), name)(*args)
+    return build
 
 
 #: family name -> builder(tokenizer, n_layers, hidden, d_mlp, heads, kv_heads, encoder hidden, vocab).
@@ -168,7 +170,10 @@ TINY_FAMILIES: dict[str, Callable[..., tuple[Any, Any]]] = {
     "audio_flamingo3": _audio_flamingo3,
     "qwen2": _qwen2_lm,
     "llama": _llama_lm,
-    "kimi_audio": _kimi_like,
+    "kimi_audio": _lazy("kimia_toolkit", "build_tiny_kimia"),
+    "music_flamingo": _lazy("tiny_families", "music_flamingo"),
+    "glm_asr": _lazy("tiny_families", "glm_asr"),
+    "qwen3_asr": _lazy("tiny_families", "qwen3_asr"),
 }
 
 
