@@ -25,13 +25,12 @@ def collect_top(lens: Any, clips: Sequence[Any], prompts: Sequence[str], top: To
     ``first``, ``first + 1``, ... ``seen``: filled with :func:`batch_positions` of the clips the top entries hold
     (pruned after each batch), so the pages need not rebuild their inputs."""
     from .prefetch import prefetched
-    from .tracing import hook_session
 
     idx = torch.as_tensor(list(indices) if indices is not None else range(first, first + len(clips)), dtype=torch.int64)
     firsts = list(range(0, len(clips), batch_size))
     build = lambda i: lens.batch_clips(list(clips[i:i + batch_size]), list(prompts[i:i + batch_size]))  # noqa: E731
     for i, b in zip(firsts, prefetched(firsts, build, num_workers)):
-        with hook_session(lens, b):  # the recorder's hooks on one plain forward (no tracer needed)
+        with lens.nn.plain(b):  # the recorder's hooks on one plain forward (no tracer needed)
             top.record(lens, b, idx[i:i + b.size])
             args, kwargs = lens.adapter.call_args(b.inputs)
             with torch.no_grad():

@@ -183,34 +183,40 @@ class TopActivations:
 
         ``clip_index``: each row's global clip index (the tie-break; default 0..batch-1); ``emotion_index``
         defaults to the batch's labels."""
-        from .tracing import attach_hook, scope_of
+        lens.attach(lambda model, scope: self.hooks(model, scope, clip_index, emotion_index), batch)
 
-        sc = scope_of(lens, batch)
-        n = sc.size
+    def hooks(self, model: Any, scope: Any, clip_index: Int64[Tensor, " batch"] | None = None,
+              emotion_index: Int64[Tensor, " batch"] | None = None) -> list[tuple[Any, Any]]:
+        """The ``(site, fn)`` pairs that merge ``scope``'s rows into this state at the prefill, one per layer holding
+        units (what :meth:`record` attaches)."""
+        b = scope.need_batch("top activations")
+        n = scope.size
         clip_index = torch.arange(n) if clip_index is None else torch.as_tensor(clip_index, dtype=torch.int64).cpu()
         if emotion_index is None:
-            if sc.batch.labels is None:
+            if b.labels is None:
                 raise InputError("top activations: the batch has no labels; pass emotion_index (one index per row)")
             idx = {e: i for i, e in enumerate(self.emotions)}
-            bad = sorted({l for l in sc.batch.labels if l not in idx})
+            bad = sorted({l for l in b.labels if l not in idx})
             if bad:
                 raise InputError(f"top activations: unknown emotion label(s) {bad}; expected one of {list(self.emotions)}")
-            emotion_index = torch.tensor([idx[l] for l in sc.batch.labels], dtype=torch.int64)
+            emotion_index = torch.tensor([idx[l] for l in b.labels], dtype=torch.int64)
         if clip_index.shape[0] != n or emotion_index.shape[0] != n:
             raise InputError(f"top activations: {clip_index.shape[0]} clip / {emotion_index.shape[0]} emotion indices "
                              f"for a batch of {n} rows")
-        m = sc.batch.masks
-        counted, padding = m.select(self.positions_set), m.padding
+        counted, padding = b.masks.select(self.positions_set), b.masks.padding
+        out = []
         for layer in sorted(set(self.units[:, 0].tolist())):
             done = [False]
 
             def fn(value: Tensor, layer: int = layer, done: list = done) -> None:
                 if not done[0]:  # prefill only
                     done[0] = True
-                    self.add_layer(layer, sc.rows(value), counted, padding, clip_index, emotion_index)
+                    with torch.inference_mode(False):  # the running state stays a normal tensor
+                        self.add_layer(layer, scope.rows(value), counted, padding, clip_index, emotion_index)
                 return None
 
-            attach_hook(lens, lens.blocks[layer].mlp.site(self.site), fn)
+            out.append((model.blocks[layer].mlp.site(self.site), fn))
+        return out
 
     # ------------------------------------------------------------------ merging and files
     def _meta(self) -> dict[str, Any]:
