@@ -31,6 +31,7 @@ from .interventions import Edit
 from .recorders import cache_hooks, probe_hooks
 from .sites import Site, SiteTable, envoy_at
 from .stats import NeuronStats
+from .neuron_data import top_activations as _top_activations
 from .tracing import Hook, LensNNsight, LensTracer, pad_batches, pad_token_id_of
 from .vocab import HOOK_NAMES, SITE_ALIASES, SITES, PositionMasks
 
@@ -355,13 +356,7 @@ class Lens:
         o = self.run(batch, record=names if names is not None else self.hook_names("act"), edits=edits, logits="all")
         return o.logits, o.cache
 
-    def top_activations(self, clips: Sequence[EmotionClip], units: Any, prompt: str | Sequence[str], **kw: Any) -> Any:
-        """Top-k (clip, position) entries, histograms and activation over time of ``units`` ("L:N" or (layer, neuron))
-        over ``clips``: a panel in notebooks, ``.data`` / ``.table()`` in scripts (see :mod:`esn_lens.neuron_data`)."""
-        from .neuron_data import top_activations
-
-        return top_activations(self, clips, units, prompt, **kw)
-
+    top_activations = _top_activations  # lens.top_activations(clips, units, prompt, k=8): a neuron panel
     def new_stats(self, emotions: Sequence[str], site: str = "act", positions: str = "valid") -> NeuronStats:
         """Empty NeuronStats shaped and fingerprinted for this model."""
         check_site(site)
