@@ -7,6 +7,7 @@
     esn-lens discover --model M --dataset D --data-dir P --out RUN      # stats + neuron sets only
     esn-lens validate --model M --dataset D2 --data-dir P2 --neurons RUN/neurons --out RUN2   # transfer
     esn-lens report RUN [--compare OTHER_RUN]
+    esn-lens inspect RUN L:N [L:N ...]                  # a unit's summary; writes RUN/neuron_L-N.html
     esn-lens models | esn-lens datasets
 
 Progress goes to stderr, the summary to stdout. Wrong arguments or inputs, OS errors (disk full, read-only
@@ -189,6 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("run_dir", metavar="RUN_DIR")
     rep.add_argument("--compare", metavar="OTHER_RUN",
                      help="add the cross-dataset overlap with another run's neuron sets")
+    ins = sub.add_parser("inspect", help="print units' summaries (scores, sets, top clips) and write their pages")
+    ins.add_argument("run_dir", metavar="RUN_DIR")
+    ins.add_argument("units", metavar="L:N", nargs="+", help="units as LAYER:NEURON, e.g. 3:117")
     sub.add_parser("models", help="list the model adapters")
     sub.add_parser("datasets", help="list the dataset loaders")
     return p
@@ -295,6 +299,14 @@ def _print_registry(registry, header: str, describe) -> int:
     return 0
 
 
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from .report_neurons import inspect_units
+
+    for line in inspect_units(args.run_dir, args.units):
+        print(line)
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from .adapters.support import support_table  # the table of docs/models.md, from the adapter registry
 
@@ -365,7 +377,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise _Usage(f"cannot import plugin {mod!r}: {e}") from None
         if args.command in ("demo", "run", "discover", "validate"):
             return cmd_pipeline(args)
-        return {"report": cmd_report, "models": cmd_models, "datasets": cmd_datasets}[args.command](args)
+        return {"report": cmd_report, "models": cmd_models, "datasets": cmd_datasets,
+                "inspect": cmd_inspect}[args.command](args)
     except (ESNLensError, _Usage, KeyError, OSError) as e:
         if getattr(args, "debug", False):
             raise
