@@ -16,7 +16,10 @@ from pipeline_assets import run_main, write_tone_corpus
 #: family -> (seed whose random weights answer >= 1 tone clip of every emotion, special tokens around the audio)
 FAMILIES = {"music_flamingo": (4, ("<|sound_bos|>", "<|sound_eos|>")),
             "glm_asr": (3, ("<|begin_of_audio|>", "<|end_of_audio|>")),
-            "qwen3_asr": (2, ("<|audio_bos|>", "<|audio_eos|>"))}
+            "qwen3_asr": (2, ("<|audio_bos|>", "<|audio_eos|>")),
+            "voxtral": (2, ("[BEGIN_AUDIO]",))}
+#: families whose audio positions do not grow with the clip: clip lengths are padded to whole chunks
+CHUNKED_AUDIO = {"voxtral": 375}
 PROMPTS = ["Which emotion is it?", "Name the emotion"]
 
 
@@ -77,7 +80,11 @@ def test_positions(fam):
     tok = lens.tokenizer
     ids = b.inputs["input_ids"]
     assert torch.equal(b.masks.audio, ids == tok.convert_tokens_to_ids(lens.adapter.audio_token))
-    assert b.masks.audio.sum(1).tolist()[0] < b.masks.audio.sum(1).tolist()[1]  # 0.3 s vs 0.8 s
+    n_audio = b.masks.audio.sum(1).tolist()
+    if name in CHUNKED_AUDIO:
+        assert n_audio == [CHUNKED_AUDIO[name]] * 2  # one 30 s chunk each
+    else:
+        assert n_audio[0] < n_audio[1]  # 0.3 s vs 0.8 s
     for t in FAMILIES[name][1]:
         at = ids == tok.convert_tokens_to_ids(t)
         assert at.sum(1).tolist() == [1, 1] and bool(b.masks.special[at].all())
@@ -113,7 +120,8 @@ def test_stats_and_rows_alone(fam):
     plain(lens, b, capture=ref)
     tok = lens.tokenizer
     ids = b.inputs["input_ids"]
-    added = {i for i, t in tok.added_tokens_decoder.items() if t.special}  # e.g. <|sound_bos|> added as special
+    decoder = getattr(tok, "added_tokens_decoder", None)  # a Tekken tokenizer (Voxtral) has none: all in all_special_ids
+    added = {i for i, t in decoder.items() if t.special} if isinstance(decoder, dict) else set()  # e.g. <|sound_bos|>
     specials = (set(tok.all_special_ids) | added) - {tok.convert_tokens_to_ids(lens.adapter.audio_token)}
     valid = (b.inputs["attention_mask"] == 1) & ~torch.isin(ids, torch.tensor(sorted(specials)))
     assert stats.T.tolist() == valid.sum(1).tolist()
@@ -179,3 +187,25 @@ def test_transformer_bridge_matches_the_hf_path(family, arch):
     o1 = plain.run(b1, stats=s1, emotion_index=torch.tensor([0, 1]), edits=[deactivate(u)])
     o2 = bridged.run(b2, stats=s2, emotion_index=torch.tensor([0, 1]), edits=[deactivate(u)])
     assert torch.equal(s1.K, s2.K) and torch.equal(s1.T, s2.T) and torch.allclose(o1.logits, o2.logits, atol=1e-5)
+
+
+def test_voxtral_without_mistral_common_says_which_extra(tmp_path, monkeypatch, capsys):
+    """Voxtral's prompts need mistral_common: without it, loading and building inputs stop with one line naming
+    the extra (and ``esn-lens run`` exits 2 with that line)."""
+    import sys
+
+    from esn_lens.errors import UnsupportedModelError
+
+    model, proc = build_tiny("voxtral", seed=2)
+    model.save_pretrained(tmp_path / "m")
+    proc.save_pretrained(tmp_path / "m")
+    lens = Lens(model, proc)
+    monkeypatch.setitem(sys.modules, "mistral_common", None)  # import mistral_common now raises ImportError
+    with pytest.raises(UnsupportedModelError, match=r'pip install "esn-lens\[voxtral\]"'):
+        lens.batch([tiny_audio(0.3)], "Which emotion?", sampling_rate=16000)
+    with pytest.raises(UnsupportedModelError, match=r'esn-lens\[voxtral\]'):
+        Lens.from_pretrained(str(tmp_path / "m"))
+    rc = run_main(["run", "--model", str(tmp_path / "m"), "--dataset", "manifest", "--data-dir",
+                   str(write_tone_corpus(tmp_path / "tones", speakers=2, per_speaker=1)), "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and 'pip install "esn-lens[voxtral]"' in err[-1], err

@@ -174,6 +174,7 @@ TINY_FAMILIES: dict[str, Callable[..., tuple[Any, Any]]] = {
     "music_flamingo": _lazy("tiny_families", "music_flamingo"),
     "glm_asr": _lazy("tiny_families", "glm_asr"),
     "qwen3_asr": _lazy("tiny_families", "qwen3_asr"),
+    "voxtral": _lazy("tiny_families", "voxtral"),
 }
 
 
