@@ -7,8 +7,9 @@ error is raised when its item is reached.
 
 The default depends on where the model runs (measured with ``benchmarks/bench_scale.py``): with the model on a GPU
 the input building overlaps the forward, so threads build ahead; with the model on the CPU the thread competes with
-the forward for the same cores and costs time (discovery end to end 1.085x the plain forward with one worker vs
-1.011x serial on a 2-core machine), so the default there is serial.
+the forward for the same cores and costs time and memory (discovery end to end vs the plain forward on a 2-core
+machine: 1.132x with one worker vs 1.036x serial, peak RSS +254 vs +141 MiB; issue #17's run: 1.085x vs 1.011x),
+so the default there is serial.
 
 Example: ``for batch in prefetched(chunks, lambda c: lens.batch_clips(c, prompt), num_workers=2): ...``
 """

@@ -211,3 +211,23 @@ def test_any_site_kind_can_be_recorded_by_run():
     assert torch.equal(out.cache["blocks.1.hook_resid_post"], box["r"])
     assert lens.site_names() == [r.name for r in lens.adapter.site_table()]
     assert lens.hook_names("hook_resid_post") == [f"blocks.{i}.hook_resid_post" for i in range(lens.n_layers)]
+
+
+@pytest.mark.parametrize("family", ["qwen2_audio", "qwen2_5_omni_thinker", "audio_flamingo3", "qwen2", "llama",
+                                    "kimi_audio"])
+def test_the_site_table_is_the_one_list_of_sites(family):
+    """Every family's table lists the vocabulary's per-layer kinds in forward order, every row names a real module,
+    and docs/api.md names every kind."""
+    from pathlib import Path
+
+    from esn_lens.sites import MissingSite
+    from esn_lens.vocab import LAYER_SITE_KINDS
+
+    lens = _lens(family)
+    rows = lens.adapter.site_table()
+    assert [r.name.split(".", 2)[2] for r in lens.adapter.layer_site_rows(0)] == list(LAYER_SITE_KINDS)
+    assert rows[0].name == "hook_embed" and rows[-1].name == "logits"
+    assert (rows[1].name == "audio_encoder") == (lens.audio_encoder is not None)
+    assert not [n for n, s in lens.sites.sites.items() if isinstance(s, MissingSite)]
+    api = (Path(__file__).resolve().parents[1] / "docs" / "api.md").read_text()
+    assert all(k.split(".")[-1] in api for k in LAYER_SITE_KINDS)

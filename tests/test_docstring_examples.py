@@ -30,6 +30,7 @@ SKIP = {
     "esn_lens.plugins:load_plugin": "imports the user's own module 'my_selectors' (covered by test_plugins)",
     "esn_lens.report": "needs a finished run folder (covered by test_pipeline)",
     "esn_lens.training:cut_feature_examples": "needs the demo model's answer targets ys (covered by test_training)",
+    "esn_lens.run.registry:register_stage": "a decorator line alone (a whole stage is registered in test_run_registry)",
     "esn_lens.adapters.qwen2_audio:encode_cut_features": "needs cut log-mel features f (covered by test_training_forward)",
 }
 
@@ -87,7 +88,10 @@ def _namespace():
     batch = lens.batch_clips(pool[:2], "Which emotion?")
     stats = lens.collect_stats(pool, "Which emotion?", emotions, progress=False)
     neurons = find_neurons(stats, "mad", top_frac=0.05)
-    ns = dict(lens=lens, emotions=["angry", "sad"], clips=clips, pool=pool, ns=neurons, a=neurons, b=neurons,
+    from esn_lens import SEREvaluator
+
+    ns = dict(lens=lens, emotions=["angry", "sad"], clips=clips, pool=clips,
+              evaluator=SEREvaluator(lens, ["angry", "sad"], mode="constrained", answer="word"), ns=neurons, a=neurons, b=neurons,
               ns_iemocap=neurons, ns_meld=neurons, i=0, j=1, chunks=[pool[:2], pool[2:4]], prompt="Which emotion?",
               opt=torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1), data=list(range(20)), batch=batch, stats=stats, neurons=neurons,
               units=neurons["angry"], fp=lens.fingerprint, torch=torch, happy_batch=batch,

@@ -64,7 +64,8 @@ def register_stage(name: str, *, needs: Sequence[str] = (), produces: Sequence[s
     ``needs`` / ``produces``: product names (see :func:`product_names`); ``when(cfg) -> bool``: whether a run executes
     it (default always); ``after`` / ``before``: stage names it must follow / precede. A product has one producer:
     registering a second stage producing it raises :class:`StageError` (``overwrite=True`` replaces a stage of the
-    same name). Example: ``@register_stage("top", needs=["pool_ids"], produces=["top"], after="stats")``.
+    same name). Example: ``register_stage("n_pool", needs=["pool_ids"], produces=["n_pool"], after="stats")(lambda run:
+    setattr(run, "n_pool", len(run.pool_ids))); unregister_stage("n_pool")`` (or as a decorator, as in the README).
     """
     stage_kw = dict(needs=_names(needs), produces=_names(produces), after=_names(after), before=_names(before))
 
