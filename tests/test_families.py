@@ -17,9 +17,13 @@ from pipeline_assets import run_main, write_tone_corpus
 FAMILIES = {"music_flamingo": (4, ("<|sound_bos|>", "<|sound_eos|>")),
             "glm_asr": (3, ("<|begin_of_audio|>", "<|end_of_audio|>")),
             "qwen3_asr": (2, ("<|audio_bos|>", "<|audio_eos|>")),
-            "voxtral": (2, ("[BEGIN_AUDIO]",))}
+            "voxtral": (2, ("[BEGIN_AUDIO]",)),
+            "phi4_multimodal": (0, ())}
 #: families whose audio positions do not grow with the clip: clip lengths are padded to whole chunks
 CHUNKED_AUDIO = {"voxtral": 375}
+#: families whose audio encoder sees the feature padding of a shorter clip in a batch (the model's own forward: Phi-4's
+#: conformer gives a padded 0.3 s clip audio embeddings ~4e-5 off its own): rows-alone is checked on equal-length clips
+PADDING_SENSITIVE_ENCODER = {"phi4_multimodal"}
 PROMPTS = ["Which emotion is it?", "Name the emotion"]
 
 
@@ -45,13 +49,20 @@ def plain(lens, batch, edit=None, capture=None, generate=0):
         if capture is not None and name not in capture:
             capture[name] = value.detach().clone()
 
+    for mod in root.modules():  # Phi-4's speech LoRA (PEFT layers): on exactly when the inputs carry audio
+        if hasattr(mod, "lora_A") and hasattr(mod, "enable_adapters"):
+            mod.enable_adapters("audio_input_features" in batch.inputs)
     for layer in range(lens.n_layers):
         mlp = root.get_submodule(a.mlp_path(layer))
         layer_mod = root.get_submodule(a.layer_path(layer))
         handles.append(layer_mod.register_forward_pre_hook(
             lambda m, args, kw, layer=layer: keep(f"{layer}.resid_pre", args[0] if args else kw["hidden_states"]),
             with_kwargs=True))
-        handles.append(mlp.gate_proj.register_forward_hook(lambda m, i, o, layer=layer: keep(f"{layer}.pre", o)))
+        if hasattr(mlp, "gate_up_proj"):  # Phi-4's fused MLP: the gate is the first half of gate_up_proj's output
+            handles.append(mlp.gate_up_proj.register_forward_hook(
+                lambda m, i, o, layer=layer: keep(f"{layer}.pre", o[..., : o.shape[-1] // 2])))
+        else:
+            handles.append(mlp.gate_proj.register_forward_hook(lambda m, i, o, layer=layer: keep(f"{layer}.pre", o)))
 
         def act(m, i, o, layer=layer):
             if edit is not None:
@@ -59,7 +70,7 @@ def plain(lens, batch, edit=None, capture=None, generate=0):
                 o[..., edit[0][layer]] *= edit[1]
             keep(f"{layer}.act", o)
             return o
-        handles.append(mlp.act_fn.register_forward_hook(act))
+        handles.append((getattr(mlp, "act_fn", None) or mlp.activation_fn).register_forward_hook(act))
         handles.append(mlp.down_proj.register_forward_pre_hook(lambda m, i, layer=layer: keep(f"{layer}.post", i[0])))
         handles.append(mlp.register_forward_hook(lambda m, i, o, layer=layer: keep(f"{layer}.mlp", o)))
         handles.append(layer_mod.register_forward_hook(lambda m, i, o, layer=layer: keep(f"{layer}.resid_post", _out(o))))
@@ -130,6 +141,10 @@ def test_stats_and_rows_alone(fam):
         for row in range(2):
             assert torch.equal(stats.K[row, layer], (act[row][valid[row]] > 0).sum(0).to(stats.K.dtype))
     auds = [tiny_audio(0.3, freq=190, seed=1), tiny_audio(0.8, freq=260, seed=2)]
+    if name in PADDING_SENSITIVE_ENCODER:
+        auds[0] = tiny_audio(0.8, freq=190, seed=1)
+        b = lens.batch(auds, PROMPTS, sampling_rate=16000)
+        assert b.masks.padding.any()  # the prompts still differ in length: the left padding of the text is checked
     full = lens.run(b, logits="all").logits
     for row in range(2):
         one = lens.batch([auds[row]], PROMPTS[row], sampling_rate=16000)
@@ -154,8 +169,13 @@ def test_deactivation_and_steering_equal_plain_hook_edits(fam):
 
 def test_esn_lens_run_on_a_saved_folder(fam, tmp_path, capsys):
     name, model, proc, lens, b = fam
-    model.save_pretrained(tmp_path / "m")
-    proc.save_pretrained(tmp_path / "m")
+    if name == "phi4_multimodal":  # the release's layout: base weights + speech-lora/ (PEFT)
+        from esn_lens.testing.tiny_families import save_phi4_folder
+
+        save_phi4_folder(model, proc, tmp_path / "m")
+    else:
+        model.save_pretrained(tmp_path / "m")
+        proc.save_pretrained(tmp_path / "m")
     loaded = Lens.from_pretrained(str(tmp_path / "m"))
     assert loaded.adapter.name == name and torch.allclose(loaded.run(b).logits, lens.run(b).logits, atol=1e-6)
     corpus = write_tone_corpus(tmp_path / "tones", speakers=4, per_speaker=2)
@@ -209,3 +229,40 @@ def test_voxtral_without_mistral_common_says_which_extra(tmp_path, monkeypatch, 
                    str(write_tone_corpus(tmp_path / "tones", speakers=2, per_speaker=1)), "--out", str(tmp_path / "run")])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and 'pip install "esn-lens[voxtral]"' in err[-1], err
+
+
+def test_phi4_speech_lora_is_on_with_audio_and_off_without():
+    """Phi-4-multimodal's speech LoRA changes the decoder: the adapter runs it for audio inputs (logits equal the root
+    with every PEFT layer on, not off) and not for text-only ones (equal the root with every layer off)."""
+    model, proc = build_tiny("phi4_multimodal", seed=0)
+    lens = Lens(model, proc)
+    lora = [m for m in model.modules() if hasattr(m, "lora_A") and hasattr(m, "enable_adapters")]
+    assert lens.adapter.has_speech_lora and len(lora) == 4 * lens.n_layers  # qkv, o, gate_up, down per layer
+
+    def root_logits(batch, on):
+        for m in lora:
+            m.enable_adapters(on)
+        with torch.no_grad():
+            return model(**batch.inputs).logits[:, -1]
+
+    audio = lens.batch([tiny_audio(0.5), tiny_audio(0.9, freq=300)], PROMPTS, sampling_rate=16000)
+    text = lens.batch(None, PROMPTS)
+    for batch, on in ((audio, True), (text, False)):
+        got = lens.run(batch).logits
+        assert torch.allclose(got, root_logits(batch, on), atol=1e-6)
+        assert not torch.allclose(got, root_logits(batch, not on), atol=1e-3)
+
+
+def test_phi4_without_peft_says_which_extra(tmp_path, monkeypatch):
+    """A Phi-4-multimodal folder with its speech-lora/ needs peft: without it, loading stops with one line naming
+    the extra (never a silent run without the LoRA)."""
+    import sys
+
+    from esn_lens.errors import UnsupportedModelError
+    from esn_lens.testing.tiny_families import save_phi4_folder
+
+    model, proc = build_tiny("phi4_multimodal", seed=0)
+    save_phi4_folder(model, proc, tmp_path / "m")
+    monkeypatch.setitem(sys.modules, "peft", None)  # import peft now raises ImportError
+    with pytest.raises(UnsupportedModelError, match=r'pip install "esn-lens\[phi4\]"'):
+        Lens.from_pretrained(str(tmp_path / "m"))

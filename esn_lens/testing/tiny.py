@@ -175,6 +175,7 @@ TINY_FAMILIES: dict[str, Callable[..., tuple[Any, Any]]] = {
     "glm_asr": _lazy("tiny_families", "glm_asr"),
     "qwen3_asr": _lazy("tiny_families", "qwen3_asr"),
     "voxtral": _lazy("tiny_families", "voxtral"),
+    "phi4_multimodal": _lazy("tiny_families", "phi4_multimodal"),
 }
 
 
