@@ -360,7 +360,7 @@ class Lens:
         check_site(site)
         return NeuronStats(tuple(emotions), self.n_layers, self.d_mlp, site=site, positions=positions,
                            model_fingerprint=self.fingerprint, adapter=self.adapter.name,
-                           device=self.adapter.device)
+                           device=self.adapter.device, routed=bool(getattr(self.adapter, "routed", False)))
 
     def collect_stats(self, clips: Sequence[EmotionClip], prompt: str | Sequence[str], emotions: Sequence[str], *,
                       site: str = "act", positions: str = "valid", batch_size: int = 8,

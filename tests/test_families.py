@@ -135,7 +135,7 @@ def test_stats_and_rows_alone(fam):
     added = {i for i, t in decoder.items() if t.special} if isinstance(decoder, dict) else set()  # e.g. <|sound_bos|>
     specials = (set(tok.all_special_ids) | added) - {tok.convert_tokens_to_ids(lens.adapter.audio_token)}
     valid = (b.inputs["attention_mask"] == 1) & ~torch.isin(ids, torch.tensor(sorted(specials)))
-    assert stats.T.tolist() == valid.sum(1).tolist()
+    assert stats.tokens.tolist() == valid.sum(1).tolist()  # counted tokens per emotion (T is per unit since #24)
     for layer in range(lens.n_layers):
         act = ref[f"{layer}.act"]
         for row in range(2):

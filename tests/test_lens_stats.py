@@ -78,7 +78,7 @@ def test_stats_equal_hook_reference(tiny, family, site):
     valid = independent_valid(lens, batch)
     assert valid.sum() > 10
     K, T, S, SS = loop_stats(hook_reference(lens, batch, site), valid, idx.tolist(), 2)
-    assert np.array_equal(stats.T.numpy(), T)
+    assert np.array_equal(stats.T.numpy().reshape(-1), T) and stats.T.shape == (2, 1, 1)  # dense: one T per emotion, broadcast
     assert np.array_equal(stats.K.numpy(), K)
     np.testing.assert_allclose(stats.sum.numpy(), S, rtol=1e-6, atol=1e-6)  # float32 row partials
     np.testing.assert_allclose(stats.sumsq.numpy(), SS, rtol=1e-6, atol=1e-6)

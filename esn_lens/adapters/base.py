@@ -119,10 +119,14 @@ class Adapter:
                      hidden=getattr(text_cfg, "hidden_size", None), vocab=getattr(text_cfg, "vocab_size", None))
         signs = []
         for layer in (0, self.n_layers - 1):
-            w = self.mlp_module(layer).gate_proj.weight.detach().reshape(-1)[:256]
+            w = self.fingerprint_weight(layer).detach().reshape(-1)[:256]
             if w.device.type != "meta":
                 signs.append("".join("1" if v > 0 else "0" for v in w.float().cpu().tolist()))
         return fingerprint_of(shape, extra="|".join(signs))
+
+    def fingerprint_weight(self, layer: int) -> Tensor:
+        """The decoder weight whose sign pattern enters :attr:`fingerprint` (the gate projection by default)."""
+        return self.mlp_module(layer).gate_proj.weight
 
     # -------------------------------------------------------------- module paths
     def layers(self) -> nn.ModuleList:

@@ -21,7 +21,6 @@ from jaxtyping import Bool
 from torch import Tensor, nn
 
 from ..errors import InputError, UnsupportedModelError
-from ..vocab import fingerprint_of
 from .base import Adapter, register_adapter
 
 PHI4_INSTALL = 'Phi-4-multimodal\'s speech LoRA is a PEFT adapter: pip install "esn-lens[phi4]"'
@@ -148,19 +147,10 @@ class Phi4MultimodalAdapter(Adapter):
                       "post": ("down_proj", "input")}[site]
         return f"{self.mlp_path(layer)}.{part}", side
 
-    @property
-    def fingerprint(self) -> str:
-        """As :attr:`Adapter.fingerprint`, with the gate rows of ``gate_up_proj`` (the base weight under a LoRA)."""
-        cfg = self.config
-        shape = dict(adapter=self.family, layers=self.n_layers, d_mlp=self.d_mlp, hidden=getattr(cfg, "hidden_size", None),
-                     vocab=getattr(cfg, "vocab_size", None))
-        signs = []
-        for layer in (0, self.n_layers - 1):
-            proj = self.mlp_module(layer).gate_up_proj
-            w = getattr(proj, "base_layer", proj).weight.detach()[: self.d_mlp].reshape(-1)[:256]
-            if w.device.type != "meta":
-                signs.append("".join("1" if v > 0 else "0" for v in w.float().cpu().tolist()))
-        return fingerprint_of(shape, extra="|".join(signs))
+    def fingerprint_weight(self, layer: int) -> Tensor:
+        """The gate rows of ``gate_up_proj`` (its base weight under the LoRA) enter :attr:`fingerprint`."""
+        proj = self.mlp_module(layer).gate_up_proj
+        return getattr(proj, "base_layer", proj).weight[: self.d_mlp]
 
     def build_inputs(self, audios, prompts, *, padding_side: str = "left", system=None):
         if audios is None:
