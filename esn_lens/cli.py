@@ -7,6 +7,7 @@
     esn-lens discover --model M --dataset D --data-dir P --out RUN      # stats + neuron sets only
     esn-lens validate --model M --dataset D2 --data-dir P2 --neurons RUN/neurons --out RUN2   # transfer
     esn-lens report RUN [--compare OTHER_RUN]
+    esn-lens inspect RUN L:N [L:N ...]                  # a unit's summary; writes RUN/neuron_L-N.html
     esn-lens models | esn-lens datasets
 
 Progress goes to stderr, the summary to stdout. Wrong arguments or inputs, OS errors (disk full, read-only
@@ -193,9 +194,12 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("run_dir", metavar="RUN_DIR")
     rep.add_argument("--compare", metavar="OTHER_RUN",
                      help="add the cross-dataset overlap with another run's neuron sets")
+    ins = sub.add_parser("inspect", help="print units' summaries (scores, sets, top clips) and write their pages")
+    ins.add_argument("run_dir", metavar="RUN_DIR")
+    ins.add_argument("units", metavar="L:N", nargs="+", help="units as LAYER:NEURON, e.g. 3:117")
     models = sub.add_parser("models", help="list the model adapters")
     datasets = sub.add_parser("datasets", help="list the dataset loaders")
-    for sp in (rep, models, datasets):  # every subcommand takes --plugin (the pipeline ones in _runtime_args)
+    for sp in (rep, ins, models, datasets):  # every subcommand takes --plugin (the pipeline ones in _runtime_args)
         sp.add_argument("--plugin", action="append", default=[], metavar="MODULE",
                         help="import a module first (registers selectors, interventions, adapters, datasets, report "
                              "sections); repeatable")
@@ -310,6 +314,14 @@ def _print_registry(registry, header: str, describe) -> int:
     return 0
 
 
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from .report_neurons import inspect_units
+
+    for line in inspect_units(args.run_dir, args.units):
+        print(line)
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from .adapters.support import support_table  # the table of docs/models.md, from the adapter registry
 
@@ -379,7 +391,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             load_plugin(mod)  # any error of the module: one line naming the plugin
         if args.command in ("demo", "run", "discover", "validate"):
             return cmd_pipeline(args)
-        return {"report": cmd_report, "models": cmd_models, "datasets": cmd_datasets}[args.command](args)
+        return {"report": cmd_report, "models": cmd_models, "datasets": cmd_datasets,
+                "inspect": cmd_inspect}[args.command](args)
     except (ESNLensError, _Usage, KeyError, OSError) as e:
         if getattr(args, "debug", False):
             raise

@@ -31,6 +31,7 @@ from .interventions import Edit
 from .recorders import cache_hooks, probe_hooks
 from .sites import Site, SiteTable, envoy_at
 from .stats import NeuronStats
+from .neuron_data import top_activations as _top_activations
 from .tracing import Hook, LensNNsight, LensTracer, pad_batches, pad_token_id_of
 from .vocab import HOOK_NAMES, SITE_ALIASES, SITES, PositionMasks
 
@@ -355,6 +356,7 @@ class Lens:
         o = self.run(batch, record=names if names is not None else self.hook_names("act"), edits=edits, logits="all")
         return o.logits, o.cache
 
+    top_activations = _top_activations  # lens.top_activations(clips, units, prompt, k=8): a neuron panel
     def new_stats(self, emotions: Sequence[str], site: str = "act", positions: str = "valid") -> NeuronStats:
         """Empty NeuronStats shaped and fingerprinted for this model."""
         check_site(site)

@@ -380,7 +380,9 @@ def write_report(run_dir: str | Path, results: dict[str, Any] | None = None, *,
     blocks = build_blocks(results, figs, root, cmp)
     title = blocks[0].content if blocks else "ESN report"
     atomic_write_bytes(root / "report.md", _md(blocks).encode())
-    atomic_write_bytes(root / "report.html", _html(blocks, title, root).encode())
+    from .report_neurons import add_neurons_section
+
+    atomic_write_bytes(root / "report.html", add_neurons_section(root, _html(blocks, title, root)).encode())
     return {"report.md": root / "report.md", "report.html": root / "report.html", **figs}
 
 

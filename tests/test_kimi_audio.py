@@ -146,7 +146,7 @@ def test_sites_and_stats_equal_plain_hooks(kimi):
         T[e] += valid.sum()
         for layer in range(2):
             K[e, layer] += (cap[layer][0][valid] > 0).sum(0)
-    assert torch.equal(stats.T.float(), T) and torch.equal(stats.K.float(), K)
+    assert torch.equal(stats.tokens.float(), T) and torch.equal(stats.K.float(), K)
 
 
 def test_deactivation_and_steering_equal_plain_hook_edits(kimi):

@@ -82,7 +82,7 @@ def test_builtin_order_and_a_plugin_stage_after_stats(plugin_stage):
     assert stage_names()[:3] == ("data", "pool", "stats")
     names = stage_names()
     assert names.index("pool_tally") == names.index("stats") + 1
-    assert names[-5:] == ("neurons", "deactivation", "steering", "analysis", "report")
+    assert names[-6:] == ("neurons", "top", "deactivation", "steering", "analysis", "report")
     assert [s.name for s in stage_order()] == list(names)
 
 

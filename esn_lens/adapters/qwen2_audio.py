@@ -19,6 +19,7 @@ class Qwen2AudioAdapter(Adapter):
     projector_path = "model.multi_modal_projector"
     embeds_reuse_path = "model.language_model"
     max_audio_seconds = 30.0  # Whisper features are exactly 3000 frames
+    audio_token_samples = 640  # 40 ms at 16 kHz: 10 ms mel frames, stride-2 conv, pooling 2
     class_names = ("Qwen2AudioForConditionalGeneration",)
     model_types = ("qwen2_audio",)
     #: a row of docs/models.md (esn_lens.adapters.support)

@@ -122,9 +122,6 @@ class Qwen3OmniMoeAdapter(Adapter):
     def d_mlp(self) -> int:
         return self.n_experts * self.d_expert
 
-    def fingerprint_weight(self, layer: int) -> torch.Tensor:
-        """The weight whose sign pattern enters the fingerprint: the experts' fused gate/up projection."""
-        return self.mlp_module(layer).experts.gate_up_proj
 
     def site_path(self, layer: int, site: str) -> tuple[str, str]:
         """Expert unit sites are the dense views of the exact per-expert path (hook points under ``mlp.experts``)."""

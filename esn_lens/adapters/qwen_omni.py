@@ -65,6 +65,7 @@ class Qwen25OmniAdapter(Adapter):
     layers_path = "model.language_model.layers"
     audio_token = "<|AUDIO|>"
     audio_tower_path = "model.audio_tower"
+    audio_token_samples = 640  # 40 ms at 16 kHz: 10 ms mel frames, stride-2 conv, pooling 2
     class_names = ("Qwen2_5OmniThinkerForConditionalGeneration", "Qwen2_5OmniForConditionalGeneration")
     model_types = ("qwen2_5_omni_thinker", "qwen2_5_omni")
     #: a row of docs/models.md (esn_lens.adapters.support)

@@ -28,6 +28,7 @@ from .atp import stage_attribution, wanted as atp_wanted
 from .collect import STATS_CHECKPOINT_KIND, StatsAccumulator, stage_stats  # noqa: F401
 from .registry import STAGE_REGISTRY, Stage, StageContext, register_stage, stage_order
 from .sets import stage_neurons
+from .topk import stage_top, wanted as top_wanted
 
 
 LOGGER = logging.getLogger("esn_lens.run")
@@ -276,6 +277,8 @@ register_stage("stats", needs=["split", "evaluator", "pool_ids"], produces=["sta
 register_stage("attribution", needs=["split", "evaluator", "pool_ids"], produces=["attribution"],
                when=atp_wanted)(stage_attribution)
 register_stage("neurons", needs=["split", "pool_ids", "stats", "attribution"], produces=["sets", "sources"])(stage_neurons)
+register_stage("top", needs=["split", "evaluator", "pool_ids", "stats", "attribution", "sets", "sources"],
+               produces=["pages"], when=top_wanted, after="neurons", before="report")(stage_top)
 
 
 @register_stage("deactivation", needs=["split", "evaluator", "sets", "stats", "attribution"], produces=["deact"],

@@ -220,6 +220,8 @@ TINY_FAMILIES: dict[str, Callable[..., tuple[Any, Any]]] = {
     "music_flamingo": _lazy("tiny_families", "music_flamingo"),
     "glm_asr": _lazy("tiny_families", "glm_asr"),
     "qwen3_asr": _lazy("tiny_families", "qwen3_asr"),
+    "voxtral": _lazy("tiny_families", "voxtral"),
+    "phi4_multimodal": _lazy("tiny_families", "phi4_multimodal"),
     "qwen3_omni_moe_thinker": _qwen3_omni_moe_thinker,
 }
 
