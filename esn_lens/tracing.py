@@ -261,9 +261,22 @@ class LensNNsight(NNsight):
         ``site_names`` maps nnsight locations to site names for error messages)."""
         return TraceState(pad_token_id_of(self._esn_adapter.tokenizer), self.interleaver, processor_id, site_names)
 
+    def refuse_nested(self, what: str) -> None:
+        """One line instead of nnsight's deep error when a forward of this model is opened inside another."""
+        if self.states:
+            raise InputError(f"{what}: a trace of this model is already running; calls that run their own forward "
+                             "(lens.trace/run/generate, collect_stats, collect_attribution, record_attribution, "
+                             "evaluators) go outside `with lens.trace(...)`; inside it use stats.record(lens), "
+                             "edit.apply(lens), lens.probe(...) or sites' .output/.grad")
+
+    def trace(self, *args: Any, **kwargs: Any) -> Any:
+        self.refuse_nested("lens.trace")
+        return super().trace(*args, **kwargs)
+
     @contextlib.contextmanager
     def plain(self, batch: Batch):
         """A state for one plain forward (no nnsight tracer): what a trace gives library operations, without it."""
+        self.refuse_nested("lens.run")
         state = TraceState(pad_token_id_of(self._esn_adapter.tokenizer))
         state.layout = [(0, batch, batch)]
         self.states.append(state)

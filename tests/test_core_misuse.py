@@ -238,3 +238,30 @@ def test_the_site_table_is_the_one_list_of_sites(family):
     assert not [n for n, s in lens.sites.sites.items() if isinstance(s, MissingSite)]
     api = (Path(__file__).resolve().parents[1] / "docs" / "api.md").read_text()
     assert all(k.split(".")[-1] in api for k in LAYER_SITE_KINDS)
+
+
+# ---------------------------------------------------------------------- a forward opened inside a trace
+def test_a_forward_opened_inside_a_trace_is_refused_in_one_line():
+    """record_attribution / lens.run / a nested lens.trace inside `with lens.trace(...)` used to fail deep inside
+    nnsight ("cyclic parent chain"); now one line, and the model still runs normally afterwards."""
+    from esn_lens.attribution import record_attribution
+    from esn_lens.attribution_stats import AttributionStats
+
+    lens = _lens()
+    batch = _audio_batch(lens)
+    att = AttributionStats(("angry", "happy", "neutral", "sad"), lens.n_layers, lens.d_mlp)
+    calls = {
+        "lens.trace": lambda: record_attribution(lens, att, batch, torch.zeros(2, 4, dtype=torch.long),
+                                                 torch.tensor([0, 1])),
+        "lens.run": lambda: lens.run(batch),
+    }
+    for what, call in calls.items():
+        with pytest.raises(InputError, match=f"^{what}: a trace of this model is already running"):
+            with lens.trace(batch):
+                lens.blocks[0].mlp.hook_act.output.save()
+                call()
+    assert float(att.n_clips.sum()) == 0.0  # nothing was added by the refused call
+    ref = lens.run(batch).logits
+    with lens.trace(batch):
+        logits = lens.logits.save()
+    assert torch.allclose(logits[torch.arange(2), batch.masks.last_token().float().argmax(1)], ref, atol=1e-5)
