@@ -7,8 +7,8 @@ takes ``answer`` and ``stop`` from it when they are not given. A baseline near c
 
 Example::
 
-    fmt = answer_format_of(model)          # AnswerFormat(answer='word', stop='answer') for the demo model
-    attach_answer_format(my_model, AnswerFormat(answer="word"))
+    attach_answer_format(lens.model, AnswerFormat(answer="word"))   # what your model was trained to answer
+    fmt = answer_format_of(lens.model)     # AnswerFormat(answer='word', ...); the demo model carries its own
 """
 from __future__ import annotations
 

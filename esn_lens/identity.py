@@ -26,7 +26,7 @@ def weights_signature(model: nn.Module, samples: int = SAMPLES_PER_TENSOR) -> st
     Independent of parameter order and names (a wrapper such as TransformerLens's bridge renames modules) and of the
     dtype among float32/bfloat16; meta (not loaded) tensors contribute only their shape.
 
-    Example: ``weights_signature(model) == weights_signature(copy.deepcopy(model).to(torch.bfloat16))``.
+    Example: ``import copy; m = lens.model; assert weights_signature(m) == weights_signature(copy.deepcopy(m).to(torch.bfloat16))``.
     """
     params = list(model.parameters())
     key = (samples, tuple((p.data_ptr(), p._version, p.dtype, p.device, tuple(p.shape)) for p in params))

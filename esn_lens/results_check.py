@@ -109,7 +109,7 @@ def _steering(s: Any, where: str, emotions: list[str]) -> None:
 def check_results(r: Any, path: Any = "results.json") -> dict[str, Any]:
     """``r`` when it has the shape of a run's results, else :class:`CorruptFileError` naming ``path`` and the field.
 
-    Example: ``check_results(json.load(open("run/results.json")), "run/results.json")``.
+    Example: ``import json; check_results(json.load(open("runs/demo/results.json")), "runs/demo/results.json")``.
     """
     try:
         r = _dict(r, "the file")

@@ -74,7 +74,7 @@ class TopActivations:
 
     Example::
 
-        top = TopActivations(units=[(1, 7), (3, 2)], emotions=("angry", "sad"), k=5, lo=-1.0, hi=3.0)
+        top = TopActivations(units=[(1, 7), (0, 2)], emotions=("angry", "happy", "neutral", "sad"), k=5, lo=-1.0, hi=3.0)
         with lens.trace(batch):
             top.record(lens, batch, clip_index=torch.arange(batch.size))
         top.values[0], top.clips[0], top.positions[0]    # unit (1, 7)'s top 5, best first

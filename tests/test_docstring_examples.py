@@ -29,6 +29,7 @@ SKIP = {
     "esn_lens.lens:from_pretrained": "downloads a 7B checkpoint from the hub",
     "esn_lens.plugins:load_plugin": "imports the user's own module 'my_selectors' (covered by test_plugins)",
     "esn_lens.report": "needs a finished run folder (covered by test_pipeline)",
+    "esn_lens.results_check:check_results": "reads a finished run's results.json (covered by test_hostile_round2)",
     "esn_lens.training:cut_feature_examples": "needs the demo model's answer targets ys (covered by test_training)",
     "esn_lens.run.registry:register_stage": "a decorator line alone (a whole stage is registered in test_run_registry)",
     "esn_lens.adapters.qwen2_audio:encode_cut_features": "needs cut log-mel features f (covered by test_training_forward)",

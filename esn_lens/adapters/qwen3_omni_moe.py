@@ -15,10 +15,10 @@ import torch
 from torch import nn
 
 from ..errors import InputError, UnsupportedModelError
-from ..lazy import published
 from ..moe import install_exact_moe, is_moe_block
 from ..vocab import check_site
 from .base import Adapter, register_adapter
+from .qwen_omni import audio_only_processor_class
 
 
 @functools.lru_cache(maxsize=None)
@@ -26,32 +26,7 @@ def audio_only_qwen3_omni_processor_class() -> type:
     """The class ``AudioOnlyQwen3OmniProcessor``, built on first use (transformers' processor imports are slow)."""
     from transformers import Qwen3OmniMoeProcessor
 
-    class AudioOnlyQwen3OmniProcessor(Qwen3OmniMoeProcessor):
-        """``Qwen3OmniMoeProcessor`` that works without image/video processors (audio and text only)."""
-
-        def check_argument_for_proper_class(self, argument_name: str, argument: Any):  # noqa: D401
-            if argument is None and argument_name in ("image_processor", "video_processor"):
-                return None
-            return super().check_argument_for_proper_class(argument_name, argument)
-
-        def save_pretrained(self, save_directory, **kwargs):
-            """Save the tokenizer (with the chat template) and the feature extractor; there are no vision processors."""
-            if self.chat_template and not getattr(self.tokenizer, "chat_template", None):
-                self.tokenizer.chat_template = self.chat_template
-            self.tokenizer.save_pretrained(save_directory)
-            self.feature_extractor.save_pretrained(save_directory)
-            return [str(save_directory)]
-
-        @classmethod
-        def from_pretrained(cls, path: str, **kwargs) -> "AudioOnlyQwen3OmniProcessor":
-            """Load the tokenizer and feature extractor of a Qwen3-Omni checkpoint, skipping vision processors."""
-            from transformers import AutoTokenizer, WhisperFeatureExtractor
-
-            tok = AutoTokenizer.from_pretrained(path, **kwargs)
-            fe = WhisperFeatureExtractor.from_pretrained(path, **kwargs)
-            return cls(feature_extractor=fe, tokenizer=tok, chat_template=getattr(tok, "chat_template", None))
-
-    return published(AudioOnlyQwen3OmniProcessor, __name__, "AudioOnlyQwen3OmniProcessor")
+    return audio_only_processor_class(Qwen3OmniMoeProcessor, "AudioOnlyQwen3OmniProcessor", __name__)
 
 
 @register_adapter("qwen3_omni_moe")

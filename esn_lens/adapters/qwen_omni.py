@@ -15,15 +15,11 @@ from ..lazy import lazy_attributes, published
 from .base import Adapter, register_adapter
 
 
-@functools.lru_cache(maxsize=None)
-def audio_only_omni_processor_class() -> type:
-    """The class :class:`AudioOnlyOmniProcessor`, built on first use (importing transformers' Omni processor
-    costs seconds, so ``import esn_lens`` does not do it)."""
-    from transformers import Qwen2_5OmniProcessor
+def audio_only_processor_class(base: type, name: str, module: str) -> type:
+    """A subclass ``name`` of an Omni processor class ``base`` that works without image/video processors (audio and
+    text only): accepts ``None`` for both, saves and loads only the tokenizer and the feature extractor."""
 
-    class AudioOnlyOmniProcessor(Qwen2_5OmniProcessor):
-        """``Qwen2_5OmniProcessor`` that works without image/video processors (audio and text only)."""
-
+    class AudioOnlyProcessor(base):
         def check_argument_for_proper_class(self, argument_name: str, argument: Any):  # noqa: D401
             if argument is None and argument_name in ("image_processor", "video_processor"):
                 return None
@@ -44,15 +40,26 @@ def audio_only_omni_processor_class() -> type:
             return [str(save_directory)]
 
         @classmethod
-        def from_pretrained(cls, path: str, **kwargs) -> "AudioOnlyOmniProcessor":
-            """Load the tokenizer and feature extractor of a Qwen2.5-Omni checkpoint, skipping vision processors."""
+        def from_pretrained(cls, path: str, **kwargs):
+            """Load the tokenizer and feature extractor of a checkpoint, skipping vision processors."""
             from transformers import AutoTokenizer, WhisperFeatureExtractor
 
             tok = AutoTokenizer.from_pretrained(path, **kwargs)
             fe = WhisperFeatureExtractor.from_pretrained(path, **kwargs)
             return cls(feature_extractor=fe, tokenizer=tok, chat_template=getattr(tok, "chat_template", None))
 
-    return published(AudioOnlyOmniProcessor, __name__, "AudioOnlyOmniProcessor")
+    AudioOnlyProcessor.__name__ = AudioOnlyProcessor.__qualname__ = name
+    AudioOnlyProcessor.__doc__ = f"``{base.__name__}`` that works without image/video processors (audio and text only)."
+    return published(AudioOnlyProcessor, module, name)
+
+
+@functools.lru_cache(maxsize=None)
+def audio_only_omni_processor_class() -> type:
+    """The class :class:`AudioOnlyOmniProcessor`, built on first use (importing transformers' Omni processor
+    costs seconds, so ``import esn_lens`` does not do it)."""
+    from transformers import Qwen2_5OmniProcessor
+
+    return audio_only_processor_class(Qwen2_5OmniProcessor, "AudioOnlyOmniProcessor", __name__)
 
 
 __getattr__ = lazy_attributes(__name__, {"AudioOnlyOmniProcessor": audio_only_omni_processor_class})  # PEP 562: ``from esn_lens.adapters.qwen_omni import AudioOnlyOmniProcessor``
