@@ -109,7 +109,8 @@ def test_mapping_loads_every_weight_of_a_tiny_whisper_and_its_encoder_into_qwen2
     torch.manual_seed(0)
     cfg = dict(vocab_size=40, num_mel_bins=8, d_model=16, encoder_layers=2, decoder_layers=2,
                encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32,
-               max_source_positions=10, max_target_positions=12)
+               max_source_positions=10, max_target_positions=12, pad_token_id=0, bos_token_id=1, eos_token_id=0,
+               decoder_start_token_id=1, suppress_tokens=None, begin_suppress_tokens=None)
     ref = WhisperForConditionalGeneration(WhisperConfig(**cfg)).eval()
     write_ct2(tmp_path / "model.bin", _ct2_arrays_of(ref), {"decoder/projection/weight": "decoder/embeddings/weight"})
     _, arrays = W.read_ct2(tmp_path / "model.bin")
