@@ -81,3 +81,34 @@ def test_esn_lens_demo_model_real_quick_runs_end_to_end(tmp_path):
     r = json.loads((out / "results.json").read_text())
     assert set(r["selectors"]) == {"conact", "random"}
     assert r["baseline"]["accuracy"] >= 0.45 and (out / "report.md").exists()
+
+
+def test_doc_tables_match_the_shipped_metrics():
+    """docs/real_model.md's accuracy and deactivation tables are metrics.json's (scripts/real_model_tables.py)."""
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "real_model.md").read_text()
+    M = json.loads((REAL_MODEL_DIR / "metrics.json").read_text())
+    ev, E = M["eval"], ("angry", "happy", "neutral", "sad")
+    for label, acc in (("unseen clips of the evaluation subset", ev["unseen_acc"]),
+                       ("same clips, every decoder MLP unit off", ev["all_mlp_off_acc"])):
+        m = re.search(r"\| " + re.escape(label) + r" \| " + r" \| ".join([r"(\d+\.\d)"] * 4) + r" \| \*\*(\d+\.\d)\*\* \|",
+                      doc)
+        assert m, label
+        want = [100 * acc[e] for e in E]
+        assert [float(x) for x in m.groups()] == pytest.approx(want + [sum(want) / 4], abs=0.051), label
+    cell = r"([+-]\d+\.\d) / ([+-]\d+\.\d) / \*\*([+-]\d+\.\d)\*\* \[([+-]\d+\.\d), ([+-]\d+\.\d)\]"
+    budgets = [b for b in ("0.005", "0.01", "0.02") if b in ev["deactivation"]]
+    checked = 0
+    for key, label in (("lap", "LAP"), ("lape", "LAPE"), ("mad", "MAD"), ("conact", "ConAct"), ("atp", "AtP"),
+                       ("random0", "random (seed 0)")):
+        m = re.search(r"\| " + re.escape(label) + r" \| " + r" \| ".join([cell] * len(budgets)) + r" \|", doc)
+        assert m, label
+        vals = [float(x) for x in m.groups()]
+        for i, b in enumerate(budgets):
+            v = ev["deactivation"][b][key]
+            assert vals[5 * i:5 * i + 5] == pytest.approx([v["SE"], v["ACE"], v["ESS"], *v["ESS_ci"]], abs=0.051)
+            checked += 1
+    assert checked == 6 * len(budgets) == 18
+    assert M["whisper_wer"]["wer"] < 0.3 and f"{100 * M['whisper_wer']['wer']:.1f} %" in doc
