@@ -34,6 +34,15 @@ def main() -> None:
             cells.append("-" if v is None else f"{f(v['SE'])} / {f(v['ACE'])} / **{f(v['ESS'])}** "
                                                f"[{f(v['ESS_ci'][0])}, {f(v['ESS_ci'][1])}]")
         print(f"| {name} | " + " | ".join(cells) + " |")
+    st = ev.get("steering")
+    if st:
+        print()
+        print("| steered set | " + " | ".join(f"{e} share at alpha " + " / ".join(f"{a:g}" for a in st["alphas"])
+                                            for e in E) + " |")
+        print("|---|" + "---|" * len(E))
+        for sel in st["selectors"]:
+            print(f"| {NAMES.get(sel, sel)} | " + " | ".join(" / ".join(f"{100 * x:.0f}" for x in st[sel][e])
+                                                           for e in E) + " |")
 
 
 if __name__ == "__main__":

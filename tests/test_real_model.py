@@ -110,5 +110,5 @@ def test_doc_tables_match_the_shipped_metrics():
             v = ev["deactivation"][b][key]
             assert vals[5 * i:5 * i + 5] == pytest.approx([v["SE"], v["ACE"], v["ESS"], *v["ESS_ci"]], abs=0.051)
             checked += 1
-    assert checked == 6 * len(budgets) == 18
+    assert checked == 6 * len(budgets) and "0.01" in budgets
     assert M["whisper_wer"]["wer"] < 0.3 and f"{100 * M['whisper_wer']['wer']:.1f} %" in doc
