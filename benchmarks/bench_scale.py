@@ -6,8 +6,8 @@ depth) proportionally for CPUs, ``--layers`` overrides the decoder depth; ``--fu
 
 Measured, over paired repeated runs (the two variants alternate their order; medians reported):
 
-(a) discovery -- ``lens.collect_stats`` (nnsight trace + float64 statistics on the model's device; with and
-    without prefetching the next batches' inputs) vs the plain transformers forward of the same batches (no
+(a) discovery -- ``lens.collect_stats`` (nnsight trace + float64 statistics on the model's device; with the
+    device's default (serial on the CPU, prefetch threads on a GPU), serial, and with the prefetch worker(s)) vs the plain transformers forward of the same batches (no
     nnsight, no statistics); and forward-only on prebuilt batches, the four recorders side by side: esn_lens,
     hand-written torch forward hooks counting on the device, nnsight ``.save()`` of every layer counted on the CPU
     (the published ESN code's pattern), and the plain forward -- all recorders' K are checked equal;
@@ -230,6 +230,14 @@ def discovery(lens, model, clips, prompt, emotions, batch_size):
     def esn_serial():  # end to end without prefetching (input building in the loop)
         return lens.collect_stats(clips, prompt, emotions, batch_size=batch_size, progress=False, num_workers=0)
 
+    from esn_lens.prefetch import default_workers
+
+    n_prefetch = default_workers("cuda")  # the GPU default: threads building the next batches
+
+    def esn_prefetch():  # end to end with the prefetch worker(s), whatever the device's default
+        return lens.collect_stats(clips, prompt, emotions, batch_size=batch_size, progress=False,
+                                  num_workers=n_prefetch)
+
     L, N, E = lens.n_layers, lens.d_mlp, len(emotions)
     dev = lens.adapter.device
 
@@ -267,7 +275,8 @@ def discovery(lens, model, clips, prompt, emotions, batch_size):
                 K[:, layer] += torch.einsum("bpe,bpn->en", w, (acts[layer].cpu() > 0).to(torch.float32)).to(torch.float64)
         return K
 
-    return {"esn_lens": esn, "esn_lens_serial": esn_serial, "plain": plain, "esn_lens_fwd": esn_fwd,
+    return {"esn_lens": esn, "esn_lens_serial": esn_serial, "esn_lens_prefetch": esn_prefetch, "plain": plain,
+            "esn_lens_fwd": esn_fwd,
             "hooks_fwd": hooks_fwd, "save_all_fwd": save_all_fwd, "plain_fwd": plain_fwd}
 
 
@@ -398,8 +407,9 @@ def main(argv=None) -> dict:
     for nm in [n for n in ("hooks_fwd", "save_all_fwd") if n in var]:  # every recorder counts the same firing tokens
         assert torch.equal(var[nm]().to(k_ref.device), k_ref), f"{nm}: K differs from esn_lens"
     assert torch.equal(var["esn_lens_serial"]().K, stats.K), "prefetching changed the statistics"
+    assert torch.equal(var["esn_lens_prefetch"]().K, stats.K), "prefetching changed the statistics"
     times = paired(var, args.repeats, device)
-    disc = summarise(times, {k: v for k, v in {"esn_lens": "plain", "esn_lens_serial": "plain",
+    disc = summarise(times, {k: v for k, v in {"esn_lens": "plain", "esn_lens_serial": "plain", "esn_lens_prefetch": "plain",
                                                "esn_lens_fwd": "plain_fwd", "hooks_fwd": "plain_fwd",
                                                "save_all_fwd": "plain_fwd"}.items() if k in var}, args.clips)
     disc["equal_K"] = True

@@ -39,7 +39,7 @@ def random_stats(E: int, L: int, N: int, seed: int = 0) -> NeuronStats:
 def loop_scores(stats: NeuronStats, name: str, seed: int = 0) -> list:
     """scores[e][l][n] computed one unit at a time (mirrors tests/test_selectors.py)."""
     E, L, N = stats.shape
-    K, T, S, Q = stats.K.tolist(), stats.T.tolist(), stats.sum.tolist(), stats.sumsq.tolist()
+    K, T, S, Q = stats.K.tolist(), stats.T.reshape(-1).tolist(), stats.sum.tolist(), stats.sumsq.tolist()
     if name == "random":
         r = torch.rand(stats.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64).tolist()
         return r

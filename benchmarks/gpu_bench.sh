@@ -9,6 +9,8 @@
 #         deactivation heatmap sweep (baseline + 4 masks, encoder reuse) vs the plain forward; clips/s,
 #         ratio to plain, torch.cuda.max_memory_allocated. Results are written as they come (a cut-off run
 #         keeps discovery).
+# Step 3 (bench_moe.py, <= 120 s): routed (mixture-of-experts) statistics at 48 x 98,304 units on the GPU
+#         (bytes measured) and the MoE stats pass vs a plain forward (ratio).
 # Step 2: data-parallel statistics with stats on the GPU: 2 ranks (gloo; both on this one GPU, since NCCL
 #         refuses two ranks on one device) must equal one process exactly (K, T) and to 1e-9 (sums).
 set -uo pipefail
@@ -77,6 +79,14 @@ GLOO_SOCKET_IFNAME=lo OMP_NUM_THREADS=1 timeout 75 python -m torch.distributed.r
   | grep -v -i "warn" | tail -n 20 | tee "$OUT/dist_check.log"
 rc=${PIPESTATUS[0]}
 [ "$rc" -eq 0 ] || { echo "step 2 exited $rc"; status=1; }
+
+echo "== step 3: mixture-of-experts (Qwen3-Omni expert units): routed stats at the 30B-A3B unit count on $DEV, and the"
+echo "   stats pass (exact per-expert path + per-unit T) vs the plain forward on a reduced MoE thinker"
+if [ "${ESN_BENCH_SMOKE:-0}" = "1" ]; then MOE_ARGS=(--device cpu --repeats 1 --no-measure)
+else MOE_ARGS=(--device cuda --dtype bfloat16 --repeats 5 --threads 8); fi
+timeout 120 python benchmarks/bench_moe.py "${MOE_ARGS[@]}" --json "$OUT/bench_moe.json" 2>&1 | grep -v -i "warn" \
+  | tee "$OUT/bench_moe.log"
+[ "${PIPESTATUS[0]}" -eq 0 ] || { echo "step 3 failed (124 = time limit)"; status=1; }
 
 echo "== done (status $status); results in $OUT"
 exit $status

@@ -40,7 +40,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=10)
     args = ap.parse_args()
     torch.set_num_threads(1)
-    lens, _, plain, traced = workload()
+    lens, _, variants, _ = workload()
+    plain, traced = variants["plain"], variants["esn_lens"]
 
     p_ops, p_tot = self_times(plain, args.repeats)
     t_ops, t_tot = self_times(traced, args.repeats)

@@ -27,6 +27,7 @@ from .prompts import SERPrompt, build_prompt, parse_answer
 from .registry import Registry
 from .selectors import SELECTORS, find_neurons, score, select
 from .stats import NeuronStats
+from .topk import TopActivations
 
 __version__ = "0.1.0"
 
@@ -38,5 +39,5 @@ __all__ = [
     "identification_pool", "specificity", "steering_conditions", "target_shift",
     "INTERVENTIONS", "AddTo", "Condition", "Edit", "FunctionEdit", "Gain", "SetTo", "add", "deactivate", "make_edit",
     "mean_ablate", "steer", "Batch", "Lens", "TraceOutput", "NeuronSet", "SERPrompt", "build_prompt", "parse_answer",
-    "Registry", "metrics", "SELECTORS", "find_neurons", "score", "select", "NeuronStats",
+    "Registry", "metrics", "SELECTORS", "find_neurons", "score", "select", "NeuronStats", "TopActivations",
 ]

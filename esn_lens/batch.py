@@ -16,12 +16,14 @@ from .errors import InputError
 
 @dataclass
 class Batch:
-    """Model inputs of a batch plus its position masks and (optionally) the clips' labels."""
+    """Model inputs of a batch plus its position masks, (optionally) the clips' labels, and the identity of the
+    processor that built it (:func:`processor_identity`; a trace refuses a batch of another processor)."""
 
     inputs: dict[str, Tensor]
     masks: PositionMasks
     labels: list[str] | None = None
     clip_ids: list[str] | None = None
+    processor_id: str | None = None
 
     @property
     def size(self) -> int:
@@ -34,7 +36,36 @@ class Batch:
         return Batch({k: cat(v) for k, v in self.inputs.items()},
                      PositionMasks(cat(m.padding), cat(m.special), cat(m.audio), cat(m.prompt_text), m.prompt_known),
                      None if self.labels is None else self.labels * n,
-                     None if self.clip_ids is None else self.clip_ids * n)
+                     None if self.clip_ids is None else self.clip_ids * n, self.processor_id)
+
+
+@dataclass
+class Scope:
+    """The rows of a trace's combined batch that one library operation acts on, and their padded batch.
+
+    Inside ``tracer.invoke(batch)`` the scope is that invoke's rows; ``batch`` is the invoke's batch padded to the
+    combined length (its masks are what positions refer to). Outside a trace (a plain forward) it is the whole batch.
+    """
+
+    start: int
+    batch: "Batch | None"  # the invoke's batch, padded to the combined length (None: unknown)
+
+    @property
+    def size(self) -> int:
+        return 0 if self.batch is None else self.batch.size
+
+    def rows(self, value: Tensor) -> Tensor:
+        """This scope's rows of a combined-batch value (a view)."""
+        if self.batch is None or (self.start == 0 and value.shape[0] == self.size):
+            return value
+        return value[self.start:self.start + self.size]
+
+    def need_batch(self, what: str) -> "Batch":
+        """The scope's padded batch, or an :class:`InputError` saying how to give it."""
+        if self.batch is None:
+            raise InputError(f"{what} needs the batch (its position masks): pass batch=..., or open the trace with an "
+                             "esn_lens Batch (lens.trace(lens.batch_clips(...)))")
+        return self.batch
 
 
 @dataclass
@@ -105,3 +136,51 @@ def fit_audio_window(audios: list, ids: Sequence[str], adapter: Any, rate: int, 
                       f"first {window:g} s are heard (long_audio='truncate' cuts without this warning, 'error' "
                       "refuses)", stacklevel=4)
     return [a[:n] for a in audios]
+
+
+def check_context(inputs: dict, ids: Sequence[str], config: Any) -> None:
+    """Refuse rows longer than the model's positions (``max_position_embeddings`` of its text config): a prompt of
+    100,000 tokens for a model trained to 4,096 would run (slowly) on positions it never saw."""
+    text_cfg = config.get_text_config() if hasattr(config, "get_text_config") else config
+    limit = getattr(text_cfg, "max_position_embeddings", None)
+    ids_t = inputs.get("input_ids")
+    if not isinstance(limit, int) or ids_t is None or ids_t.shape[-1] <= limit:
+        return
+    mask = inputs.get("attention_mask")
+    lengths = (mask.sum(-1) if mask is not None else torch.full((ids_t.shape[0],), ids_t.shape[-1])).tolist()
+    over = [f"clip {cid} ({int(k):,} tokens)" for cid, k in zip(ids, lengths) if k > limit]
+    raise InputError(f"{', '.join(over[:3])}: longer than the model's {limit:,} positions (max_position_embeddings); "
+                     "shorten the prompt or the audio")
+
+
+def processor_identity(processor: Any) -> str | None:
+    """A short hash of what a processor makes of its input: the tokenizer's vocabulary and special tokens, and the
+    feature extractor's scalar settings (sampling rate, frame sizes, ...). Equal for a model and its fine-tuned copy
+    (same processor), different for another model family's. None without a processor.
+    Example: ``processor_identity(lens.processor) == batch.processor_id``."""
+    import hashlib
+    import json
+
+    if processor is None:
+        return None
+    tok = getattr(processor, "tokenizer", processor)
+    parts: dict[str, Any] = {}
+    get_vocab = getattr(tok, "get_vocab", None)
+    if callable(get_vocab):
+        parts["vocab"] = sorted(get_vocab().items())
+    parts["special"] = sorted(map(str, getattr(tok, "all_special_tokens", []) or []))
+    fe = getattr(processor, "feature_extractor", None)
+    if fe is not None:
+        d = fe.to_dict() if hasattr(fe, "to_dict") else dict(vars(fe))
+        parts["features"] = sorted((k, v) for k, v in d.items()
+                                   if isinstance(v, (int, float, str, bool)) and k != "processor_class")
+    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:16]
+
+
+def check_processor(batch: Batch, processor_id: str | None) -> Batch:
+    """``batch`` if it was built by the processor ``processor_id`` names (or either is unknown), else one line."""
+    if batch.processor_id is not None and processor_id is not None and batch.processor_id != processor_id:
+        raise InputError(f"batch: built by another processor (id {batch.processor_id}) than this model's "
+                         f"({processor_id}: tokenizer or feature extractor differ); build it with this model's "
+                         "lens.batch(...) / lens.batch_clips(...)")
+    return batch

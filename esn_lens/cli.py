@@ -7,6 +7,7 @@
     esn-lens discover --model M --dataset D --data-dir P --out RUN      # stats + neuron sets only
     esn-lens validate --model M --dataset D2 --data-dir P2 --neurons RUN/neurons --out RUN2   # transfer
     esn-lens report RUN [--compare OTHER_RUN]
+    esn-lens inspect RUN L:N [L:N ...]                  # a unit's summary; writes RUN/neuron_L-N.html
     esn-lens models | esn-lens datasets
 
 Progress goes to stderr, the summary to stdout. Wrong arguments or inputs, OS errors (disk full, read-only
@@ -74,8 +75,8 @@ def _runtime_args(p: argparse.ArgumentParser) -> None:
                    help="write a checkpoint every N batches (default 4)")
     g.add_argument("--threads", type=_positive_int, help="torch CPU threads")
     g.add_argument("--workers", type=_nonnegative_int,
-                   help="threads building the next batches while the model runs (default: half the cores, at most 4; "
-                        "0 = build in the loop)")
+                   help="threads building the next batches while the model runs (default: none with the model on "
+                        "the CPU; on a GPU half the cores, at most 4; 0 = build in the loop)")
     g.add_argument("--no-progress", action="store_true", help="no progress bars or stage lines")
     g.add_argument("--quiet", action="store_true", help="warnings and errors only (no stage lines, no progress bars)")
     g.add_argument("--verbose", action="store_true", help="debug lines too")
@@ -99,6 +100,8 @@ def _run_args(p: argparse.ArgumentParser, *, discover: bool, validate: bool) -> 
     g.add_argument("--on-bad-clip", choices=("skip", "fail"),
                    help="a clip whose audio is missing, unreadable, empty or NaN: skip it (default; named in "
                         "results.json and the report) or refuse the run")
+    g.add_argument("--on-duplicate", choices=("warn", "fail"),
+                   help="rows repeating an utterance id: keep the first and say so (default), or refuse the run")
     g.add_argument("--eval-fraction", type=float, help="share of speakers held out for evaluation (0.5)")
     g.add_argument("--eval-per-emotion", type=_optional_int, help="evaluation clips per emotion (200)")
     if discover:
@@ -120,6 +123,9 @@ def _run_args(p: argparse.ArgumentParser, *, discover: bool, validate: bool) -> 
         g.add_argument("--neurons", action="append", metavar="FILE",
                        help="a NeuronSet file, or a folder of them (e.g. another run's neurons/): cross-dataset "
                             "transfer; repeatable")
+        g.add_argument("--allow-other-model", action="store_true",
+                       help="accept --neurons files found on another model (another fingerprint: e.g. the base model "
+                            "of a fine-tune); recorded in results.json")
         g.add_argument("--alpha", action="append", type=float,
                        help="steering alpha, gain 1 + alpha (repeatable; default 0.5 1 2)")
         g.add_argument("--bootstrap", type=int, help="bootstrap resamples for intervals (1000; 0 = off)")
@@ -186,6 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("run_dir", metavar="RUN_DIR")
     rep.add_argument("--compare", metavar="OTHER_RUN",
                      help="add the cross-dataset overlap with another run's neuron sets")
+    ins = sub.add_parser("inspect", help="print units' summaries (scores, sets, top clips) and write their pages")
+    ins.add_argument("run_dir", metavar="RUN_DIR")
+    ins.add_argument("units", metavar="L:N", nargs="+", help="units as LAYER:NEURON, e.g. 3:117")
     sub.add_parser("models", help="list the model adapters")
     sub.add_parser("datasets", help="list the dataset loaders")
     return p
@@ -298,11 +307,19 @@ def _print_registry(registry, header: str, describe) -> int:
     return 0
 
 
-def cmd_models(args: argparse.Namespace) -> int:
-    from .adapters import ADAPTERS
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from .report_neurons import inspect_units
 
-    return _print_registry(ADAPTERS, "adapter", lambda cls: f"decoder layers at {cls.layers_path}; matches "
-                           + (", ".join(cls.class_names + cls.model_types) or "any model with that layout"))
+    for line in inspect_units(args.run_dir, args.units):
+        print(line)
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from .adapters.support import support_table  # the table of docs/models.md, from the adapter registry
+
+    print(support_table())
+    return 0
 
 
 def cmd_datasets(args: argparse.Namespace) -> int:
@@ -368,7 +385,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise _Usage(f"cannot import plugin {mod!r}: {e}") from None
         if args.command in ("demo", "run", "discover", "validate"):
             return cmd_pipeline(args)
-        return {"report": cmd_report, "models": cmd_models, "datasets": cmd_datasets}[args.command](args)
+        return {"report": cmd_report, "models": cmd_models, "datasets": cmd_datasets,
+                "inspect": cmd_inspect}[args.command](args)
     except (ESNLensError, _Usage, KeyError, OSError) as e:
         if getattr(args, "debug", False):
             raise

@@ -221,7 +221,8 @@ def all_reduce_stats(stats: NeuronStats, group: Any = None) -> NeuronStats:
         raise InputError(f"all_reduce_stats expects NeuronStats, got {type(stats).__name__}")
     if not _active(group):
         return stats
-    meta = {**stats._meta(), "shapes": [tuple(getattr(stats, f).shape) for f in _STAT_FIELDS]}
+    fields = stats.tensor_names()
+    meta = {**stats._meta(), "shapes": [tuple(getattr(stats, f).shape) for f in fields]}
     metas = _gather_objects(meta, group)
     for r, m in enumerate(metas):
         diff = [k for k in meta if m.get(k) != metas[0].get(k)]
@@ -230,7 +231,7 @@ def all_reduce_stats(stats: NeuronStats, group: Any = None) -> NeuronStats:
             raise IncompatibleError(f"all_reduce_stats: rank {r} has stats with {k}={m.get(k)!r}, rank 0 has "
                                     f"{metas[0].get(k)!r}; every rank must record the same units")
     dev = _comm_device(group)
-    tensors = [getattr(stats, f) for f in _STAT_FIELDS]
+    tensors = [getattr(stats, f) for f in fields]
     flat = torch.cat([t.detach().reshape(-1).to(device=dev, dtype=torch.float64) for t in tensors])
     dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=group)
     offset = 0

@@ -23,3 +23,7 @@ class CorruptFileError(ESNLensError, ValueError):
 
 class MissingFileError(ESNLensError, FileNotFoundError):
     """A file esn_lens was asked to read does not exist (still a ``FileNotFoundError``)."""
+
+
+class TraceOrderError(InputError):
+    """A trace asked for a site after the model ran past it (values: forward order; gradients: reverse order)."""

@@ -73,7 +73,7 @@ class SEREvaluator:
     (the emotion words). ``text_template``: for a text-only model, how a clip's transcript and the question
     are joined (``"{text}"`` and ``"{prompt}"``; default ``"Transcript: {text}\\n{prompt}"``, see
     :meth:`~esn_lens.lens.Lens.batch_clips`). Example:
-    ``SEREvaluator(lens, ["angry", "happy"], mode="constrained").run(clips)``.
+    ``SEREvaluator(lens, ["angry", "sad"], mode="constrained").run(clips)``.
     """
 
     def __init__(self, lens: Lens, emotions: Sequence[str], *, mode: str = "constrained", answer: str = "digit",
@@ -95,7 +95,7 @@ class SEREvaluator:
         self.mode, self.answer, self.template = mode, answer, template
         self.seed, self.shuffle, self.max_new_tokens, self.batch_size = seed, shuffle, max_new_tokens, batch_size
         self.encoder_reuse = encoder_reuse and lens.adapter.audio_tower_path is not None
-        self.num_workers = num_workers  # input-building threads (None: machine default, 0: serial)
+        self.num_workers = num_workers  # input-building threads (None: per device, serial on CPU; 0: serial)
         if mode == "constrained":
             self._option_ids = self._option_token_ids()
 
@@ -150,7 +150,8 @@ class SEREvaluator:
         from .prefetch import prefetched
 
         chunks = [clips[s:s + self.batch_size] for s in range(0, len(clips), self.batch_size)]
-        for chunk, built in zip(chunks, prefetched(chunks, self._build_chunk, self.num_workers)):
+        for chunk, built in zip(chunks, prefetched(chunks, self._build_chunk, self.num_workers,
+                                                   device=self.lens.adapter.device)):
             p, a = self._run_chunk(chunk, conditions, built)
             for n in names:
                 preds[n].extend(p[n])

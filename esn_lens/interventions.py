@@ -39,6 +39,21 @@ def _units_tensor(units) -> Bool[Tensor, "layer neuron"]:
     return t
 
 
+def _rows_mask(rows: Any, who: str) -> Bool[Tensor, " batch"] | None:
+    """``rows`` as a boolean (batch,) tensor; :class:`InputError` for any other dtype or shape (a float or index
+    tensor would silently mean something else)."""
+    if rows is None:
+        return None
+    try:
+        t = rows if isinstance(rows, Tensor) else None if isinstance(rows, (str, bytes)) else torch.as_tensor(rows)
+    except (TypeError, ValueError, RuntimeError):
+        t = None
+    if t is None or t.dtype != torch.bool or t.ndim != 1:
+        what = f"{t.dtype} tensor of shape {tuple(t.shape)}" if t is not None else type(rows).__name__
+        raise InputError(f"{who}: rows must be a boolean (batch,) mask (e.g. torch.tensor([True, False])), got {what}")
+    return t
+
+
 @dataclass
 class Edit:
     """Base class: an in-place edit of the chosen ``units`` (layer x neuron mask) of one ``site``.
@@ -55,6 +70,7 @@ class Edit:
     def __post_init__(self) -> None:
         self.units = _units_tensor(self.units)
         check_site(self.site)
+        self.rows = _rows_mask(self.rows, type(self).__name__)
         if isinstance(self.positions, str) and self.positions not in POSITIONS:
             raise InputError(f"positions: unknown position set {self.positions!r}; expected one of {list(POSITIONS)} "
                              "or a boolean (batch, pos) mask")
@@ -66,28 +82,39 @@ class Edit:
         """Apply the edit inside ``with lens.trace(batch):`` (or ``lens.generate``): at every position selected by
         ``positions`` (prefill and generated tokens) of the rows selected by ``rows``, at every layer with units.
 
-        Composes with the user's code in the same trace; call it before the model reaches the edited sites (reading
-        a later site first makes it refuse with one line). Inside ``tracer.invoke(batch)`` it acts on that invoke's
-        rows. Example: ``deactivate(neurons["angry"], positions="audio").apply(lens)``.
-        """
-        from .tracing import attach_hook, scope_of
+        One line of sugar for ``lens.attach(edit.hooks, batch)``: the trace attaches the hooks :meth:`hooks` produces.
+        Composes with the user's code in the same trace; call it before the model reaches the edited sites (after
+        reading one of them, or a later site, it refuses with one line naming the site). Inside
+        ``tracer.invoke(batch)`` it acts on that invoke's rows. Example::
 
-        self.check_shape(lens.n_layers, lens.d_mlp)
-        sc = scope_of(lens, batch) if (lens._layout or batch is not None or self.positions is not None) else None
+            with lens.trace(batch):
+                deactivate(units, positions="audio").apply(lens)
+                logits = lens.logits.save()
+        """
+        lens.attach(self.hooks, batch)
+        return self
+
+    def hooks(self, model: Any, scope: Any) -> list[tuple[Any, Callable[[Tensor], Tensor | None]]]:
+        """The ``(site, fn)`` pairs that perform this edit on ``model``'s sites for the rows of ``scope`` (a
+        :class:`~esn_lens.batch.Scope`); checks the units, rows and positions against them first."""
+        self.check_shape(model.n_layers, model.d_mlp)
+        if self.rows is not None and scope.batch is not None and int(self.rows.shape[0]) != scope.size:
+            raise InputError(f"{type(self).__name__}: rows mask has {int(self.rows.shape[0])} rows, the batch has "
+                             f"{scope.size}")
         pos = None
         if self.positions is not None:
-            pos = (sc.batch.masks.select(self.positions) if isinstance(self.positions, str)
+            masks = scope.need_batch(f"{type(self).__name__} with positions=").masks
+            pos = (masks.select(self.positions) if isinstance(self.positions, str)
                    else torch.as_tensor(self.positions, dtype=torch.bool))
-            if tuple(pos.shape) != tuple(sc.batch.masks.padding.shape):
+            if tuple(pos.shape) != tuple(masks.padding.shape):
                 raise InputError(f"{type(self).__name__}: positions mask has shape {tuple(pos.shape)}, the batch is "
-                                 f"{tuple(sc.batch.masks.padding.shape)} (batch, pos)")
-        for layer in self.units.any(1).nonzero().flatten().tolist():
-            attach_hook(lens, lens.blocks[layer].mlp.site(self.site), self._hook_fn(layer, sc, pos))
-        return self
+                                 f"{tuple(masks.padding.shape)} (batch, pos)")
+        return [(model.blocks[layer].mlp.site(self.site), self._hook_fn(layer, scope, pos))
+                for layer in self.units.any(1).nonzero().flatten().tolist()]
 
     def _hook_fn(self, layer: int, sc: Any, pos: Tensor | None) -> Callable[[Tensor], Tensor | None]:
         def fn(value: Tensor) -> Tensor | None:
-            v = sc.rows(value) if sc is not None else value
+            v = sc.rows(value)
             m = self.unit_mask(v, layer)
             if m is None:
                 return None
@@ -99,7 +126,7 @@ class Edit:
             copy = value.requires_grad and torch.is_grad_enabled()
             if copy:  # out of place, so autograd sees the edit
                 value = value.clone()
-                v = sc.rows(value) if sc is not None else value
+                v = sc.rows(value)
             if p is None:
                 self.edit_(v, layer, m)
             else:

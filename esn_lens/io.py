@@ -68,6 +68,16 @@ def _naming(e: OSError, path: Path) -> OSError:
         return OSError(e.errno, e.strerror or os.strerror(e.errno), str(path))
 
 
+def _os_error_of(e: Exception, path: Path) -> OSError:
+    """The OSError inside a safetensors write error (``... Os { code: 28, ... }``) naming ``path``; EIO if none."""
+    import errno
+    import re
+
+    m = re.search(r"code:\s*(\d+)", str(e))
+    code = int(m.group(1)) if m else errno.EIO
+    return OSError(code, os.strerror(code) if m else f"cannot write ({e})", str(path))
+
+
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     """Atomically write ``obj`` as indented JSON."""
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
@@ -82,7 +92,10 @@ def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], kind
     fd, tmp = tempfile.mkstemp(dir=path.parent if path.parent.exists() else None, suffix=".safetensors")
     os.close(fd)
     try:
-        save_file(tensors, tmp, metadata=header)
+        try:
+            save_file(tensors, tmp, metadata=header)
+        except SafetensorError as e:  # safetensors wraps the OS error (e.g. disk full) in its own type
+            raise _os_error_of(e, path) from None
         atomic_write_bytes(path, Path(tmp).read_bytes())
     finally:
         if os.path.exists(tmp):
@@ -145,6 +158,9 @@ def read_run_json(path: str | Path) -> dict[str, Any]:
     try:
         with open(path) as f:
             obj = json.load(f, object_pairs_hook=hook)
+    except RecursionError:
+        raise CorruptFileError(f"{path}: damaged run file (JSON nested too deeply to be one this library wrote); "
+                               "choose another --out or remove the folder") from None
     except json.JSONDecodeError as e:
         raise CorruptFileError(f"{path}: damaged run file (not JSON: {e}); choose another --out or remove the folder") from None
     except UnicodeDecodeError as e:
@@ -164,4 +180,6 @@ def load_results(run_dir: str | Path) -> dict[str, Any]:
     if not f.is_file():
         hint = " (the run did not finish; continue it with --resume)" if (p / "progress.json").exists() else ""
         raise InputError(f"{p} holds no results.json{hint}")
-    return read_run_json(f)
+    from .results_check import check_results
+
+    return check_results(read_run_json(f), f)

@@ -22,14 +22,18 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from .adapters import Adapter, adapter_for, check_site, hook_name, parse_hook_name
-from .batch import AudioCache, Batch, ProbeRecord, TraceOutput, fit_audio_window
-from .data.clip import EmotionClip, prepare_audio
+from .adapters import Adapter, adapter_for, check_site
+from .batch import AudioCache, Batch, ProbeRecord, Scope, TraceOutput, check_processor, processor_identity
+from .data.clip import EmotionClip
+from .inputs import build_batch, read_seconds
 from .errors import InputError
 from .interventions import Edit
-from .sites import Site, build_sites, envoy_at, site_by_name
+from .recorders import cache_hooks, probe_hooks
+from .sites import Site, SiteTable, envoy_at
 from .stats import NeuronStats
-from .tracing import LensNNsight, LensTracer, attach_hook, hook_session, record_probe
+from .neuron_data import top_activations as _top_activations
+from .tracing import Hook, LensNNsight, LensTracer, pad_batches, pad_token_id_of
+from .vocab import HOOK_NAMES, SITE_ALIASES, SITES, PositionMasks
 
 __all__ = ["AudioCache", "Batch", "Lens", "ProbeRecord", "TraceOutput"]
 
@@ -45,11 +49,14 @@ class Lens:
         self.model = model
         self.processor = processor
         #: nnsight's envoy of the adapter's root module (raw module paths; prefer the named sites below)
-        self.nn = LensNNsight(self.adapter.root(), self)
-        self._hooks: list[list[Any]] = []   # one list of torch hook handles per active trace
-        self._layout: list[tuple[int, Batch, Batch]] = []  # (first row, batch, padded batch) per invoke
+        self.nn = LensNNsight(self.adapter.root(), self.adapter)
+        #: the identity of the processor (a batch built by another processor is refused)
+        self.processor_id = processor_identity(processor)
+        #: every named site, in forward order, from the adapter's site table
+        self.sites = SiteTable(self.nn, self.adapter)
         #: named sites (nnsight views): ``blocks[l].mlp.hook_act`` ..., ``embed``, ``audio_encoder``, ``logits``
-        self.blocks, self.embed, self.audio_encoder, self.logits = build_sites(self.nn, self.adapter)
+        t = self.sites
+        self.blocks, self.embed, self.audio_encoder, self.logits = t.blocks, t.embed, t.audio_encoder, t.logits
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -88,9 +95,27 @@ class Lens:
     def tokenizer(self):
         return self.adapter.tokenizer
 
+    @property
+    def pad_token_id(self) -> int:
+        """The id sequences are padded with (the tokenizer's pad token, else its end-of-sequence token)."""
+        return pad_token_id_of(self.tokenizer)
+
     def hook_names(self, site: str = "act") -> list[str]:
-        """TransformerLens-style names of a site in every layer: ``blocks.{l}.mlp.hook_{site}``."""
-        return [hook_name(layer, site) for layer in range(self.n_layers)]
+        """Names of one site kind in every layer: ``hook_names("act")`` gives ``blocks.{l}.mlp.hook_act``; any
+        per-layer kind of the site table works too (``"hook_resid_post"``, ``"mlp.hook_pre"``, ``"hook_attn_out"``)."""
+        kind = f"mlp.{HOOK_NAMES[site]}" if site in SITES else SITE_ALIASES.get(site, site)
+        names = [f"blocks.{layer}.{kind}" for layer in range(self.n_layers)]
+        if names[0] not in self.sites.sites:
+            kinds = sorted({n.split(".", 2)[2] for n in self.sites.sites if n.startswith("blocks.0.")})
+            raise InputError(f"hook_names: unknown site kind {site!r}; expected one of {list(SITES) + kinds}")
+        return names
+
+    def check_batch(self, batch: Any) -> Batch:
+        """``batch`` if it is an esn_lens Batch built by this model's processor (or one it shares), else one line."""
+        if not isinstance(batch, Batch):
+            raise InputError(f"expected an esn_lens Batch (lens.batch(...) or lens.batch_clips(...)), got "
+                             f"{type(batch).__name__}")
+        return check_processor(batch, self.processor_id)
 
     def __repr__(self) -> str:
         return f"Lens({type(self.model).__name__}, adapter={self.adapter.name}, layers={self.n_layers}, d_mlp={self.d_mlp})"
@@ -106,32 +131,9 @@ class Lens:
         ``long_audio``: what happens to a clip longer than the model's audio window (Qwen2-Audio: 30 s) -- "warn"
         (cut to the window, with a warning naming the clips), "truncate" (cut, silently: a stated choice) or "error".
         """
-        n = len(audios) if audios is not None else (1 if isinstance(prompts, str) else len(prompts))
-        if n == 0:
-            raise InputError("batch: no clips given")
-        if isinstance(prompts, str):
-            prompts = [prompts] * n
-        if len(prompts) != n:
-            raise InputError(f"batch: {len(prompts)} prompts for {n} clips")
-        prepared = None
-        if audios is not None:
-            if sampling_rate is None:
-                raise InputError(f"batch: sampling_rate is required with audio (the model expects {self.sampling_rate} Hz)")
-            ids = clip_ids or [str(i) for i in range(n)]
-            prepared = [prepare_audio(a, sampling_rate, self.sampling_rate, name=f"clip {cid}", resample=resample)
-                        for a, cid in zip(audios, ids)]
-            prepared = fit_audio_window(prepared, ids, self.adapter, self.sampling_rate, long_audio)
-        inputs = self.adapter.build_inputs(prepared, list(prompts), padding_side=padding_side, system=system)
-        dev = self.adapter.device
-        inputs = {k: (v.to(dev) if isinstance(v, Tensor) else v) for k, v in inputs.items()}
-        masks = self.adapter.position_masks({k: v.cpu() for k, v in inputs.items()})
-        if prepared is not None and self.adapter.audio_token is not None:
-            n_audio = masks.audio.sum(1).tolist()
-            short = [f"clip {cid} ({a.size / self.sampling_rate:.3f} s)" for cid, a, k in zip(ids, prepared, n_audio) if k == 0]
-            if short:  # the model would silently see no audio at all
-                raise InputError(f"{', '.join(short)}: too short, the model makes no audio tokens from it; "
-                                 "pad it with silence (about 0.05 s is the shortest usable clip)")
-        return Batch(inputs, masks, list(labels) if labels is not None else None, list(clip_ids) if clip_ids else None)
+        return build_batch(self.adapter, audios, prompts, sampling_rate=sampling_rate, labels=labels,
+                           clip_ids=clip_ids, padding_side=padding_side, system=system, resample=resample,
+                           long_audio=long_audio, processor_id=self.processor_id)
 
     def batch_clips(self, clips: Sequence[EmotionClip], prompts: str | Sequence[str], *,
                     text_template: str = "Transcript: {text}\n{prompt}", **kw) -> Batch:
@@ -145,33 +147,39 @@ class Lens:
         if self.adapter.audio_token is None:
             texts = [text_template.format(text=c.text, prompt=p) for c, p in zip(clips, prompts)]
             return self.batch(None, texts, labels=labels, clip_ids=ids, **kw)
-        loaded = [c.load(self.sampling_rate)[0] for c in clips]
+        loaded = [c.load(self.sampling_rate, max_seconds=read_seconds(self.adapter))[0] for c in clips]
         return self.batch(loaded, prompts, sampling_rate=self.sampling_rate, labels=labels, clip_ids=ids, **kw)
 
     # ------------------------------------------------------------------ the open core: nnsight traces
-    def trace(self, batch: "Batch | dict[str, Tensor] | None" = None, *, inference: bool = False,
+    def trace(self, batch: Any = None, *, inference: bool = False,
               remote: bool = False, backend: Any = None, **kwargs) -> LensTracer:
         """Open nnsight's trace of the model: ``with lens.trace(batch) as tracer:``.
 
         Inside, the named sites (``lens.blocks[l].mlp.hook_act``, ``hook_resid_post``, ``lens.logits``, ...) are
         nnsight views: read, ``.save()``, assign, take ``.grad`` in ``with loss.backward():``. Give no batch and
-        use ``with tracer.invoke(batch):`` for several batches in one forward (each invoke sees its own rows).
+        use ``with tracer.invoke(batch):`` for several batches in one forward (each invoke sees its own rows;
+        ``tracer.invoke_masks`` holds each invoke's position masks padded to the combined length).
         ``inference=True`` runs the forward under ``torch.inference_mode()`` (no gradients, less memory).
         ``backend`` is passed to nnsight; ``remote=True`` is refused for a locally wrapped model (nnsight's remote
         execution needs an NDIF-hosted model; untested here). The library's operations (``edit.apply(lens)``,
-        ``stats.record(lens)``, ``lens.probe(...)``) are called inside. Example::
+        ``stats.record(lens)``, ``lens.probe(...)``) are called inside, before the model reaches their sites
+        (after, they refuse with one line naming the site). Example::
 
             with lens.trace(batch):
+                lens.blocks[0].mlp.hook_act.output[..., 3] = 0      # sites in forward order
                 h = lens.blocks[1].hook_resid_post.output.save()
-                lens.blocks[0].mlp.hook_act.output[..., 3] = 0
                 logits = lens.logits.save()
         """
         if remote:
             raise InputError("remote=True: this Lens wraps a local model; nnsight's remote execution needs a model "
                              "hosted on NDIF (pass nnsight's backend= to trace it there; untested in esn_lens)")
+        if batch is not None and not isinstance(batch, dict):
+            self.check_batch(batch)
         args = () if batch is None else (batch,)
         tracer = self.nn.trace(*args, tracer_cls=LensTracer, backend=backend, **kwargs)
-        tracer.inference, tracer.lens = inference, self
+        names = {f"{st.envoy.path}.{'input' if st.side == 'input' else 'output'}": n
+                 for n, st in self.sites.sites.items() if st.envoy is not None}
+        tracer.inference, tracer.state = inference, self.nn.new_state(self.processor_id, names)
         return tracer
 
     def generate(self, batch: "Batch | None" = None, *, max_new_tokens: int = 20, inference: bool = False,
@@ -185,22 +193,38 @@ class Lens:
             raise InputError(f"{self.adapter.name}: generation is not supported through this backend; "
                              "use constrained scoring (logits) instead")
         gen_kwargs = dict(max_new_tokens=int(max_new_tokens), do_sample=False)
-        tok = self.tokenizer
-        if getattr(tok, "pad_token_id", None) is not None:
-            gen_kwargs["pad_token_id"] = tok.pad_token_id
+        if getattr(self.tokenizer, "pad_token_id", None) is not None:
+            gen_kwargs["pad_token_id"] = self.tokenizer.pad_token_id
         return self.trace(batch, fn="generate", inference=inference, **{**gen_kwargs, **kwargs})
 
     def site(self, name: str) -> Site:
         """A named site from its TransformerLens name: ``lens.site("blocks.3.mlp.hook_act")``."""
-        return site_by_name(self, name)
+        return self.sites[name]
 
     def site_names(self) -> list[str]:
-        """Every named site, in forward order."""
-        names = ["hook_embed"] + (["audio_encoder"] if self.audio_encoder is not None else [])
-        for b in self.blocks:
-            names += [b.hook_resid_pre.name, b.attn.name, b.mlp.hook_pre.name, b.mlp.hook_act.name,
-                      b.mlp.hook_post.name, b.mlp.name, b.hook_resid_post.name]
-        return names + ["logits"]
+        """Every named site, in forward order (the adapter's site table)."""
+        return self.sites.names()
+
+    def attach(self, op: Callable[[Any, Scope], list[Hook]], batch: "Batch | None" = None) -> None:
+        """Attach a library operation to the running trace: ``op(lens, scope)`` produces its ``(site, fn)`` hooks for
+        the rows of ``scope`` (the running invoke's, or ``batch``'s) and the trace attaches them, all or none (refused
+        with one line naming the site if the model already reached it). ``edit.apply(lens)`` is
+        ``lens.attach(edit.hooks)``."""
+        if not self.nn.states:
+            raise InputError("library operations that act inside a trace must be called inside `with lens.trace(...)`")
+        state = self.nn.states[-1]
+        state.attach(op(self, state.scope(batch)))
+
+    def invoke_masks(self, batch: "Batch | None" = None) -> PositionMasks:
+        """Inside a trace: the position masks of the invoke whose code is running (or of ``batch``), padded to the
+        combined length of all invokes -- what library operations' ``positions=`` refer to."""
+        if not self.nn.states:
+            raise InputError("lens.invoke_masks() is for inside `with lens.trace(...)`")
+        return self.nn.states[-1].scope(batch).need_batch("invoke_masks").masks
+
+    def pad_batches(self, batches: Sequence[Batch]) -> list[Batch]:
+        """Each batch re-padded to the longest, exactly as several ``tracer.invoke`` s of one trace pad them."""
+        return pad_batches([self.check_batch(b) for b in batches], self.pad_token_id)
 
     def probe(self, site: str | Site, pooling: str | Tensor = "last", batch: "Batch | None" = None) -> "ProbeRecord":
         """Record a site's value pooled over positions, from inside a trace (for user probes).
@@ -209,119 +233,113 @@ class Lens:
         valid positions), ``"none"`` (every position) or a boolean (batch, pos) mask (mean over it). The value is in
         ``.value`` after the trace: (batch, d) float32 on the CPU (or (batch, pos, d) for ``"none"``). Example::
 
+            import nnsight
             with lens.trace(batch):
-                rec = lens.probe("blocks.1.hook_resid_post", "mean_audio")
+                rec = nnsight.save(lens.probe("blocks.1.hook_resid_post", "mean_audio"))  # names not saved vanish
             rec.value.shape   # (batch, hidden)
         """
-        return record_probe(self, self.site(site) if isinstance(site, str) else site, pooling, batch)
+        st = self.site(site) if isinstance(site, str) else site
+        box: list[ProbeRecord] = []
+
+        def op(_model: Any, scope: Scope) -> list[Hook]:
+            rec, hooks = probe_hooks(st, pooling, scope)
+            box.append(rec)
+            return hooks
+
+        self.attach(op, batch)
+        return box[0]
 
     # ------------------------------------------------------------------ the one-call form
     def run(self, batch: Batch, *, edits: Sequence[Edit] = (), record: Iterable[str] = (),
             stats: NeuronStats | None = None, emotion_index: Tensor | None = None, positions: str | None = None,
             on_value: Callable[[int, str, Tensor], None] | None = None, audio_cache: Any = None,
             keep_audio: bool = False, logits: str = "last", max_new_tokens: int | None = None) -> TraceOutput:
-        """Run one traced forward (or generation) that applies ``edits`` and records, all at once.
+        """Run one forward (or generation) that applies ``edits`` and records, all at once.
 
-        A thin wrapper over :meth:`trace` (inference mode): ``edit.apply``, ``stats.record`` and recording hooks.
+        The same library operations as inside :meth:`trace` (``edit.apply``, ``stats.record``, caching hooks), on one
+        substrate (a :class:`~esn_lens.tracing.TraceState`): a plain forward when nothing needs nnsight, a trace to
+        keep or reuse the audio encoder's output, a generation for ``max_new_tokens``.
 
-        - ``record``: hook names (``blocks.{l}.mlp.hook_act``) whose values are cached (clones, CPU).
+        - ``record``: names of any sites of the site table (``blocks.{l}.mlp.hook_act``, ``blocks.{l}.hook_resid_post``,
+          ``hook_embed``, ``audio_encoder``, ``logits``, ...) whose prefill values are cached (clones, CPU).
         - ``stats`` + ``emotion_index`` (batch,): accumulate NeuronStats at ``stats.site`` over ``positions``.
-        - ``on_value(layer, site, value)``: a probe called with each recorded site's real tensor.
+        - ``on_value(layer, site, value)``: a probe called with each recorded site's real tensor (``site`` is the short
+          MLP site name or the per-layer kind; ``layer`` is -1 for sites outside the layers).
         - ``audio_cache``: a previous ``keep_audio=True`` output's ``.audio``; the audio encoder is skipped
           and its cached output (tiled to this batch) reused -- identical results, no re-encoding.
         - ``logits``: "last" (batch, vocab) at each row's last valid position, "all", or "none".
         - ``max_new_tokens``: generate greedily with the edits applied at every step; ``.sequences`` holds the ids.
         """
+        self.check_batch(batch)
         edits = self._check_edits(edits)
         if logits not in ("last", "all", "none"):
             raise InputError(f"logits must be 'last', 'all' or 'none', got {logits!r}")
-        names = list(record)
-        recorded: list[tuple[int, str]] = []
-        for nm in names:
-            layer, site = parse_hook_name(nm)
-            if not 0 <= layer < self.n_layers:
-                raise InputError(f"{nm}: layer {layer} out of range 0..{self.n_layers - 1}")
-            recorded.append((layer, site))
+        sites = [self.site(nm) for nm in record]
+        keep = {s.name for s in sites}
         if stats is not None:
             if emotion_index is None:
                 raise InputError("run: stats given without emotion_index (one emotion index per row)")
             stats.check_model(self)
-        if on_value is not None and stats is not None:
-            recorded += [(layer, stats.site) for layer in range(self.n_layers) if (layer, stats.site) not in recorded]
+            if on_value is not None:
+                sites += [s for s in (self.site(n) for n in self.hook_names(stats.site)) if s.name not in keep]
+        if (audio_cache is not None or keep_audio) and self.audio_encoder is None:
+            raise InputError(f"{self.adapter.name}: this model has no audio tower to cache")
         cache: dict[str, Tensor] = {}
-        tower = None
-        if audio_cache is not None or keep_audio:
-            if self.audio_encoder is None:
-                raise InputError(f"{self.adapter.name}: this model has no audio tower to cache")
-            tower = self.audio_encoder.envoy
-        out: dict[str, Any] = {}
-        embeds_path = self.adapter.embeds_reuse_path
-        model_inputs: Any = batch
+        cb = None if on_value is None else (lambda name, v: on_value(*_layer_and_kind(name), v))
+
+        def ops() -> None:  # the library operations, called inside the forward's state: edits first, then recorders
+            for e in edits:
+                e.apply(self, batch)
+            if stats is not None:
+                stats.record(self, batch, emotion_index, positions=positions)
+            if sites:
+                self.attach(lambda _m, sc: cache_hooks(sites, cache, keep, cb, sc), batch)
+
+        if max_new_tokens is not None:
+            got: dict[str, Any] = {}  # (names bound in a trace block vanish at its end; a container outlives it)
+            with self.generate(batch, max_new_tokens=int(max_new_tokens), inference=True) as tracer:
+                ops()
+                got["seq"] = tracer.result
+            return TraceOutput(None, cache, getattr(got["seq"], "sequences", got["seq"]))
+        if audio_cache is None and not keep_audio:
+            lg, audio = self._run_plain(batch, ops), None
+        else:
+            lg, audio = self._run_audio(batch, ops, audio_cache, keep_audio, logits != "none" or bool(
+                edits or sites or stats is not None))
+        return TraceOutput(None if logits == "none" else _pick_logits(lg, batch, logits), cache, None, audio)
+
+    def _run_plain(self, batch: Batch, ops: Callable[[], None]) -> Tensor:
+        """One forward without nnsight's tracer (nothing here needs its envoys): the trace's state and hooks only."""
+        with self.nn.plain(batch):
+            ops()
+            args, kwargs = self.adapter.call_args(batch.inputs)
+            with torch.inference_mode():
+                res = self.adapter.root()(*args, **kwargs)
+        return res if isinstance(res, Tensor) else res.logits
+
+    def _run_audio(self, batch: Batch, ops: Callable[[], None], audio_cache: Any, keep_audio: bool, decoder: bool
+                   ) -> tuple[Any, Any]:
+        """One trace that keeps the audio encoder's output (``keep_audio``) or reuses a kept one (``audio_cache``)."""
+        tower, inputs, out = self.audio_encoder.envoy, batch, {}
+        path = self.adapter.embeds_reuse_path
         if audio_cache is not None and audio_cache.kind == "embeds":
             # the decoder's input embeddings (text + audio) are reused: no audio processing at all
-            model_inputs = Batch({"inputs_embeds": audio_cache.tiled(batch.size),
-                                  "attention_mask": batch.inputs["attention_mask"]}, batch.masks)
+            inputs = Batch({"inputs_embeds": audio_cache.tiled(batch.size),
+                            "attention_mask": batch.inputs["attention_mask"]}, batch.masks, processor_id=batch.processor_id)
             tower = None
-        last_idx = batch.masks.last_token().float().argmax(1)
-        if max_new_tokens is None and tower is None and not keep_audio:
-            # nothing here needs nnsight's envoys: the same library operations (their hooks), without a tracer
-            with hook_session(self, model_inputs):
-                self._attach_run_ops(batch, edits, stats, emotion_index, positions, recorded, names, cache, on_value)
-                args, kwargs = self.adapter.call_args(model_inputs.inputs)
-                with torch.inference_mode():
-                    res = self.adapter.root()(*args, **kwargs)
-            if logits != "none":
-                lg = res if isinstance(res, Tensor) else res.logits
-                out["logits"] = (lg[torch.arange(lg.shape[0]), last_idx.to(lg.device)] if logits == "last"
-                                 else lg).detach().float().cpu()
-        elif max_new_tokens is None:
-            with self.trace(model_inputs, inference=True) as tracer:
-                if audio_cache is not None and tower is not None:
-                    tower.skip(audio_cache.tiled(batch.size))
-                elif keep_audio and embeds_path is not None:
-                    out["audio"] = AudioCache(envoy_at(self.nn, embeds_path).inputs[1]["inputs_embeds"], batch.size, "embeds")
-                elif keep_audio:
-                    out["audio"] = AudioCache(tower.output, batch.size)
-                self._attach_run_ops(batch, edits, stats, emotion_index, positions, recorded, names, cache, on_value)
-                if logits != "none":
-                    lg = self.logits.output
-                    out["logits"] = (lg[torch.arange(lg.shape[0]), last_idx.to(lg.device)] if logits == "last"
-                                     else lg).detach().float().cpu()
-                elif not edits and not recorded and stats is None:
-                    tracer.stop()  # only the audio encoder's output was wanted: skip the decoder
-        else:
-            with self.generate(model_inputs, max_new_tokens=int(max_new_tokens), inference=True) as tracer:
-                self._attach_run_ops(batch, edits, stats, emotion_index, positions, recorded, names, cache, on_value)
-                out["sequences"] = tracer.result
-        seq = out.get("sequences")
-        if seq is not None and not isinstance(seq, Tensor):
-            seq = getattr(seq, "sequences", seq)
-        return TraceOutput(out.get("logits"), cache, seq, out.get("audio"))
-
-    def _attach_run_ops(self, batch, edits, stats, emotion_index, positions, recorded, names, cache, on_value) -> None:
-        """The library operations of :meth:`run`, called inside its trace (edits first, then recorders)."""
-        for e in edits:
-            e.apply(self, batch)
-        if stats is not None:
-            stats.record(self, batch, emotion_index, positions=positions)
-        for layer, site in recorded:
-            self._record_site(layer, site, hook_name(layer, site) in names, on_value, cache)
-
-    def _record_site(self, layer: int, site: str, keep: bool, on_value, cache: dict[str, Tensor]) -> None:
-        nm = hook_name(layer, site)
-        done = [False]
-
-        def fn(value: Tensor) -> None:
-            if done[0]:  # prefill only
-                return None
-            done[0] = True
-            if keep:
-                cache[nm] = value.detach().to("cpu", copy=True)
-            if on_value is not None:
-                on_value(layer, site, value)
-            return None
-
-        attach_hook(self, self.blocks[layer].mlp.site(site), fn)
+        with self.trace(inputs, inference=True) as tracer:
+            ops()
+            if audio_cache is not None and tower is not None:
+                tower.skip(audio_cache.tiled(batch.size))
+            elif keep_audio and path is not None:
+                out["audio"] = AudioCache(envoy_at(self.nn, path).inputs[1]["inputs_embeds"], batch.size, "embeds")
+            elif keep_audio:
+                out["audio"] = AudioCache(tower.output, batch.size)
+            if decoder:
+                out["logits"] = self.logits.output
+            else:
+                tracer.stop()  # only the audio encoder's output was wanted: skip the decoder
+        return out.get("logits"), out.get("audio")
 
     def _check_edits(self, edits: Sequence[Edit]) -> list[Edit]:
         edits = list(edits)
@@ -331,11 +349,6 @@ class Lens:
             e.check_shape(self.n_layers, self.d_mlp)
         return edits
 
-    def _pad_token_id(self) -> int:
-        tok = self.tokenizer
-        pid = getattr(tok, "pad_token_id", None)
-        return int(pid) if pid is not None else int(getattr(tok, "eos_token_id", 0) or 0)
-
     # ------------------------------------------------------------------ conveniences
     def run_with_cache(self, batch: Batch, names: Iterable[str] | None = None, *, edits: Sequence[Edit] = ()
                        ) -> tuple[Float[Tensor, "batch pos vocab"], dict[str, Tensor]]:
@@ -343,12 +356,13 @@ class Lens:
         o = self.run(batch, record=names if names is not None else self.hook_names("act"), edits=edits, logits="all")
         return o.logits, o.cache
 
+    top_activations = _top_activations  # lens.top_activations(clips, units, prompt, k=8): a neuron panel
     def new_stats(self, emotions: Sequence[str], site: str = "act", positions: str = "valid") -> NeuronStats:
         """Empty NeuronStats shaped and fingerprinted for this model."""
         check_site(site)
         return NeuronStats(tuple(emotions), self.n_layers, self.d_mlp, site=site, positions=positions,
                            model_fingerprint=self.fingerprint, adapter=self.adapter.name,
-                           device=self.adapter.device)
+                           device=self.adapter.device, routed=bool(getattr(self.adapter, "routed", False)))
 
     def collect_stats(self, clips: Sequence[EmotionClip], prompt: str | Sequence[str], emotions: Sequence[str], *,
                       site: str = "act", positions: str = "valid", batch_size: int = 8,
@@ -359,8 +373,8 @@ class Lens:
 
         ``prompt``: one prompt for all clips, or one per clip. To resume, pass the partial ``stats`` and the
         number of clips already consumed as ``start``; ``on_batch(consumed, stats)`` runs after every batch
-        (e.g. to checkpoint). ``num_workers``: threads building the next batches while the model runs (None: a
-        default for the machine, 0: serial); the statistics are identical either way.
+        (e.g. to checkpoint). ``num_workers``: threads building the next batches while the model runs (None: serial
+        with the model on the CPU, else a default for the machine; 0: serial); the statistics are identical either way.
         Example: ``lens.collect_stats(clips, "Which emotion?", ["angry", "sad"])``.
         """
         from .prefetch import prefetched
@@ -379,7 +393,7 @@ class Lens:
         bar = tqdm(total=len(clips), initial=start, desc="collect stats", unit="clip", disable=not progress)
         firsts = list(range(start, len(clips), batch_size))
         build = lambda first: self.batch_clips(clips[first:first + batch_size], prompts[first:first + batch_size])  # noqa: E731
-        for first, b in zip(firsts, prefetched(firsts, build, num_workers)):
+        for first, b in zip(firsts, prefetched(firsts, build, num_workers, device=self.adapter.device)):
             n = b.size
             self.run(b, stats=stats, emotion_index=idx_all[first:first + n], logits="none", edits=edits)
             bar.update(n)
@@ -387,3 +401,20 @@ class Lens:
                 on_batch(first + n, stats)
         bar.close()
         return stats
+
+
+def _pick_logits(lg: Tensor, batch: Batch, mode: str) -> Tensor:
+    """Float32 CPU logits: each row's last valid position ("last") or every position ("all")."""
+    if mode == "last":
+        last = batch.masks.last_token().float().argmax(1)
+        lg = lg[torch.arange(lg.shape[0]), last.to(lg.device)]
+    return lg.detach().float().cpu()
+
+
+def _layer_and_kind(name: str) -> tuple[int, str]:
+    """``(3, "act")`` for ``blocks.3.mlp.hook_act``, ``(3, "hook_resid_post")``, ``(-1, "logits")``."""
+    parts = name.split(".", 2)
+    if parts[0] != "blocks" or len(parts) < 3:
+        return -1, name
+    inv = {f"mlp.{v}": k for k, v in HOOK_NAMES.items()}
+    return int(parts[1]), inv.get(parts[2], parts[2])

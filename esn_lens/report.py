@@ -276,6 +276,7 @@ def build_blocks(results: dict[str, Any], figs: dict[str, Path], root: Path,
     if skipped:
         facts.append(f"Skipped {len(skipped)} bad clip(s): "
                      + "; ".join(f"{s.get('id')} ({s.get('reason')})" for s in skipped) + ".")
+    facts += [f"Warning: {w}" for w in (clips.get("source") or {}).get("warnings") or []]
     if facts:
         B.append(Block("list", facts))
 
@@ -385,7 +386,9 @@ def write_report(run_dir: str | Path, results: dict[str, Any] | None = None, *,
     blocks = build_blocks(results, figs, root, cmp)
     title = blocks[0].content if blocks else "ESN report"
     atomic_write_bytes(root / "report.md", _md(blocks).encode())
-    atomic_write_bytes(root / "report.html", _html(blocks, title, root).encode())
+    from .report_neurons import add_neurons_section
+
+    atomic_write_bytes(root / "report.html", add_neurons_section(root, _html(blocks, title, root)).encode())
     return {"report.md": root / "report.md", "report.html": root / "report.html", **figs}
 
 

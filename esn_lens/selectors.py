@@ -155,8 +155,8 @@ def mean_diff(stats: NeuronStats, *, seed: int = 0) -> Float64[Tensor, "emotion 
     """Mean difference (magnitude, one-vs-rest): ``mu_e(n) - mu_rest(n)`` with ``mu_e = sum_e / T_e`` and
     ``mu_rest = (sum_tot - sum_e) / (T_tot - T_e)``, the pooled mean of all other emotions' tokens
     (0 when there is no other token, e.g. one emotion). Signed: higher means more active for ``e``."""
-    T = stats._require_tokens()[:, None, None]
-    return stats.sum / T - _rest(stats.sum) / _rest(T).clamp(min=1)
+    T = stats.unit_tokens()  # per unit for routed (MoE) stats: a unit's mean is over the tokens routed to it
+    return stats.sum / T.clamp(min=1) - _rest(stats.sum) / _rest(T).clamp(min=1)
 
 
 @SELECTORS.register("cohens_d")
@@ -164,13 +164,14 @@ def cohens_d(stats: NeuronStats, *, seed: int = 0, eps: float = 1e-12) -> Float6
     """Cohen's d (one-vs-rest): ``(mu_e - mu_rest) / sqrt(s2 + eps)`` with pooled variance
     ``s2 = (M2_e + M2_rest) / max(T_e + T_rest - 2, 1)``, ``M2 = max(sumsq - sum**2 / T, 0)`` (the sums of
     squared deviations; 0 when T = 0). ``eps`` keeps zero-variance units finite: never NaN."""
-    T = stats._require_tokens()[:, None, None]
+    T = stats.unit_tokens()
     S, Q = stats.sum, stats.sumsq
     T_r = _rest(T)
     T_rc = T_r.clamp(min=1)
+    T_c = T.clamp(min=1)
     S_r = _rest(S)
-    diff = S / T - S_r / T_rc
-    m2 = (Q - S * S / T).clamp_(min=0)  # M2_e
+    diff = S / T_c - S_r / T_rc
+    m2 = (Q - S * S / T_c).clamp_(min=0)  # M2_e
     m2 += (_rest(Q) - S_r * S_r / T_rc).clamp_(min=0)  # + M2_rest
     m2 /= (T + T_r - 2).clamp(min=1)  # pooled variance s2
     return diff.div_(m2.add_(float(eps)).sqrt_())
@@ -182,11 +183,12 @@ def atp(stats: NeuronStats | AttributionStats, *, seed: int = 0) -> Float64[Tens
     """AtP (attribution patching): the mean over each emotion's clips of ``sum_pos a * dM/da``, the unit's estimated
     support for the true emotion's option (M = its log-probability minus the mean of the other options'), so the
     top units are those whose deactivation is expected to cost that emotion the most.
-    Needs :class:`~esn_lens.attribution.AttributionStats` from ``collect_attribution(lens, clips, emotions)``.
+    Needs :class:`~esn_lens.attribution.AttributionStats` from ``collect_attribution(lens, clips, emotions,
+    evaluator=...)``.
     """
     if not isinstance(stats, AttributionStats):
         raise InputError("selector 'atp' scores attribution statistics, not firing statistics: collect them with "
-                         "esn_lens.collect_attribution(lens, clips, emotions)")
+                         "esn_lens.collect_attribution(lens, clips, emotions, evaluator=...)")
     return stats.mean.clone()
 
 

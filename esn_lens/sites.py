@@ -21,23 +21,22 @@ Each :class:`Site` has ``.output`` (read, ``.save()``, assign, index-assign), ``
 ``tracer.invoke`` (several batches in one forward), ``with loss.backward(): x.grad``, ``tracer.stop()``,
 ``tracer.iter`` in generation. Accesses follow forward order, as in any nnsight trace.
 
-The library's own operations (edits, statistics, probes) are called inside the same trace; they attach
-torch hooks to the site modules for the trace's duration, so they compose with user code in the same forward; they
-must be called before the model reaches their sites.
+The table is built once from the adapter's site table (:meth:`esn_lens.adapters.Adapter.site_table`, rows
+``SiteRow(name, path, side)`` in forward order): :class:`SiteTable`. The library's own operations (edits, statistics,
+probes) produce hooks on these sites that the trace attaches for its duration, so they compose with user code in the
+same forward; they must be called before the model enters their sites (else they refuse, naming the site).
 At a site, a hook sees the value after the user's nnsight edits of that site (nnsight hands a module's
 output to the trace body before torch's forward hooks run).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from torch import Tensor
 
 from .errors import InputError
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .lens import Lens
+from .vocab import SITE_ALIASES
 
 
 # ---------------------------------------------------------------------- named sites
@@ -176,60 +175,67 @@ class MissingSite(Site):
         return f"MissingSite({self.name!r})"
 
 
-def _site_or_missing(nn: Any, name: str, path: str, side: str, attr: str, adapter: Any) -> Site:
+def _site_or_missing(nn: Any, row: Any, adapter: Any) -> Site:
     try:
-        return Site(name, envoy_at(nn, path), side)
+        return Site(row.name, envoy_at(nn, row.path), row.side)
     except (AttributeError, IndexError):
-        return MissingSite(name, f"the model has no module {path!r}; set {type(adapter).__name__}.{attr} to its path")
+        return MissingSite(row.name, f"the model has no module {row.path!r}; fix {type(adapter).__name__}'s site "
+                                     f"table row for it (adapter.site_table())")
 
 
-def build_sites(nn: Any, adapter: Any) -> tuple[Blocks, Site, Site | None, Site]:
-    """The named sites of a wrapped model from its adapter's module paths: (blocks, embed, audio_encoder, logits)."""
-    from .vocab import hook_name
+class SiteTable:
+    """The named sites of a wrapped model, in forward order, built once from the adapter's site table
+    (:meth:`esn_lens.adapters.Adapter.site_table`): ``table[name]``, ``table.names()``, and the views ``blocks``,
+    ``embed``, ``audio_encoder``, ``logits``."""
 
-    blocks = []
-    for layer in range(adapter.n_layers):
-        neuron = {}
-        for site in ("pre", "act", "post"):
-            path, side = adapter.site_path(layer, site)
-            neuron[site] = Site(hook_name(layer, site), envoy_at(nn, path), side)
-        mlp = MLPSite(f"blocks.{layer}.hook_mlp_out", envoy_at(nn, adapter.mlp_path(layer)),
-                      neuron["pre"], neuron["act"], neuron["post"])
-        layer_env = envoy_at(nn, adapter.layer_path(layer))
-        attn = _site_or_missing(nn, f"blocks.{layer}.hook_attn_out", adapter.attn_path(layer), "output0", "attn_path", adapter)
-        blocks.append(BlockSites(Site(f"blocks.{layer}.hook_resid_pre", layer_env, "input"), attn,
-                                 mlp, Site(f"blocks.{layer}.hook_resid_post", layer_env, "output0")))
-    embed = _site_or_missing(nn, "hook_embed", adapter.embed_path, "output", "embed_path", adapter)
-    audio = None
-    if adapter.audio_tower_path is not None:
-        audio = Site("audio_encoder", envoy_at(nn, adapter.audio_tower_path), "hidden")
-    logits = _site_or_missing(nn, "logits", adapter.lm_head_path, "output", "lm_head_path", adapter)
-    return Blocks(blocks), embed, audio, logits
+    def __init__(self, nn: Any, adapter: Any):
+        rows = adapter.site_table()
+        self.sites: dict[str, Site] = {r.name: _site_or_missing(nn, r, adapter) for r in rows}
+        blocks = []
+        for layer in range(adapter.n_layers):
+            g = lambda kind: self.sites[f"blocks.{layer}.{kind}"]  # noqa: E731
+            out = g("hook_mlp_out")
+            mlp = MLPSite(out.name, out.envoy, g("mlp.hook_pre"), g("mlp.hook_act"), g("mlp.hook_post"))
+            self.sites[mlp.name] = mlp
+            blocks.append(BlockSites(g("hook_resid_pre"), g("hook_attn_out"), mlp, g("hook_resid_post")))
+        self.blocks = Blocks(blocks)
+        self.embed = self.sites.get("hook_embed") or MissingSite("hook_embed", "the adapter's site table has no row for it")
+        self.audio_encoder = self.sites.get("audio_encoder")
+        self.logits = self.sites.get("logits") or MissingSite("logits", "the adapter's site table has no row for it")
+
+    def names(self) -> list[str]:
+        """Every site name, in forward order."""
+        return list(self.sites)
+
+    def __getitem__(self, name: str) -> Site:
+        """A site from its TransformerLens name (or an alias: ``embed``, ``unembed``, ``blocks.{l}.attn``, ...)."""
+        if not isinstance(name, str):
+            raise InputError(f"a site name must be a string such as 'blocks.0.mlp.hook_act', got {type(name).__name__}")
+        key = SITE_ALIASES.get(name, name)
+        parts = key.split(".", 2)
+        if len(parts) == 3 and parts[0] == "blocks":
+            key = f"blocks.{parts[1]}.{SITE_ALIASES.get(parts[2], parts[2])}"
+            if parts[1].lstrip("-").isdigit() and key not in self.sites:
+                layer, n = int(parts[1]), len(self.blocks)
+                if not 0 <= layer < n and f"blocks.0.{key.split('.', 2)[2]}" in self.sites:
+                    if -n <= layer < 0:
+                        return self[f"blocks.{layer + n}.{parts[2]}"]
+                    raise InputError(f"{name}: layer {layer} out of range, the model has {n} decoder layers (0..{n - 1})")
+        if key in self.sites:
+            return self.sites[key]
+        if key == "audio_encoder":
+            raise InputError("audio_encoder: this model has no audio encoder")
+        kinds = sorted({n.split(".", 2)[2] for n in self.sites if n.startswith("blocks.0.")})
+        raise InputError(f"unknown site name {name!r}; expected one of "
+                         f"{[n for n in self.sites if not n.startswith('blocks.')]} or blocks.<layer>.<{'|'.join(kinds)}>")
 
 
-def site_by_name(lens: "Lens", name: str) -> Site:
-    """A site from its TransformerLens name, e.g. ``"blocks.3.mlp.hook_act"`` or ``"blocks.0.hook_resid_post"``."""
-    parts = name.split(".")
-    try:
-        if name in ("hook_embed", "embed"):
-            return lens.embed
-        if name in ("audio_encoder", "hook_audio"):
-            if lens.audio_encoder is None:
-                raise InputError(f"{lens.adapter.name}: this model has no audio encoder")
-            return lens.audio_encoder
-        if name in ("logits", "unembed"):
-            return lens.logits
-        if parts[0] == "blocks" and len(parts) >= 3 and parts[1].lstrip("-").isdigit():
-            block = lens.blocks[int(parts[1])]
-            rest = ".".join(parts[2:])
-            table = {"hook_resid_pre": block.hook_resid_pre, "hook_resid_post": block.hook_resid_post,
-                     "attn": block.attn, "hook_attn_out": block.attn, "mlp": block.mlp, "hook_mlp_out": block.mlp,
-                     "mlp.hook_pre": block.mlp.hook_pre, "mlp.hook_act": block.mlp.hook_act,
-                     "mlp.hook_post": block.mlp.hook_post}
-            if rest in table:
-                return table[rest]
-    except InputError:
-        raise
-    raise InputError(f"unknown site name {name!r}; expected hook_embed, audio_encoder, logits or "
-                     "blocks.<l>.{hook_resid_pre, hook_attn_out, mlp.hook_pre, mlp.hook_act, mlp.hook_post, "
-                     "hook_mlp_out, hook_resid_post}")
+class SiteModel(Protocol):
+    """What library operations need of a wrapped model to produce their hooks (a :class:`~esn_lens.lens.Lens`
+    satisfies it; nothing below the facade refers to the facade itself)."""
+
+    n_layers: int
+    d_mlp: int
+    blocks: Blocks
+
+    def site(self, name: str) -> Site: ...

@@ -3,7 +3,10 @@
 For each emotion ``e``, layer ``l`` and neuron ``n`` over the counted token positions:
 
 * ``K[e, l, n]``  -- firing count: tokens with value > 0 (the paper's K_e(n)),
-* ``T[e]``        -- number of counted tokens (the paper's T_e),
+* ``T``           -- number of counted tokens (the paper's T_e): shape (emotion, 1, 1) for a dense model (one count
+  per emotion, broadcast over units); for a mixture-of-experts model (``routed=True``) shape (emotion, layer, neuron),
+  the counted tokens routed to each unit's expert. ``stats.T`` broadcasts against ``stats.K`` in both cases;
+  ``stats.tokens`` (emotion,) is the number of counted tokens per emotion,
 * ``sum``, ``sumsq`` -- float64 sums of the value and of its square.
 
 Activations are reduced batch by batch with one einsum each; no per-token tensor is kept.
@@ -115,11 +118,14 @@ class NeuronStats(UnitStats):
     Example::
 
         stats = NeuronStats(("angry", "happy"), n_layers=2, d_mlp=8)
-        stats.add(acts, emotion_index, mask)     # acts: (layer, batch, pos, neuron)
+        acts = torch.randn(2, 3, 5, 8)           # (layer, batch, pos, neuron)
+        stats.add(acts, torch.tensor([0, 1, 1]), torch.ones(3, 5, dtype=torch.bool))
         stats.firing_rate                         # P_e(n), shape (emotion, layer, neuron)
     """
 
     device: str | torch.device = "cpu"
+    #: a mixture-of-experts model's units: each unit counts only the tokens routed to its expert (per-unit T)
+    routed: bool = False
     K: Tensor = field(init=False, repr=False)
     T: Tensor = field(init=False, repr=False)
     sum: Tensor = field(init=False, repr=False)
@@ -131,10 +137,20 @@ class NeuronStats(UnitStats):
         E, L, N = len(self.emotions), self.n_layers, self.d_mlp
         z = dict(device=self.device, dtype=torch.float64)
         self.K = torch.zeros(E, L, N, **z)
-        self.T = torch.zeros(E, **z)
+        self.T = torch.zeros(E, L, N, **z) if self.routed else torch.zeros(E, 1, 1, **z)
         self.sum = torch.zeros(E, L, N, **z)
         self.sumsq = torch.zeros(E, L, N, **z)
         self.n_clips = torch.zeros(E, **z)
+        self.n_tokens = torch.zeros(E, **z)
+
+    def tensor_names(self) -> tuple[str, ...]:
+        """The names of the summed tensors (what merging, saving and all-reducing add up)."""
+        return ("K", "T", "sum", "sumsq", "n_clips") + (("n_tokens",) if self.routed else ())
+
+    @property
+    def tokens(self) -> Float64[Tensor, " emotion"]:
+        """Counted tokens per emotion (for a dense model the same count as ``T``)."""
+        return self.n_tokens if self.routed else self.T.reshape(-1)
 
     # ------------------------------------------------------------------ accumulation
     def add_layer(self, layer: int, acts: Float[Tensor, "batch pos neuron"], weights: Float[Tensor, "batch pos emotion"]) -> None:
@@ -152,8 +168,23 @@ class NeuronStats(UnitStats):
     def add_tokens(self, weights: Float[Tensor, "batch pos emotion"]) -> None:
         """Count the batch's counted tokens (T) and clips per emotion."""
         w = weights.to(device=self.T.device, dtype=torch.float64)
-        self.T += einops.reduce(w, "b p e -> e", "sum")
+        per_emotion = einops.reduce(w, "b p e -> e", "sum")
+        self.n_tokens += per_emotion
+        if not self.routed:
+            self.T += per_emotion.view(self.T.shape) if self.T.ndim == 3 else per_emotion
         self.n_clips += einops.reduce((w.sum(1) > 0).to(torch.float64), "b e -> e", "sum")
+
+    def add_route(self, layer: int, routed: Bool[Tensor, "batch pos expert"],
+                  weights: Float[Tensor, "batch pos emotion"]) -> None:
+        """Count, per emotion, the counted tokens routed to each expert of ``layer`` into its units' T."""
+        if not self.routed:
+            raise InputError("add_route: these stats are for a dense model (routed=False)")
+        X = routed.shape[-1]
+        if self.d_mlp % X:
+            raise InputError(f"add_route: {X} experts do not divide d_mlp={self.d_mlp}")
+        w = weights.to(device=routed.device, dtype=torch.float64)
+        per_expert = torch.einsum("bpx,bpe->ex", routed.to(torch.float64), w)
+        self.T[:, layer] += per_expert.repeat_interleave(self.d_mlp // X, dim=1).to(self.T.device)
 
     def add(
         self,
@@ -164,6 +195,9 @@ class NeuronStats(UnitStats):
         """Accumulate a batch of all layers' site values (a convenience over :meth:`add_layer`)."""
         if acts.shape[0] != self.n_layers:
             raise InputError(f"activations have {acts.shape[0]} layers, these stats expect {self.n_layers}")
+        if self.routed:
+            raise InputError("NeuronStats.add takes a dense model's activations; routed stats count routed tokens "
+                             "per unit: record them inside a trace (stats.record(lens)) or use add_layer + add_route")
         w = emotion_weights(emotion_index, mask, len(self.emotions))
         for layer in range(self.n_layers):
             self.add_layer(layer, acts[layer], w)
@@ -189,90 +223,129 @@ class NeuronStats(UnitStats):
             with lens.trace(batch):
                 stats.record(lens)
         """
-        from .tracing import attach_hook, scope_of
-
         self.check_model(lens)
-        sc = scope_of(lens, batch)
+        lens.attach(lambda model, scope: self.hooks(model, scope, emotion_index, positions=positions), batch)
+
+    def hooks(self, model: Any, scope: Any, emotion_index: Int64[Tensor, " batch"] | None = None, *,
+              positions: str | None = None) -> list[tuple[Any, Any]]:
+        """The ``(site, fn)`` pairs that accumulate ``scope``'s rows (a :class:`~esn_lens.batch.Scope`) into these
+        stats at the prefill: one per layer; the batch's tokens are counted when the first layer's value arrives."""
+        b = scope.need_batch("stats.record")
         if emotion_index is None:
-            if sc.batch.labels is None:
+            if b.labels is None:
                 raise InputError("stats.record: the batch has no labels; pass emotion_index (one index per row)")
-            emotion_index = self.emotion_index(sc.batch.labels)
-        if emotion_index.shape[0] != sc.size:
-            raise InputError(f"stats.record: {emotion_index.shape[0]} emotion indices for a batch of {sc.size} rows")
-        weights = emotion_weights(emotion_index, sc.batch.masks.select(positions or self.positions), len(self.emotions))
-        self.add_tokens(weights)
+            emotion_index = self.emotion_index(b.labels)
+        if emotion_index.shape[0] != scope.size:
+            raise InputError(f"stats.record: {emotion_index.shape[0]} emotion indices for a batch of {scope.size} rows")
+        weights = emotion_weights(emotion_index, b.masks.select(positions or self.positions), len(self.emotions))
+        out = []
         for layer in range(self.n_layers):
             done = [False]
 
             def fn(value: Tensor, layer: int = layer, done: list = done) -> None:
                 if not done[0]:  # prefill only (generation calls the module again per token)
                     done[0] = True
-                    self.add_layer(layer, sc.rows(value), weights)
+                    if layer == 0:
+                        self.add_tokens(weights)
+                    self.add_layer(layer, scope.rows(value), weights)
                 return None
 
-            attach_hook(lens, lens.blocks[layer].mlp.site(self.site), fn)
+            out.append((model.blocks[layer].mlp.site(self.site), fn))
+        if self.routed:
+            from .moe import route_count_hooks
+
+            out += route_count_hooks(self, model, scope, weights)
+        return out
 
     # ------------------------------------------------------------------ derived
     def _require_tokens(self) -> Float64[Tensor, " emotion"]:
-        empty = [e for e, t in zip(self.emotions, self.T.tolist()) if t == 0]
+        empty = [e for e, t in zip(self.emotions, self.tokens.tolist()) if t == 0]
         if empty:
             raise InputError(f"no counted tokens for emotion(s) {empty}: add clips of every emotion before scoring")
-        return self.T
+        return self.tokens
+
+    def unit_tokens(self) -> Float64[Tensor, "emotion *units"]:
+        """Each unit's T, broadcastable against K ((emotion, 1, 1) dense, (emotion, layer, neuron) routed), after
+        checking that every emotion has counted tokens. A routed unit may have T = 0 (never routed for that emotion):
+        its rates and means are then 0 (no evidence), never NaN."""
+        self._require_tokens()
+        return self.T.view(-1, 1, 1) if self.T.ndim == 1 else self.T
 
     @property
     def firing_rate(self) -> Float64[Tensor, "emotion layer neuron"]:
-        """P_e(n) = K_e(n) / T_e."""
-        return self.K / self._require_tokens()[:, None, None]
+        """P_e(n) = K_e(n) / T_e (per unit for routed stats; 0 where T = 0)."""
+        return self.K / self.unit_tokens().clamp(min=1)
 
     @property
     def mean(self) -> Float64[Tensor, "emotion layer neuron"]:
-        """Mean value per emotion."""
-        return self.sum / self._require_tokens()[:, None, None]
+        """Mean value per emotion (over each unit's counted tokens; 0 for a routed unit never routed for the emotion).
+        An emotion with no counted tokens gets NaN, with a warning naming it (the others are given); with no tokens at
+        all it refuses."""
+        empty = [e for e, t in zip(self.emotions, self.tokens.tolist()) if t == 0]
+        if len(empty) == len(self.emotions):
+            self._require_tokens()
+        if empty:
+            import warnings
+
+            warnings.warn(f"NeuronStats.mean: no counted tokens for emotion(s) {empty}; their means are NaN, the "
+                          "other emotions' are given", stacklevel=2)
+        T = self.T.view(-1, 1, 1) if self.T.ndim == 1 else self.T
+        return torch.where(self.tokens.view(-1, 1, 1) > 0, self.sum / T.clamp(min=1), torch.nan)
 
     @property
     def var(self) -> Float64[Tensor, "emotion layer neuron"]:
         """Unbiased variance per emotion (0 where fewer than 2 tokens)."""
-        T = self._require_tokens()[:, None, None]
-        v = (self.sumsq - self.sum**2 / T) / (T - 1).clamp(min=1)
+        T = self.unit_tokens()
+        v = (self.sumsq - self.sum**2 / T.clamp(min=1)) / (T - 1).clamp(min=1)
         return v.clamp(min=0)
 
     @property
     def overall_mean(self) -> Float64[Tensor, "layer neuron"]:
-        """Mean value over all counted tokens of all emotions (for mean-ablation)."""
-        return self.sum.sum(0) / self._require_tokens().sum()
+        """Mean value over all counted tokens of all emotions (for mean-ablation; routed: over the unit's tokens)."""
+        if not self.routed:
+            return self.sum.sum(0) / self._require_tokens().sum()
+        return self.sum.sum(0) / self.unit_tokens().sum(0).clamp(min=1)
 
     # ------------------------------------------------------------------ merging and files
     def merge(self, other: "NeuronStats") -> "NeuronStats":
         """Add ``other``'s sums into these (in place) and return self."""
         self.check_compatible(other)
-        for name in ("K", "T", "sum", "sumsq", "n_clips"):
-            getattr(self, name).add_(getattr(other, name).to(getattr(self, name).device))
+        if self.routed != other.routed:
+            raise IncompatibleError(f"cannot combine stats: routed differs ({self.routed} vs {other.routed})")
+        for name in self.tensor_names():
+            getattr(self, name).add_(getattr(other, name).to(getattr(self, name).device).view(getattr(self, name).shape))
         return self
 
     def _meta(self) -> dict[str, Any]:
         return dict(
             emotions=list(self.emotions), n_layers=self.n_layers, d_mlp=self.d_mlp, site=self.site,
             positions=self.positions, model_fingerprint=self.model_fingerprint, adapter=self.adapter,
+            **({"routed": True} if self.routed else {}),
         )
 
     def state_dict(self) -> dict[str, Any]:
         """Tensors and metadata, enough to rebuild these stats."""
-        return {"meta": self._meta(), **{n: getattr(self, n).clone() for n in ("K", "T", "sum", "sumsq", "n_clips")}}
+        sd = {"meta": self._meta(), **{n: getattr(self, n).clone() for n in self.tensor_names()}}
+        if not self.routed:  # dense stats keep one T per emotion (emotion,) in state dicts and files
+            sd["T"] = sd["T"].reshape(-1)
+        return sd
 
     def load_state_dict(self, state: dict[str, Any]) -> "NeuronStats":
         """Restore sums from :meth:`state_dict` (refusing different units)."""
         other = NeuronStats.from_state_dict(state)
         self.check_compatible(other)
-        for n in ("K", "T", "sum", "sumsq", "n_clips"):
-            getattr(self, n).copy_(getattr(other, n))
+        for n in self.tensor_names():
+            getattr(self, n).copy_(getattr(other, n).view(getattr(self, n).shape))
         return self
 
     @classmethod
     def from_state_dict(cls, state: dict[str, Any], device: str | torch.device = "cpu") -> "NeuronStats":
         meta = dict(state["meta"])
         s = cls(tuple(meta.pop("emotions")), device=device, **meta)
-        for n in ("K", "T", "sum", "sumsq", "n_clips"):
+        for n in s.tensor_names():
             t = state[n]
+            if n == "T" and not s.routed and t.ndim == 1:  # dense T is written as (emotion,)
+                t = t.view(-1, 1, 1)
             if tuple(t.shape) != tuple(getattr(s, n).shape):
                 raise IncompatibleError(f"stats tensor {n} has shape {tuple(t.shape)}, expected {tuple(getattr(s, n).shape)}")
             getattr(s, n).copy_(t.to(torch.float64))
@@ -295,7 +368,7 @@ class NeuronStats(UnitStats):
         return s
 
     def __repr__(self) -> str:
-        T = ", ".join(f"{e}={int(t)}" for e, t in zip(self.emotions, self.T.tolist()))
+        T = ", ".join(f"{e}={int(t)}" for e, t in zip(self.emotions, self.tokens.tolist()))
         return (f"NeuronStats(site={self.site!r}, layers={self.n_layers}, d_mlp={self.d_mlp}, "
                 f"positions={self.positions!r}, tokens: {T})")
 
@@ -303,13 +376,13 @@ class NeuronStats(UnitStats):
 def _checked_file_stats(cls, path, tensors: dict[str, Tensor], meta: dict[str, Any]) -> "NeuronStats":
     """Rebuild stats read from ``path``, turning damaged metadata or tensors into :class:`CorruptFileError`."""
 
-    known = {"emotions", "n_layers", "d_mlp", "site", "positions", "model_fingerprint", "adapter"}
-    missing = sorted({"emotions", "n_layers", "d_mlp"} - set(meta)) + sorted(
-        n for n in ("K", "T", "sum", "sumsq", "n_clips") if n not in tensors)
+    known = {"emotions", "n_layers", "d_mlp", "site", "positions", "model_fingerprint", "adapter", "routed"}
+    names = ("K", "T", "sum", "sumsq", "n_clips") + (("n_tokens",) if meta.get("routed") else ())
+    missing = sorted({"emotions", "n_layers", "d_mlp"} - set(meta)) + sorted(n for n in names if n not in tensors)
     if missing:
         raise CorruptFileError(f"{path}: damaged stats file (missing {missing})")
     meta = {k: v for k, v in meta.items() if k in known}  # tolerate keys added by later versions
-    wrong = {n: str(tensors[n].dtype) for n in ("K", "T", "sum", "sumsq", "n_clips") if tensors[n].dtype != torch.float64}
+    wrong = {n: str(tensors[n].dtype) for n in names if tensors[n].dtype != torch.float64}
     if wrong:  # save() writes float64 only: another dtype is damage (uint8 counts would wrap 1086 -> 62)
         raise CorruptFileError(f"{path}: damaged stats file (tensors {wrong} are not torch.float64 as written)")
     try:
@@ -318,23 +391,25 @@ def _checked_file_stats(cls, path, tensors: dict[str, Tensor], meta: dict[str, A
         raise CorruptFileError(f"{path}: damaged stats file ({e})") from None
     if s.site not in SITES:
         raise CorruptFileError(f"{path}: damaged stats file (unknown site {s.site!r})")
-    for n in ("K", "T", "sum", "sumsq", "n_clips"):
+    for n in names:
         t = getattr(s, n)
         if not bool(torch.isfinite(t).all()) or (n != "sum" and bool((t < 0).any())):
             raise CorruptFileError(f"{path}: damaged stats file (tensor {n} has NaN, inf or negative entries)")
-    for n in ("K", "T", "n_clips"):
+    for n in ("K", "T", "n_clips") + names[5:]:
         t = getattr(s, n)
         if not bool((t == t.round()).all()):
             raise CorruptFileError(f"{path}: damaged stats file (tensor {n} holds counts but has non-integer entries)")
-    over = s.K > s.T.view(-1, 1, 1)
+    over = (s.K > s.T) | (s.T > s.tokens.view(-1, 1, 1))
     if bool(over.any()):
         e, l, n = (int(i) for i in over.nonzero()[0])
+        T = s.T.expand_as(s.K)
         raise CorruptFileError(
             f"{path}: damaged stats file (firing count K exceeds the token count T: K={int(s.K[e, l, n])} > "
-            f"T={int(s.T[e])} for {s.emotions[e]!r} at layer {l}, neuron {n}; expected K <= T)")
-    bad = ((s.T > 0) & (s.n_clips == 0)) | (s.n_clips > s.T)  # a clip is counted when it gives >= 1 token
+            f"T={int(T[e, l, n])} for {s.emotions[e]!r} at layer {l}, neuron {n}; expected K <= T <= tokens)")
+    tok = s.tokens
+    bad = ((tok > 0) & (s.n_clips == 0)) | (s.n_clips > tok)  # a clip is counted when it gives >= 1 token
     if bool(bad.any()):
         e = int(bad.nonzero()[0])
-        raise CorruptFileError(f"{path}: damaged stats file ({int(s.T[e])} tokens counted for {s.emotions[e]!r} "
+        raise CorruptFileError(f"{path}: damaged stats file ({int(tok[e])} tokens counted for {s.emotions[e]!r} "
                                f"from n_clips={int(s.n_clips[e])} clips; expected 1 <= n_clips <= T where T > 0)")
     return s

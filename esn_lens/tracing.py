@@ -1,30 +1,38 @@
-"""nnsight tracing of the wrapped model: batching several invokes, the Lens tracer, and the torch hooks through
-which the library's operations act inside a trace (see :mod:`esn_lens.sites` for the named sites).
+"""nnsight tracing of the wrapped model: batching several invokes, the Lens tracer, and the :class:`TraceState` each
+trace owns (see :mod:`esn_lens.sites` for the named sites).
 
-Library operations (edits, statistics, probes) attach torch hooks to the site modules for the trace's duration, so
-they compose with the user's own nnsight code in the same trace. At a site, a hook sees the value after the user's
-nnsight edits of that site (nnsight hands a module's output to the trace body before torch's forward hooks run).
-A library operation must be called before the model reaches its sites (an error says so otherwise).
+Library operations (edits, statistics, probes, caches) *produce* hooks -- ``(site, fn)`` pairs -- and the trace
+attaches them as torch hooks for its duration (:meth:`TraceState.attach`), so they compose with the user's own nnsight
+code in the same forward. At a site, a hook sees the value after the user's nnsight edits of that site (nnsight hands a
+module's input/output to the trace body before torch's hooks run).
+
+The one ordering rule: a library operation acts on a site only if the model has not yet entered the site's module in
+this trace. The trace knows which modules it entered (nnsight's per-location counts, plus the location the running
+invoke is being served at), so an operation called after the body read its site, or any later one, is refused with one
+line naming the site -- never silently dropped.
 """
 from __future__ import annotations
 
 import contextlib
-import weakref
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import torch
 from nnsight import NNsight
+from nnsight.intervention.interleaver import OutOfOrderError
 from nnsight.intervention.tracer import InterleavingTracer
 from torch import Tensor
 
-from .errors import InputError
-
-from .sites import Site, _rewrap, _unwrap
+from .batch import Batch, Scope, check_processor
+from .errors import InputError, TraceOrderError
+from .sites import MissingSite, Site, _rewrap, _unwrap
+from .vocab import PositionMasks
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .batch import Batch
-    from .lens import Lens
+    from .adapters import Adapter
+
+#: what a library operation produces: a site and the function called with its value (edit in place and return None,
+#: or return a replacement)
+Hook = tuple[Site, Callable[[Tensor], "Tensor | None"]]
 
 
 # ---------------------------------------------------------------------- batching several invokes
@@ -39,28 +47,25 @@ def pad_to(t: Tensor, length: int, dim: int, value: float | int, left: bool) -> 
     return torch.cat([fill, t] if left else [t, fill], dim=dim)
 
 
-def _right_padded(batch: "Batch") -> bool:
+def _right_padded(batch: Batch) -> bool:
     pad = batch.masks.padding
     return bool(pad[:, -1].any()) and not bool(pad[:, 0].any())
 
 
-def merge_batches(batches: list["Batch"], pad_token_id: int) -> tuple["Batch", list["Batch"]]:
-    """One batch holding every row of ``batches`` (sequences padded to the longest, on the side they were
-    padded; audio features padded with zeros after their end), and each batch re-padded to that length."""
-    from .vocab import PositionMasks
-    from .batch import Batch
-
+def pad_batches(batches: list[Batch], pad_token_id: int) -> list[Batch]:
+    """Each batch re-padded to the longest (on the side it was padded), as several invokes of one trace see it."""
     left = not any(_right_padded(b) for b in batches)
     P = max(b.inputs["input_ids"].shape[1] for b in batches)
     padded = []
     for b in batches:
         inputs = {}
+        n = b.inputs["input_ids"].shape[1]
         for k, v in b.inputs.items():
             if not isinstance(v, Tensor):
                 inputs[k] = v
             elif k == "input_ids":
                 inputs[k] = pad_to(v, P, 1, pad_token_id, left)
-            elif k == "attention_mask" or (v.ndim == 2 and v.shape[1] == b.inputs["input_ids"].shape[1]):
+            elif k == "attention_mask" or (v.ndim == 2 and v.shape[1] == n):
                 inputs[k] = pad_to(v, P, 1, 0, left)
             else:
                 inputs[k] = v
@@ -68,7 +73,14 @@ def merge_batches(batches: list["Batch"], pad_token_id: int) -> tuple["Batch", l
         masks = PositionMasks(pad_to(m.padding, P, 1, True, left), pad_to(m.special, P, 1, False, left),
                               pad_to(m.audio, P, 1, False, left), pad_to(m.prompt_text, P, 1, False, left),
                               m.prompt_known)
-        padded.append(Batch(inputs, masks, b.labels, b.clip_ids))
+        padded.append(Batch(inputs, masks, b.labels, b.clip_ids, b.processor_id))
+    return padded
+
+
+def merge_batches(batches: list[Batch], pad_token_id: int) -> tuple[Batch, list[Batch]]:
+    """One batch holding every row of ``batches`` (sequences padded to the longest, on the side they were
+    padded; audio features padded with zeros after their end), and each batch re-padded to that length."""
+    padded = pad_batches(batches, pad_token_id)
     merged_inputs: dict[str, Any] = {}
     for k in padded[0].inputs:
         vals = [p.inputs.get(k) for p in padded]
@@ -90,23 +102,178 @@ def merge_batches(batches: list["Batch"], pad_token_id: int) -> tuple["Batch", l
                           all(p.masks.prompt_known for p in padded))
     labels = None if any(p.labels is None for p in padded) else [x for p in padded for x in p.labels]
     ids = None if any(p.clip_ids is None for p in padded) else [x for p in padded for x in p.clip_ids]
-    return Batch(merged_inputs, masks, labels, ids), padded
+    return Batch(merged_inputs, masks, labels, ids, padded[0].processor_id), padded
 
 
+def pad_token_id_of(tokenizer: Any) -> int:
+    """The id sequences are padded with: the tokenizer's pad token, else its end-of-sequence token, else 0."""
+    pid = getattr(tokenizer, "pad_token_id", None)
+    return int(pid) if pid is not None else int(getattr(tokenizer, "eos_token_id", 0) or 0)
+
+
+# ---------------------------------------------------------------------- the state one trace owns
+class TraceState:
+    """What one trace (or one plain forward of :meth:`Lens.run`) owns: the torch hook handles its library operations
+    attached, the invoke layout (first row, batch, padded batch per invoke), the padding id, and -- through nnsight's
+    interleaver -- which site modules the model has already entered."""
+
+    def __init__(self, pad_token_id: int, interleaver: Any = None, processor_id: str | None = None,
+                 site_names: dict[str, str] | None = None):
+        self.pad_token_id, self.interleaver, self.processor_id = pad_token_id, interleaver, processor_id
+        self.site_names = site_names or {}  # nnsight location ("model.model.layers.0.mlp.act_fn.output") -> site name
+        self.layout: list[tuple[int, Batch, Batch]] = []
+        self.handles: list[Any] = []
+
+    # -------------------------------------------------------------- invokes
+    def set_invokes(self, items: list[Any]) -> dict[str, Any]:
+        """Record the invoke layout for ``items`` (Batches or dicts of model inputs); return the combined inputs."""
+        for i in items:
+            if isinstance(i, Batch):
+                check_processor(i, self.processor_id)
+        if len(items) == 1:
+            item = items[0]
+            self.layout = [(0, item, item)] if isinstance(item, Batch) else []
+            return item.inputs if isinstance(item, Batch) else dict(item)
+        if not all(isinstance(i, Batch) for i in items):
+            raise InputError("several invokes need esn_lens Batches (to pad them to one length)")
+        merged, padded = merge_batches(items, self.pad_token_id)
+        starts = [0]
+        for b in items[:-1]:
+            starts.append(starts[-1] + b.size)
+        self.layout = list(zip(starts, items, padded))
+        return merged.inputs
+
+    def scope(self, batch: Batch | None = None) -> Scope:
+        """The scope of the invoke whose code is running now (or of ``batch``, one of the trace's invokes or a batch
+        given explicitly)."""
+        if batch is not None:
+            for s, orig, pb in self.layout:
+                if orig is batch:
+                    return Scope(s, pb)
+        group = self._worker_group()
+        if group is None or len(self.layout) <= 1:
+            here = Scope(0, self.layout[0][2] if self.layout else None)
+        else:
+            here = next((Scope(s, pb) for s, _o, pb in self.layout if s == group[0]), Scope(0, None))
+        return here if batch is None else Scope(here.start, batch)
+
+    @staticmethod
+    def _worker() -> Any:
+        from nnsight.intervention.interleaver import Mediator
+
+        try:
+            return Mediator.current("esn_lens")
+        except Exception:  # noqa: BLE001 - outside a worker (a plain forward, or the trace body collecting invokes)
+            return None
+
+    def _worker_group(self) -> Any:
+        w = self._worker()
+        return None if w is None else w.batch_group
+
+    # -------------------------------------------------------------- which sites were passed
+    def reached(self, site: Site) -> bool:
+        """Whether the model already entered ``site``'s module in this trace (so a hook there would come too late).
+
+        Counts nnsight's visits of the module's input since the running invoke started, plus the location that invoke
+        is being served at right now (reading a module's input or output means the forward is inside that module).
+        """
+        if self.interleaver is None or site.envoy is None:
+            return False
+        w = self._worker()
+        if w is None:
+            return False
+        key = f"{site.envoy.path}.input"
+        if self.interleaver.counts.get(key, 0) > w.counts_at_start.get(key, 0):
+            return True
+        pending = getattr(w, "pending", None)
+        return pending is not None and getattr(pending, "provider", None) in (key, f"{site.envoy.path}.output")
+
+    # -------------------------------------------------------------- attaching operations' hooks
+    def attach(self, hooks: Iterable[Hook]) -> None:
+        """Attach an operation's hooks, all or none: each site is checked (known, not yet reached) before any is
+        attached, so a refused operation leaves no partial effect."""
+        hooks = list(hooks)
+        for site, _fn in hooks:
+            if isinstance(site, MissingSite):
+                site._refuse()
+            if self.reached(site):
+                raise InputError(f"{site.name}: the model already ran past (or is at) this site in this trace, so a library "
+                                 "operation can no longer act on it; call library operations (edit.apply, "
+                                 "stats.record, lens.probe) before reading this site or any later one")
+        for site, fn in hooks:
+            self.handles.append(_register(site, fn))
+
+    def order_error(self, e: Exception) -> TraceOrderError:
+        """nnsight's ``OutOfOrderError`` as one line naming the TransformerLens site and the rule."""
+        import re
+
+        m = re.match(r"'(.+?)(?:\.i\d+)?' was requested", str(e))
+        loc = m.group(1) if m else str(e)
+        if loc.split(".", 1)[0].isdigit() and loc.split(".", 1)[-1].startswith("grad"):
+            return TraceOrderError("a gradient was read out of order: inside `with loss.backward():` read .grad in "
+                                   "reverse forward order (the last layer first)")
+        name = self.site_names.get(loc, loc.split(".", 1)[-1] if loc.startswith("model.") else loc)
+        return TraceOrderError(f"{name}: read after the model ran past it; read sites in forward order (the order of "
+                               "lens.site_names()), and gradients in reverse order inside `with loss.backward():`")
+
+    def close(self) -> None:
+        """Remove every hook (the trace ended, whatever way)."""
+        for h in self.handles:
+            h.remove()
+        self.handles, self.layout = [], []
+
+
+def _register(site: Site, fn: Callable[[Tensor], Tensor | None]) -> Any:
+    """A torch hook calling ``fn`` on the site's value at every call of its module."""
+    mod, side = site.envoy._module, site.side
+    if side != "input":
+        def out_hook(_m, _args, out):
+            new = fn(_unwrap(out, side))
+            return None if new is None else _rewrap(out, side, new)
+        return mod.register_forward_hook(out_hook)
+
+    def in_hook(_m, args, kwargs):
+        if args:
+            new = fn(args[0])
+            return None if new is None else ((new, *args[1:]), kwargs)
+        key = next(iter(kwargs))
+        new = fn(kwargs[key])
+        return None if new is None else (args, {**kwargs, key: new})
+    return mod.register_forward_pre_hook(in_hook, with_kwargs=True)
+
+
+# ---------------------------------------------------------------------- nnsight wrapper and tracer
 class LensNNsight(NNsight):
-    """nnsight's wrapper of the adapter's root module whose inputs are esn_lens :class:`~esn_lens.lens.Batch` es.
+    """nnsight's wrapper of the adapter's root module whose inputs are esn_lens :class:`~esn_lens.batch.Batch` es.
 
     ``trace(batch)`` and ``tracer.invoke(batch)`` take batches (or a dict of model inputs); several invokes are
-    merged into one forward by :func:`merge_batches`, and each invoke's interventions see its own rows.
+    merged into one forward by :func:`merge_batches`, and each invoke's interventions see its own rows. ``states``
+    is the stack of active :class:`TraceState` s (one per open trace or plain forward).
     """
 
-    def __init__(self, module: torch.nn.Module, lens: "Lens"):
+    def __init__(self, module: torch.nn.Module, adapter: "Adapter"):
         super().__init__(module)
-        object.__setattr__(self, "_lens_ref", weakref.ref(lens))
+        object.__setattr__(self, "_esn_adapter", adapter)
+        object.__setattr__(self, "states", [])
+
+    def new_state(self, processor_id: str | None = None, site_names: dict[str, str] | None = None) -> TraceState:
+        """A fresh state for one trace of this model (refusing batches of another processor than ``processor_id``;
+        ``site_names`` maps nnsight locations to site names for error messages)."""
+        return TraceState(pad_token_id_of(self._esn_adapter.tokenizer), self.interleaver, processor_id, site_names)
+
+    @contextlib.contextmanager
+    def plain(self, batch: Batch):
+        """A state for one plain forward (no nnsight tracer): what a trace gives library operations, without it."""
+        state = TraceState(pad_token_id_of(self._esn_adapter.tokenizer))
+        state.layout = [(0, batch, batch)]
+        self.states.append(state)
+        try:
+            yield state
+        finally:
+            self.states.remove(state)
+            state.close()
 
     def _batch_size(self, *inputs: Any, **kwargs: Any) -> int:
-        from .batch import Batch
-
         for x in inputs:
             if isinstance(x, Batch):
                 return x.size
@@ -117,9 +284,6 @@ class LensNNsight(NNsight):
         return int(t.shape[0]) if isinstance(t, Tensor) else 0
 
     def _batch(self, invokes: list[tuple], fn: Any) -> tuple:
-        from .batch import Batch
-
-        lens = self._lens_ref()
         extra: dict[str, Any] = {}
         items = []
         for args, kwargs in invokes:
@@ -129,173 +293,43 @@ class LensNNsight(NNsight):
                                  "or one dict of model inputs")
             items.append(data[0])
             extra.update(kwargs)
-        if len(items) == 1:
-            item = items[0]
-            lens._layout = [(0, item, item)] if isinstance(item, Batch) else []
-            inputs = item.inputs if isinstance(item, Batch) else dict(item)
-        else:
-            if not all(isinstance(i, Batch) for i in items):
-                raise InputError("several invokes need esn_lens Batches (to pad them to one length)")
-            merged, padded = merge_batches(items, lens._pad_token_id())
-            starts = [0]
-            for b in items[:-1]:
-                starts.append(starts[-1] + b.size)
-            lens._layout = list(zip(starts, items, padded))
-            inputs = merged.inputs
-        args, kw = lens.adapter.call_args(inputs)
+        inputs = self.states[-1].set_invokes(items)
+        args, kw = self._esn_adapter.call_args(inputs)
         return args, {**kw, **extra}
 
 
 class LensTracer(InterleavingTracer):
-    """nnsight's tracer, plus: an optional inference mode, and removal of the torch hooks that library
-    operations attach during the trace (whatever way it ends)."""
+    """nnsight's tracer, plus: an optional inference mode, and the :class:`TraceState` it owns (pushed while the
+    trace runs; its hooks are removed whatever way the trace ends)."""
 
     inference: bool = False
-    lens: Any = None
+    state: TraceState | None = None
+
+    @property
+    def invoke_masks(self) -> list[PositionMasks]:
+        """Each invoke's position masks padded to the combined length (in invoke order), as library operations and
+        the model see them; valid inside the invokes' code (and after the trace). Example::
+
+            with lens.trace() as tracer:
+                with tracer.invoke(batch_a):
+                    m = tracer.invoke_masks[0]          # batch_a's masks at the combined length
+                    h = lens.blocks[0].hook_resid_post.output[m.last_token()].save()
+                with tracer.invoke(batch_b):
+                    logits_b = lens.logits.output[:, -1].save()
+        """
+        return [padded.masks for _s, _b, padded in (self.state.layout if self.state is not None else [])]
 
     def execute(self, code) -> None:
-        lens = self.lens
+        states = self.envoy.states
         ctx = torch.inference_mode() if self.inference else contextlib.nullcontext()
-        lens._hooks.append([])
+        states.append(self.state)
         try:
             with ctx:
                 super().execute(code)
+        except OutOfOrderError as e:
+            raise self.state.order_error(e) from e
         finally:
-            for h in lens._hooks.pop():
-                h.remove()
-            lens._layout = []
-
-
-# ---------------------------------------------------------------------- hooks for library operations
-def current_rows(lens: "Lens") -> tuple[int, "Batch | None"]:
-    """``(first row, padded batch)`` of the invoke whose code is running now (``(0, None)`` if unknown)."""
-    from nnsight.intervention.interleaver import Mediator
-
-    try:
-        group = Mediator.current("esn_lens").batch_group
-    except Exception:  # noqa: BLE001 - outside a worker
-        group = None
-    layout = lens._layout
-    if group is None or len(layout) <= 1:
-        return 0, (layout[0][2] if layout else None)
-    for start, _orig, padded in layout:
-        if start == group[0]:
-            return start, padded
-    return 0, None
-
-
-def _already_ran(lens: "Lens", key: str) -> bool:
-    """Whether the module at ``key`` already ran in the trace whose code is running (nnsight keeps running counts);
-    False outside a trace's worker (a plain forward with hooks, as :meth:`Lens.run` uses)."""
-    from nnsight.intervention.interleaver import Mediator
-
-    try:
-        start = Mediator.current("esn_lens").counts_at_start.get(key, 0)
-    except Exception:  # noqa: BLE001 - not inside a worker
-        return False
-    return lens.nn.interleaver.counts.get(key, 0) > start
-
-
-def attach_hook(lens: "Lens", site: Site, fn: Callable[[Tensor], Tensor | None]) -> None:
-    """Call ``fn(value)`` on a site's value at every call of its module during the active trace.
-
-    ``fn`` edits the value in place and returns None, or returns a replacement. Removed when the trace ends.
-    """
-    if not lens._hooks:
-        raise InputError("library operations that act inside a trace must be called inside `with lens.trace(...)`")
-    mod, side = site.envoy._module, site.side
-    key = f"{site.envoy.path}.{'input' if side == 'input' else 'output'}"
-    if _already_ran(lens, key):
-        raise InputError(f"{site.name}: the model already ran past this site in this trace, so a library operation "
-                         "can no longer act on it; call library operations (edit.apply, stats.record, lens.probe) "
-                         "before reading sites that come later in the forward pass")
-    if side != "input":
-        def out_hook(_m, _args, out):
-            new = fn(_unwrap(out, side))
-            return None if new is None else _rewrap(out, side, new)
-        handle = mod.register_forward_hook(out_hook)
-    else:
-        def in_hook(_m, args, kwargs):
-            if args:
-                new = fn(args[0])
-                return None if new is None else ((new, *args[1:]), kwargs)
-            key = next(iter(kwargs))
-            new = fn(kwargs[key])
-            return None if new is None else (args, {**kwargs, key: new})
-        handle = mod.register_forward_pre_hook(in_hook, with_kwargs=True)
-    lens._hooks[-1].append(handle)
-
-
-@dataclass
-class Scope:
-    """The rows of the combined batch that a library operation acts on, and their position masks."""
-
-    start: int
-    batch: "Batch"  # the invoke's batch, padded to the combined length
-
-    @property
-    def size(self) -> int:
-        return self.batch.size
-
-    def rows(self, value: Tensor) -> Tensor:
-        """This scope's rows of a combined-batch value (a view)."""
-        return value if (self.start == 0 and value.shape[0] == self.size) else value[self.start:self.start + self.size]
-
-
-def scope_of(lens: "Lens", batch: "Batch | None") -> Scope:
-    """The scope of the invoke whose code is running (or of ``batch``, given explicitly)."""
-    start, padded = current_rows(lens)
-    if batch is not None:
-        for s, orig, pb in lens._layout:
-            if orig is batch:
-                return Scope(s, pb)
-        return Scope(start, batch)
-    if padded is None:
-        raise InputError("this operation needs the batch (its position masks): pass batch=..., or open the trace "
-                         "with an esn_lens Batch (lens.trace(lens.batch_clips(...)))")
-    return Scope(start, padded)
-
-
-def record_probe(lens: "Lens", st: Site, pooling: Any, batch: "Batch | None" = None) -> Any:
-    """:meth:`Lens.probe`: a hook recording ``st`` pooled over positions into a :class:`~esn_lens.batch.ProbeRecord`."""
-    from .batch import ProbeRecord
-
-    sc = scope_of(lens, batch)
-    m = sc.batch.masks
-    if isinstance(pooling, Tensor):
-        weights = pooling.to(torch.bool)
-        if tuple(weights.shape) != tuple(m.padding.shape):
-            raise InputError(f"probe: pooling mask has shape {tuple(weights.shape)}, the batch is {tuple(m.padding.shape)}")
-    elif pooling in ("last", "mean_audio", "mean", "none"):
-        weights = {"last": m.last_token, "mean_audio": lambda: m.select("audio"), "mean": lambda: m.valid,
-                   "none": lambda: None}[pooling]()
-    else:
-        raise InputError(f"probe: unknown pooling {pooling!r}; expected last, mean_audio, mean, none or a mask")
-    rec = ProbeRecord(st.name, pooling if isinstance(pooling, str) else "mask")
-
-    def fn(value: Tensor) -> None:
-        if rec.value is not None:  # prefill only (generation calls the module again per token)
-            return None
-        v = sc.rows(value).detach().float()
-        if weights is None:
-            rec.value = v.cpu()
-        else:
-            w = weights.to(v.device, torch.float32)
-            rec.value = (torch.einsum("bp,bpd->bd", w, v) / w.sum(1, keepdim=True).clamp(min=1)).cpu()
-        return None
-
-    attach_hook(lens, st, fn)
-    return rec
-
-
-@contextlib.contextmanager
-def hook_session(lens: "Lens", batch: "Batch"):
-    """Library operations' hooks for one plain forward (what a trace gives them, without nnsight's tracer)."""
-    lens._hooks.append([])
-    lens._layout = [(0, batch, batch)]
-    try:
-        yield
-    finally:
-        for h in lens._hooks.pop():
-            h.remove()
-        lens._layout = []
+            states.remove(self.state)
+            layout = self.state.layout
+            self.state.close()
+            self.state.layout = layout  # kept for tracer.invoke_masks after the trace

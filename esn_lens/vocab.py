@@ -24,6 +24,13 @@ SITES: dict[str, tuple[str, str]] = {
 }
 SITE_ORDER: tuple[str, ...] = tuple(SITES)
 HOOK_NAMES: dict[str, str] = {"pre": "hook_pre", "act": "hook_act", "post": "hook_post"}
+#: the kinds of named site of one decoder layer, in forward order (full name: ``blocks.{layer}.{kind}``); the rows of
+#: an adapter's site table (:meth:`esn_lens.adapters.Adapter.site_table`) give each its module
+LAYER_SITE_KINDS: tuple[str, ...] = ("hook_resid_pre", "hook_attn_out", "mlp.hook_pre", "mlp.hook_act", "mlp.hook_post",
+                                     "hook_mlp_out", "hook_resid_post")
+#: other spellings accepted for a site name (whole names, or the part after ``blocks.{layer}.``)
+SITE_ALIASES: dict[str, str] = {"embed": "hook_embed", "hook_audio": "audio_encoder", "unembed": "logits",
+                                "attn": "hook_attn_out", "mlp": "hook_mlp_out"}
 
 #: a named set of counted positions (statistics, probes, edits)
 PositionSet = Literal["valid", "audio", "no_prompt", "last"]
@@ -96,6 +103,9 @@ class PositionMasks:
         if positions == "valid":
             return self.valid
         if positions == "audio":
+            if not bool(self.audio.any()):
+                raise InputError("positions 'audio': this batch has no audio positions (a text-only model or batch); "
+                                 "use positions='valid' or another position set")
             return self.audio & ~self.padding
         if positions == "no_prompt":
             if not self.prompt_known:

@@ -106,3 +106,55 @@ def test_the_cycle_finder_finds_a_cycle():
 def test_no_module_is_a_room_with_many_jobs():
     long = {module_name(p): n for p in PKG.rglob("*.py") if (n := len(p.read_text().splitlines())) > MAX_LINES}
     assert not long, f"modules over {MAX_LINES} lines: {long}"
+
+
+def all_imports_of(path: Path, name: str, known: set[str]) -> set[str]:
+    """esn_lens modules a file imports anywhere, ``if TYPE_CHECKING:`` blocks included."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+            pkg = base.split(".")
+            pkg = pkg[: len(pkg) - node.level + 1]
+            mod = ".".join(pkg + ([node.module] if node.module else []))
+            for a in node.names:
+                sub = f"{mod}.{a.name}"
+                out.add(sub if sub in known else mod)
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("esn_lens"):
+            out.add(node.module)
+        elif isinstance(node, ast.Import):
+            out |= {a.name for a in node.names if a.name.startswith("esn_lens")}
+    return {m for m in out if m in known and m != name}
+
+
+def test_nothing_below_the_facade_refers_to_it():
+    """The modules lens.py is built on (its import closure) never import lens.py, not even for typing."""
+    files = {module_name(p): p for p in PKG.rglob("*.py")}
+    known = set(files)
+    # the closure of lens.py's imports (module-level and deferred)
+    below, todo = set(), [m for m in all_imports_of(files["esn_lens.lens"], "esn_lens.lens", known)]
+    while todo:
+        m = todo.pop()
+        if m in below or m == "esn_lens.lens" or m == "esn_lens":
+            continue
+        below.add(m)
+        todo += list(all_imports_of(files[m], m, known))
+    assert {"esn_lens.tracing", "esn_lens.sites", "esn_lens.interventions", "esn_lens.stats"} <= below
+    offenders = sorted(m for m in below if "esn_lens.lens" in all_imports_of(files[m], m, known))
+    assert not offenders, f"modules below lens.py that import it: {offenders}"
+
+
+def test_no_private_field_of_the_facade_is_used_outside_it():
+    import re
+
+    pat = re.compile(r"\blens\._[a-z]|\._layout\b|\._hooks\b|_pad_token_id\b")
+    hits = [f"{p.relative_to(PKG.parent)}:{i}" for p in PKG.rglob("*.py") if p.name != "lens.py" or p.parent != PKG
+            for i, line in enumerate(p.read_text().splitlines(), 1) if pat.search(line)]
+    assert not hits, hits
+
+
+def test_operations_produce_hooks_without_the_tracer():
+    """interventions.py, stats.py and recorders.py import nothing from tracing.py: the trace attaches their hooks."""
+    files = {module_name(p): p for p in PKG.rglob("*.py")}
+    for m in ("esn_lens.interventions", "esn_lens.stats", "esn_lens.recorders"):
+        assert "esn_lens.tracing" not in all_imports_of(files[m], m, set(files)), m

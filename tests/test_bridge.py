@@ -36,3 +36,29 @@ def test_bridge_matches_plain_model(family, arch):
     assert torch.allclose(o1.logits, o2.logits, atol=1e-5)
     with pytest.raises(InputError, match="generation is not supported"):
         bridged.run(b2, max_new_tokens=2)
+
+
+@pytest.mark.parametrize("family,arch", [("audio_flamingo3", "AudioFlamingo3ForConditionalGeneration"),
+                                         ("qwen2", "Qwen2ForCausalLM")])
+def test_bridge_equals_the_plain_model_at_every_non_padding_position(family, arch):
+    """The documented difference: at padding positions (attention mask 0) the bridge's values are not the plain
+    model's (its own attention treats fully masked rows differently); every non-padding position is equal, and the
+    library counts, edits and reads logits only there (last valid token, valid/audio/no_prompt positions)."""
+    from transformer_lens.model_bridge.sources import build_bridge_from_module
+
+    plain_model, proc = build_tiny(family, seed=3)
+    bridged_model, proc2 = build_tiny(family, seed=3)
+    tok = getattr(proc2, "tokenizer", proc2)
+    bridge = build_bridge_from_module(bridged_model, arch, hf_config=bridged_model.config, tokenizer=tok)
+    plain, bridged = Lens(plain_model, proc), Lens(bridge, proc2)
+    audios = [tiny_audio(0.4), tiny_audio(0.9, freq=300)] if family != "qwen2" else None
+    prompts = ["Which emotion?", "What is the emotion of this speaker, in one word please?"]
+    b1 = plain.batch(audios, prompts, sampling_rate=16000)
+    b2 = bridged.batch(audios, prompts, sampling_rate=16000)
+    assert bool(b1.masks.padding.any())  # the batch has padding positions
+    names = ["blocks.1.mlp.hook_act", "blocks.1.hook_resid_post"]
+    o1, o2 = plain.run(b1, logits="all", record=names), bridged.run(b2, logits="all", record=names)
+    keep = ~b1.masks.padding
+    assert torch.allclose(o1.logits[keep], o2.logits[keep], atol=1e-5)
+    for n in names:
+        assert torch.allclose(o1.cache[n][keep], o2.cache[n][keep], atol=1e-5), n

@@ -56,7 +56,7 @@ def test_files_carry_a_checksum_of_their_content(tmp_path):
     assert h[CHECKSUM_KEY] == tensor_checksum({k: v for k, v in sd.items() if k != "meta"}, h["meta"])
     assert len(h[CHECKSUM_KEY]) == 64
     back = NeuronStats.load(tmp_path / "s.safetensors")
-    assert torch.equal(back.K, s.K) and torch.equal(back.T, s.T) and back.T.tolist() == [54.0] * 4
+    assert torch.equal(back.K, s.K) and torch.equal(back.T, s.T) and back.tokens.tolist() == [54.0] * 4
 
 
 def test_neuron_file_with_one_flipped_data_byte_is_refused(tmp_path):

@@ -307,7 +307,7 @@ def test_units_mask_of_another_model_shape(lens):
 
 def test_record_layer_out_of_range(lens):
     b = lens.batch([GOOD], PROMPT, sampling_rate=SR)
-    with pytest.raises(InputError, match="blocks.5.mlp.hook_act: layer 5 out of range 0..1"):
+    with pytest.raises(InputError, match=r"blocks.5.mlp.hook_act: layer 5 out of range, the model has 2 decoder layers \(0..1\)"):
         lens.run(b, record=["blocks.5.mlp.hook_act"])
 
 

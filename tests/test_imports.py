@@ -36,8 +36,7 @@ def test_audio_only_omni_processor_is_exported_and_built_on_use(tmp_path):
     assert back.feature_extractor.sampling_rate == 16000
 
 
-def test_tiny_kimia_class_is_built_on_use():
-    from esn_lens.adapters.kimi_audio import TinyKimiaForCausalLM
-
+def test_tiny_kimia_is_its_remote_code_class():
     model, _ = build_tiny("kimi_audio")
-    assert type(model) is TinyKimiaForCausalLM and len(model.model.mimo_layers) == 1
+    assert type(model).__name__ == "MoonshotKimiaForCausalLM" and len(model.model.mimo_layers) == 1
+    assert type(model).__module__ == "esn_lens.testing.kimia_remote.modeling_moonshot_kimia"

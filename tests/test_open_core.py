@@ -380,7 +380,7 @@ def test_the_trace_leaves_no_hooks_behind(lenses):
         deactivate(_units(lens, [(0, 1), (1, 2)])).apply(lens)
         lens.probe("blocks.0.mlp.hook_act")
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in mods)
-    assert lens._hooks == [] and lens._layout == []
+    assert lens.nn.states == []
 
 
 def test_inference_mode_option(lenses):
@@ -413,7 +413,7 @@ def test_atp_equals_a_plain_autograd_loop(lenses, family):
     clips = _clips()
     ev = SEREvaluator(lens, emotions, mode="constrained")
     flags = [p.requires_grad for p in lens.model.parameters()]
-    att = collect_attribution(lens, clips, emotions, batch_size=3, progress=False)
+    att = collect_attribution(lens, clips, emotions, evaluator=ev, batch_size=3, progress=False)
     assert flags == [p.requires_grad for p in lens.model.parameters()]  # restored
     assert att.n_clips.tolist() == [2.0, 2.0, 2.0, 2.0]
     # reference: one clip at a time, plain hooks + torch.autograd, loops over positions

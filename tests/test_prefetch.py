@@ -70,3 +70,30 @@ def test_prefetched_statistics_and_predictions_equal_the_serial_path():
     r2 = SEREvaluator(lens, EMOTIONS, batch_size=4, num_workers=2).run(cs, conds)
     for k in r0:
         assert r0[k].predictions == r2[k].predictions
+
+
+def test_default_is_serial_with_the_model_on_the_cpu_and_threads_on_a_gpu():
+    assert default_workers("cpu") == 0 and default_workers(torch.device("cpu")) == 0
+    assert check_workers(None, torch.device("cpu")) == 0 and check_workers(2, "cpu") == 2
+    assert default_workers("cuda:1") == default_workers(torch.device("cuda", 0)) == default_workers() >= 1
+
+    def where(i):
+        return threading.current_thread().name
+
+    main = threading.current_thread().name
+    assert list(prefetched(range(3), where, device="cpu")) == [main] * 3
+    assert all(n.startswith("esn-lens-prefetch") for n in prefetched(range(3), where, device="cuda:0"))
+    # the library's loops pass the model's device: on a CPU model, batches are built in the calling thread
+    model, proc = build_tiny("qwen2_audio", seed=3)
+    lens = Lens(model, proc)
+    built_in, batch_clips = [], lens.batch_clips
+
+    def spy(*a, **kw):
+        built_in.append(threading.current_thread().name)
+        return batch_clips(*a, **kw)
+
+    lens.batch_clips = spy
+    lens.collect_stats(clips(4), "Which emotion?", EMOTIONS, batch_size=2, progress=False)
+    assert built_in == [main, main]
+    lens.collect_stats(clips(4), "Which emotion?", EMOTIONS, batch_size=2, progress=False, num_workers=1)
+    assert built_in[2:] and all(n.startswith("esn-lens-prefetch") for n in built_in[2:])

@@ -66,5 +66,13 @@ def test_torchrun_two_ranks_give_the_single_process_results(tmp_path):
     for stage in ("identification", "deactivation", "steering"):
         assert json.loads((two / "eval" / f"{stage}.json").read_text()) == json.loads(
             (one / "eval" / f"{stage}.json").read_text())
+    # the set units' top activations: the ranks' shares merged by the top-k rule equal one process's
+    pa, pb = (json.loads((d / "neuron_pages.json").read_text()) for d in (one, two))
+    assert [u["id"] for u in pa["units"]] == [u["id"] for u in pb["units"]] and pa["units"]
+    for ua, ub in zip(pa["units"], pb["units"]):
+        assert [(e["clip"], e["position"]) for e in ua["top"]] == [(e["clip"], e["position"]) for e in ub["top"]]
+        assert [e["value"] for e in ua["top"]] == pytest.approx([e["value"] for e in ub["top"]], abs=2e-4)
+        assert ua["hist"]["counts"] == ub["hist"]["counts"]  # edges from the stats: equal to float32 rounding
+        assert (ua["hist"]["lo"], ua["hist"]["width"]) == pytest.approx((ub["hist"]["lo"], ub["hist"]["width"]), rel=1e-4)
     assert not (two / ".esn_lens.lock").exists() and not list((two / "checkpoints").iterdir())
     assert sorted(p.name for p in two.iterdir()) == sorted(p.name for p in one.iterdir())

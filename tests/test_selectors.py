@@ -51,7 +51,7 @@ def make_stats(seed: int, E: int = 4, L: int = 3, N: int = 16, *, dyadic: bool =
 def ref_scores(stats: NeuronStats, name: str, seed: int = 0, **opts) -> list:
     """scores[e][l][n] of a built-in selector, one unit at a time."""
     E, L, N = stats.shape
-    K, T, S, Q = stats.K.tolist(), stats.T.tolist(), stats.sum.tolist(), stats.sumsq.tolist()
+    K, T, S, Q = stats.K.tolist(), stats.T.reshape(-1).tolist(), stats.sum.tolist(), stats.sumsq.tolist()
     if name == "random":  # the definition: one seeded torch.Generator draw of uniform [0, 1) float64
         return torch.rand((E, L, N), generator=torch.Generator().manual_seed(seed), dtype=torch.float64).tolist()
     out = [[[0.0] * N for _ in range(L)] for _ in range(E)]

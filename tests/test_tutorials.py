@@ -27,6 +27,11 @@ EXPECT = {
                                r"max \|difference\| to patch_activations: 0\.0", r"AtP top units for +sad: \[.*\]  planted",
                                r"hand vs library: 0\.0e\+00",
                                r"d log p\(token 7\) / d blocks\.1\.mlp\.hook_act: \(2, \d+, 64\)"]),
+    "07_moe_experts": ([], [r"qwen3_omni_moe: 2 layers x 6 experts x 16 neurons, top-2; d_mlp = 96",
+                            r"hook_act \(8, \d+, 96\) route \(8, \d+, 6\) experts per token: 2",
+                            r"T shape \(4, 2, 96\)", r"angry: experts \(layer, expert\) \[\[0, 0\]\]",
+                            r"sad: experts \(layer, expert\) \[\[0, 3\]\]",
+                            r"LAPE recovers 8 of 8 planted expert units"]),
     "05_paper_setup_gpu": (["--check"], [r"configuration ok: 2 models x selectors .* at r = 0\.005",
                                          r"check-only mode \(--check\): nothing was run"]),
 }

@@ -123,7 +123,8 @@ assert torch.allclose(lg, patched, atol=1e-5)
 # neuron), one backward per batch; the `atp` selector ranks units by it. The planted units should lead.
 
 # %%
-att = collect_attribution(plens, planted_clips(4, EMOTIONS, seed=1), EMOTIONS, batch_size=8, progress=False)
+att = collect_attribution(plens, planted_clips(4, EMOTIONS, seed=1), EMOTIONS, answer="word", batch_size=8,
+                          progress=False)   # the planted model answers with the emotion word
 atp = find_neurons(att, "atp", count=4)
 for e in EMOTIONS:
     top = [tuple(u) for u in atp.indices(e).tolist()]
@@ -165,3 +166,26 @@ with lens.trace(batch):
 lens.model.zero_grad(set_to_none=True)
 print("d log p(token 7) / d blocks.1.mlp.hook_act:", tuple(g.shape), f"max |grad| {float(g.abs().max()):.3e}")
 assert g.shape[-1] == lens.d_mlp and g.abs().max() > 0
+
+# %% [markdown]
+# ## f. Positions inside several invokes: the invoke masks
+# Several invokes are padded to the longest one, so a position mask must be the *padded* one:
+# `tracer.invoke_masks[i]` (or `lens.invoke_masks()` inside the invoke's code) holds invoke `i`'s masks at the
+# combined length. Library operations' `positions=` names ("audio", "last", ...) use them for you; a hand-written
+# mask takes them from there. Here the same audio-position edit, by hand and by name, in the second of two invokes.
+
+# %%
+long_b, short_b = lens.batch_clips(clips[:2], PROMPT), lens.batch_clips(clips[2:3], "Emotion?")
+got = {}
+for how in ("by hand", "by name"):
+    with lens.trace() as tracer:
+        with tracer.invoke(long_b):
+            lens.logits.save()
+        with tracer.invoke(short_b):
+            m = lens.invoke_masks()  # short_b's masks, padded to long_b's length
+            got["padded"] = tuple(m.audio.shape)
+            deactivate(mask, positions=m.audio if how == "by hand" else "audio").apply(lens)
+            got[how] = lens.logits.output[:, -1].save()
+print(f"short batch {tuple(short_b.masks.audio.shape)} -> padded in the trace {got['padded']}; "
+      f"hand mask vs 'audio': {float((got['by hand'] - got['by name']).abs().max()):.1e}")
+assert got["padded"][1] >= short_b.masks.audio.shape[1] and torch.equal(got["by hand"], got["by name"])

@@ -6,17 +6,31 @@ and marks which positions are padding, special, audio or prompt text.
 """
 from __future__ import annotations
 
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar, NamedTuple, Sequence
 
 import numpy as np
 import torch
-from jaxtyping import Bool
+from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
 from ..errors import InputError, UnsupportedModelError
 from ..registry import Registry
 from ..vocab import (HOOK_NAMES, SITE_ORDER, SITES, PositionMasks, check_site, fingerprint_of, hook_name,  # noqa: F401
                      parse_hook_name)
+
+
+class SiteRow(NamedTuple):
+    """One row of an adapter's site table: ``SiteRow(name, path, side)``.
+
+    ``name``: the TransformerLens name (``"hook_embed"``, ``"blocks.3.mlp.hook_act"``, ``"logits"``, or a new kind's
+    name); ``path``: the dotted module path from :meth:`Adapter.root`; ``side``: which value of that module --
+    ``"output"``, ``"input"`` (its first input), ``"output0"`` (element 0 of a tuple output) or ``"hidden"``
+    (``last_hidden_state`` of a model output). Rows are listed in forward order.
+    """
+
+    name: str
+    path: str
+    side: str
 
 ADAPTERS: Registry[type["Adapter"]] = Registry("adapter")
 
@@ -51,6 +65,12 @@ class Adapter:
     supports_generate: ClassVar[bool] = True
     #: the longest audio the model hears (its processor cuts the rest), in seconds; None = no fixed window
     max_audio_seconds: ClassVar[float | None] = None
+    #: waveform samples behind one audio token (feature hop x encoder stride x pooling; Whisper-style: 160 x 2 x 2)
+    #: and the processor's window (it encodes longer audio window by window); None: no time map for this family
+    audio_token_samples: ClassVar[int | None] = None
+    audio_window_samples: ClassVar[int] = 480000
+    #: samples before / after its tile that a token still reads (Whisper-style: 25 ms window, two k=3 convolutions)
+    audio_token_reach: ClassVar[tuple[int, int]] = (520, 200)
     #: Model classes / model_types this adapter claims (checked by the default :meth:`matches`).
     class_names: ClassVar[tuple[str, ...]] = ()
     model_types: ClassVar[tuple[str, ...]] = ()
@@ -94,21 +114,20 @@ class Adapter:
 
     @property
     def fingerprint(self) -> str:
-        """A stable hash of the model: family, shape, and the sign pattern of some decoder weights.
+        """A stable hash of the model: family, shape, and its weights at bfloat16 precision (see
+        :mod:`esn_lens.identity`).
 
-        Identical for a model and its reloaded copy (any dtype), different for another architecture or
-        another training run; used to match saved stats and neuron sets to this model.
+        Identical for a model and its reloaded copy (float32 or bfloat16), different for another architecture, another
+        training run or a fine-tuned copy; used to match saved stats and neuron sets to this model.
         """
+        from ..identity import weights_signature
+
         cfg = self.config
         text_cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
         shape = dict(adapter=self.family, layers=self.n_layers, d_mlp=self.d_mlp,
                      hidden=getattr(text_cfg, "hidden_size", None), vocab=getattr(text_cfg, "vocab_size", None))
-        signs = []
-        for layer in (0, self.n_layers - 1):
-            w = self.mlp_module(layer).gate_proj.weight.detach().reshape(-1)[:256]
-            if w.device.type != "meta":
-                signs.append("".join("1" if v > 0 else "0" for v in w.float().cpu().tolist()))
-        return fingerprint_of(shape, extra="|".join(signs))
+        return fingerprint_of(shape, extra="weights:" + weights_signature(self.model))
+
 
     # -------------------------------------------------------------- module paths
     def layers(self) -> nn.ModuleList:
@@ -158,6 +177,27 @@ class Adapter:
             raise InputError(f"layer {layer} out of range 0..{self.n_layers - 1}")
         attr, side = SITES[check_site(site)]
         return f"{self.mlp_path(layer)}.{attr}", side
+
+    # -------------------------------------------------------------- the site table
+    def site_table(self) -> list[SiteRow]:
+        """Every named site of the model as :class:`SiteRow` s, in forward order: the one table that ``lens.site``,
+        ``lens.site_names``, ``lens.hook_names``, ``lens.run(record=)`` and the docs read. A new site kind is one
+        more row (override :meth:`layer_site_rows` for per-layer ones, or this method for the rest, calling super)."""
+        rows = [SiteRow("hook_embed", self.embed_path, "output")]
+        if self.audio_tower_path is not None:
+            rows.append(SiteRow("audio_encoder", self.audio_tower_path, "hidden"))
+        for layer in range(self.n_layers):
+            rows += self.layer_site_rows(layer)
+        return rows + [SiteRow("logits", self.lm_head_path, "output")]
+
+    def layer_site_rows(self, layer: int) -> list[SiteRow]:
+        """The rows of one decoder layer, in forward order (the kinds of :data:`esn_lens.vocab.LAYER_SITE_KINDS`)."""
+        b = f"blocks.{layer}"
+        rows = [SiteRow(f"{b}.hook_resid_pre", self.layer_path(layer), "input"),
+                SiteRow(f"{b}.hook_attn_out", self.attn_path(layer), "output0")]
+        rows += [SiteRow(hook_name(layer, site), *self.site_path(layer, site)) for site in SITE_ORDER]
+        return rows + [SiteRow(f"{b}.hook_mlp_out", self.mlp_path(layer), "output"),
+                       SiteRow(f"{b}.hook_resid_post", self.layer_path(layer), "output0")]
 
     def site_module(self, layer: int, site: str) -> nn.Module:
         """The torch module of a site (for plain hooks in references)."""
@@ -256,6 +296,35 @@ class Adapter:
             return torch.zeros_like(ids, dtype=torch.bool)
         aid = self.tokenizer.convert_tokens_to_ids(self.audio_token)
         return ids == aid
+
+    def audio_token_spans(self, n_samples: int, *, reach: bool = True) -> Float[Tensor, "token 2"]:
+        """``[start, end)`` seconds of a clip of ``n_samples`` (at :attr:`sampling_rate`) behind each of its audio
+        tokens, in order, window by window (cut at the clip's end and at :attr:`max_audio_seconds`). ``reach=False``:
+        the tiling, :attr:`audio_token_samples` per token; ``reach=True``: the samples the token is computed from
+        (the tile widened by :attr:`audio_token_reach`: feature window and convolutions; attention aside).
+        Example (Whisper-style, 16 kHz): token 3 of a 1 s clip tiles 0.12-0.16 s and reads 0.0875-0.1725 s."""
+        if self.audio_token_samples is None:
+            raise InputError(f"{self.name}: this adapter has no map from audio tokens to time (audio_token_samples)")
+        sr, hop = self.sampling_rate, self.audio_token_samples
+        before, after = self.audio_token_reach if reach else (0, 0)
+        if self.max_audio_seconds is not None:
+            n_samples = min(int(n_samples), int(self.max_audio_seconds * sr))
+        n_samples = min(int(n_samples), self.audio_window_samples * self.audio_windows())
+        spans = []
+        for w0 in range(0, n_samples, self.audio_window_samples):  # one step per processor window
+            m = min(self.audio_window_samples, n_samples - w0)
+            start = hop * torch.arange(self.window_tokens(m), dtype=torch.float64)
+            spans.append(torch.stack([(start - before).clamp(min=0), (start + hop + after).clamp(max=m)], 1) + w0)
+        return (torch.cat(spans) if spans else torch.zeros(0, 2, dtype=torch.float64)) / sr
+
+    def audio_windows(self) -> int:
+        """How many windows of a clip the processor encodes (the rest is cut); one by default."""
+        return 1
+
+    def window_tokens(self, n_samples: int) -> int:
+        """Audio tokens of one processor window of ``n_samples`` (Whisper-style: 10 ms frames, stride-2 conv, pool 2)."""
+        frames = -(-int(n_samples) // 160)
+        return max(0, ((frames - 1) // 2 + 1 - 2) // 2 + 1)
 
     def _extra_special_ids(self) -> list[int]:
         tok = self.tokenizer

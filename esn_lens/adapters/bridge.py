@@ -4,6 +4,9 @@ Build the bridge with ``transformer_lens.model_bridge.sources.build_bridge_from_
 ``TransformerBridge.boot_transformers``, which reaches for the hub and pip-installs torchvision), then
 ``Lens(bridge, processor)``. Sites are the bridged model's own MLP modules, so values equal those of the
 plain model; inputs are built by the wrapped model's own adapter. Generation is not supported here.
+At padding positions (attention mask 0) the bridge's values differ from the plain model's (its own attention treats
+fully masked rows differently; logits there differed by up to 5.2 in a trial); every non-padding position is equal,
+and the library only counts, edits and reads logits at non-padding positions (tests/test_bridge.py).
 
 Example::
 
@@ -42,6 +45,15 @@ class TransformerBridgeAdapter(Adapter):
     audio_tower_path = "audio_encoder"
     supports_generate = False
     class_names = ("TransformerBridge",)
+    #: a row of docs/models.md (esn_lens.adapters.support)
+    support = dict(
+        title='TransformerBridge',
+        mlp="the bridged model's own MLP modules (values equal the plain model's)",
+        audio="as the wrapped model's adapter",
+        inputs="the wrapped model's adapter",
+        tested='AF3 and Qwen2 bridges: sites and edits equal the HF path',
+        limits='no generation (constrained scoring only); build it with build_bridge_from_module (no hub)',
+    )
 
     def __init__(self, model: nn.Module, processor: Any = None):
         original = getattr(model, "original_model", None)

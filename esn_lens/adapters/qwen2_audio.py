@@ -19,8 +19,18 @@ class Qwen2AudioAdapter(Adapter):
     projector_path = "model.multi_modal_projector"
     embeds_reuse_path = "model.language_model"
     max_audio_seconds = 30.0  # Whisper features are exactly 3000 frames
+    audio_token_samples = 640  # 40 ms at 16 kHz: 10 ms mel frames, stride-2 conv, pooling 2
     class_names = ("Qwen2AudioForConditionalGeneration",)
     model_types = ("qwen2_audio",)
+    #: a row of docs/models.md (esn_lens.adapters.support)
+    support = dict(
+        title='Qwen2-Audio',
+        mlp="Qwen2MLP: pre = gate_proj out, act = SiLU(gate) (the paper's), post = act * up_proj (down_proj input)",
+        audio='`<|AUDIO|>` ids (25 per second)',
+        inputs='its processor + chat template (features padded to 3000 frames)',
+        tested='tiny real model: sites, stats, edits, generation vs plain hooks; batched = alone; `esn-lens run` on a saved folder',
+        limits='30 s audio window (longer clips cut with a warning)',
+    )
 
     def encode_cut_features(self, feats: Float[Tensor, "batch mel frames"], n_frames: Int[Tensor, " batch"]
                             ) -> tuple[Float[Tensor, "batch tokens d_audio"], Int[Tensor, " batch"]]:

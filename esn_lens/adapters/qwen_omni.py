@@ -65,8 +65,18 @@ class Qwen25OmniAdapter(Adapter):
     layers_path = "model.language_model.layers"
     audio_token = "<|AUDIO|>"
     audio_tower_path = "model.audio_tower"
+    audio_token_samples = 640  # 40 ms at 16 kHz: 10 ms mel frames, stride-2 conv, pooling 2
     class_names = ("Qwen2_5OmniThinkerForConditionalGeneration", "Qwen2_5OmniForConditionalGeneration")
     model_types = ("qwen2_5_omni_thinker", "qwen2_5_omni")
+    #: a row of docs/models.md (esn_lens.adapters.support)
+    support = dict(
+        title='Qwen2.5-Omni',
+        mlp="Qwen2MLP: pre = gate_proj out, act = SiLU(gate) (the paper's), post = act * up_proj (down_proj input)",
+        audio='`<|AUDIO|>` ids (25 per second)',
+        inputs='audio-only Omni processor (no torchvision) + chat template',
+        tested='tiny real thinker: sites, stats, edits, generation vs plain hooks; full model through `.thinker`',
+        limits='text answers only (the talker is not run)',
+    )
 
     @classmethod
     def load_processor(cls, path: str, trust_remote_code: bool = False) -> Any:

@@ -12,6 +12,15 @@ class CausalLMAdapter(Adapter):
 
     layers_path = "model.layers"
     fallback = True
+    #: a row of docs/models.md (esn_lens.adapters.support)
+    support = dict(
+        title='Llama/Qwen2-style LM',
+        mlp='gated MLP (Llama/Qwen2/Mistral style): pre = gate_proj out, act = act_fn(gate), post = down_proj input',
+        audio='none (text corpora: the transcript goes in the prompt)',
+        inputs='its tokenizer + chat template',
+        tested='tiny Qwen2 and Llama: sites, stats, edits, generation vs plain hooks',
+        limits='text only',
+    )
 
     @classmethod
     def matches(cls, model: nn.Module) -> bool:

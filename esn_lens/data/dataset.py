@@ -18,11 +18,17 @@ DROP_REASONS: dict[str, str] = {
     "excluded": "emotion outside the label set, or not an emotion (e.g. no agreement)",
     "unmapped": "raw label not mapped to any emotion (drop_unmapped=True)",
     "missing_file": "audio file listed but not on disk",
+    "not_a_file": "listed path is not a regular file (a folder, device, FIFO or socket)",
     "unreadable": "audio file corrupt or unreadable (check_audio=True)",
     "unparsed": "file or row that does not follow the corpus's naming convention",
     "duplicate": "utterance id seen before",
     "filtered": "left out by a loader option (e.g. sessions=, splits=)",
 }
+
+
+def speaker_key(speaker: str) -> str:
+    """A speaker id as compared: case and surrounding/repeated spaces ignored (``"SPK002 "`` is ``"spk002"``)."""
+    return " ".join(str(speaker).split()).casefold()
 
 
 @dataclass
@@ -45,10 +51,18 @@ class Manifest:
     dropped_labels: dict[str, dict[str, int]] = field(default_factory=dict)
     load_failures: dict[str, str] = field(default_factory=dict)
     history: list[str] = field(default_factory=list)
+    #: item -> what exactly was wrong, where a drop reason has a detail (e.g. ``"a FIFO"`` for ``not_a_file``)
+    details: dict[str, str] = field(default_factory=dict)
+    #: ids of clips whose file lies outside the corpus folder (allowed: a manifest may point anywhere)
+    outside_root: list[str] = field(default_factory=list)
+    #: speaker ids written differently for one speaker (case, spaces): spelling -> the one used
+    merged_speakers: dict[str, str] = field(default_factory=dict)
 
-    def drop(self, reason: str, item: str, raw_label: str | None = None) -> None:
-        """Record one dropped item (and its raw label, for label drops)."""
+    def drop(self, reason: str, item: str, raw_label: str | None = None, detail: str | None = None) -> None:
+        """Record one dropped item (and its raw label, for label drops; what was wrong, for ``not_a_file``)."""
         self.dropped.setdefault(reason, []).append(item)
+        if detail:
+            self.details[item] = detail
         if raw_label is not None:
             labels = self.dropped_labels.setdefault(reason, {})
             labels[raw_label] = labels.get(raw_label, 0) + 1
@@ -241,4 +255,4 @@ class EmotionDataset(Sequence[EmotionClip]):
             yield clip, audio
 
 
-__all__ = ["DROP_REASONS", "Manifest", "EmotionDataset"]
+__all__ = ["DROP_REASONS", "Manifest", "EmotionDataset", "speaker_key"]

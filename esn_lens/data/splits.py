@@ -9,7 +9,7 @@ from typing import Literal, NamedTuple
 import numpy as np
 
 from ..errors import InputError
-from .dataset import EmotionDataset
+from .dataset import EmotionDataset, speaker_key
 
 
 class Split(NamedTuple):
@@ -57,7 +57,14 @@ def speaker_disjoint_split(dataset: EmotionDataset, *, eval_fraction: float = 0.
             raise InputError(f"speaker_disjoint_split: {len(nameless)} clip(s) have no speaker (e.g. "
                              f"{', '.join(nameless[:3])}); pass unknown_speakers='drop' to leave them out")
         dataset = dataset.filter(lambda c: bool(c.speaker), name=f"drop {len(nameless)} clips without speaker")
-    counts = Counter(c.speaker for c in dataset)
+    canon: dict[str, str] = {}  # one speaker however its id is written (case, spaces): the first spelling seen
+    for c in dataset:
+        canon.setdefault(speaker_key(c.speaker), c.speaker)
+
+    def who(c) -> str:
+        return canon[speaker_key(c.speaker)]
+
+    counts = Counter(who(c) for c in dataset)
     if len(counts) < 2:
         raise InputError(f"speaker_disjoint_split: needs at least 2 speakers, found {len(counts)} {sorted(counts)}")
     if eval_speakers is not None:
@@ -74,10 +81,13 @@ def speaker_disjoint_split(dataset: EmotionDataset, *, eval_fraction: float = 0.
         chosen = _pick_eval_speakers(counts, eval_fraction, seed)
         how = f"eval_fraction={eval_fraction}, seed={seed}"
     ident_spk, eval_spk = sorted(set(counts) - chosen), sorted(chosen)
-    ident = dataset.filter(lambda c: c.speaker not in chosen,
+    ident = dataset.filter(lambda c: who(c) not in chosen,
                            name=f"speaker_disjoint_split({how}) identification {_describe(ident_spk)}")
-    evaluation = dataset.filter(lambda c: c.speaker in chosen,
+    evaluation = dataset.filter(lambda c: who(c) in chosen,
                                 name=f"speaker_disjoint_split({how}) evaluation {_describe(eval_spk)}")
+    leak = {speaker_key(c.speaker) for c in ident} & {speaker_key(c.speaker) for c in evaluation}
+    if leak:  # cannot happen by construction; a guard against a future change
+        raise InputError(f"speaker_disjoint_split: speakers {sorted(leak)} on both sides")
     for side, part in (("identification", ident), ("evaluation", evaluation)):
         empty = [e for e, n in part.counts().items() if n == 0 and dataset.counts()[e] > 0]
         if empty:

@@ -29,7 +29,9 @@ refused. Under ``torchrun --nproc_per_node N`` the statistics and evaluations ar
 writes the folder, with the same results as one process.
 
 Modules: :mod:`.config` (RunConfig and its checks), :mod:`.data` (clips, splits, model loading), :mod:`.folder`
-(run folder, lock, progress, the streaming loop), :mod:`.stages` (the stage table and :class:`Run`), :mod:`.sets`
+(run folder, lock, progress, the streaming loop), :mod:`.registry` (``register_stage``, the products context),
+:mod:`.accumulate` (the checkpointed accumulate loop of streaming statistics stages), :mod:`.stages` (the built-in
+stages and :class:`Run`), :mod:`.sets`
 (transferred sets, random baseline), :mod:`.analysis` (results from :mod:`esn_lens.metrics`), :mod:`.parallel`
 (torch.distributed).
 """
@@ -39,9 +41,14 @@ from .config import PAPER_SELECTORS, RunConfig, check_model_arg, normalise_model
 from .data import ClipSplit, load_clips, load_lens, screen_clips, weights_digest
 from .folder import CHECKPOINT_HOOKS, LOCK_NAME, RESULTS_VERSION, RunError, RunFolder, digest
 from .sets import random_like
-from .stages import STAGE_TABLE, STAGES, Run, Stage, run_pipeline
+from .accumulate import Accumulator, accumulate
+from .registry import (STAGE_REGISTRY, Stage, StageContext, StageError, product_names, register_stage, stage_names,
+                       stage_order, unregister_stage)
+from .stages import STAGE_TABLE, STAGES, Run, RunContext, run_pipeline
 
 __all__ = ["RunConfig", "ClipSplit", "Run", "RunError", "RunFolder", "Stage", "run_pipeline", "load_results",
            "load_clips", "load_lens", "screen_clips", "random_like", "analyse", "layer_analysis", "weights_digest",
            "normalise_model", "check_model_arg", "read_run_json", "digest", "PAPER_SELECTORS", "STAGES",
-           "STAGE_TABLE", "CHECKPOINT_HOOKS", "LOCK_NAME", "RESULTS_VERSION"]
+           "STAGE_TABLE", "CHECKPOINT_HOOKS", "LOCK_NAME", "RESULTS_VERSION", "register_stage", "unregister_stage",
+           "stage_order", "stage_names", "product_names", "STAGE_REGISTRY", "StageContext", "StageError", "RunContext",
+           "Accumulator", "accumulate"]

@@ -6,13 +6,13 @@ folder's streaming loop like the statistics, and summed over the ranks under ``t
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..attribution import AttributionStats, collect_attribution
 from ..io import load_tensors, save_tensors
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .stages import Run
+    from .stages import RunContext
 
 ATTRIBUTION_KIND = "attribution_stats"
 FILE = "attribution.safetensors"
@@ -33,41 +33,47 @@ def load_attribution(path: Path) -> tuple[AttributionStats, dict]:
     return AttributionStats.from_state_dict({"meta": meta["stats"], **tensors}), meta
 
 
-def stage_attribution(run: "Run") -> None:
+class AttributionAccumulator:
+    """:class:`~esn_lens.attribution.AttributionStats` over clips scored by the run's evaluator (the attribution
+    stage's accumulator)."""
+
+    def __init__(self, lens, att: AttributionStats, evaluator, *, batch_size: int):
+        self.lens, self.att, self.evaluator, self.batch_size = lens, att, evaluator, batch_size
+
+    def add(self, clips: list) -> None:
+        a = self.att
+        collect_attribution(self.lens, clips, a.emotions, att=a, evaluator=self.evaluator, site=a.site,
+                            positions=a.positions, batch_size=self.batch_size, progress=False)
+
+    def merge(self, other: "AttributionAccumulator") -> None:
+        self.att.merge(other.att)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.att.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.att = AttributionStats.from_state_dict(state)
+
+    def empty(self) -> "AttributionAccumulator":
+        a = self.att
+        return AttributionAccumulator(self.lens, AttributionStats(
+            a.emotions, a.n_layers, a.d_mlp, site=a.site, positions=a.positions, model_fingerprint=a.model_fingerprint,
+            adapter=a.adapter), self.evaluator, batch_size=self.batch_size)
+
+
+def stage_attribution(run: "RunContext") -> None:
     f, cfg, lens = run.folder, run.cfg, run.lens
-    if f.done("attribution"):
-        att, meta = load_attribution(f.path(FILE))
-        f.check_checkpoint(f.path(FILE), meta.get("model_fingerprint") == lens.fingerprint, "")
-        run.attribution = att
-        return
     by_id = {c.utterance_id: c for c in run.split.identification}
     pool = [by_id[i] for i in run.pool_ids]
-    holder = {"att": AttributionStats(run.split.emotions, lens.n_layers, lens.d_mlp, site=cfg.site,
-                                      positions=cfg.positions, model_fingerprint=lens.fingerprint,
-                                      adapter=lens.adapter.name)}
-
-    def load(ckpt: Path) -> tuple[int, float]:
-        att, meta = load_attribution(ckpt)
-        f.check_checkpoint(ckpt, meta.get("key") == f.key and meta.get("model_fingerprint") == lens.fingerprint, "")
-        holder["att"] = att
-        return int(meta["consumed"]), float(meta.get("elapsed", 0.0))
-
-    def save(ckpt: Path, consumed: int, elapsed: float) -> None:
-        save_attribution(ckpt, holder["att"], consumed=consumed, elapsed=elapsed, key=f.key,
-                         model_fingerprint=lens.fingerprint)
-
-    def work(chunk: list) -> None:
-        run.par.collect_attribution(lens, chunk, run.evaluator, holder["att"], batch_size=cfg.batch_size)
-
-    if not f.path("checkpoints", FILE).exists():
+    acc = AttributionAccumulator(lens, AttributionStats(run.split.emotions, lens.n_layers, lens.d_mlp, site=cfg.site,
+                                                        positions=cfg.positions, model_fingerprint=lens.fingerprint,
+                                                        adapter=lens.adapter.name),
+                                 run.evaluator, batch_size=cfg.batch_size)
+    if not f.done("attribution") and not f.path("checkpoints", FILE).exists():
         run.log(f"[attribution] AtP over {len(pool)} pool clips")
-    secs = f.stream("attribution", pool, cfg.batch_size * cfg.checkpoint_every, work=work, save=save, load=load,
-                    checkpoint=FILE, desc="attribution", progress=cfg.progress)
-    run.attribution = holder["att"]
-    if f.main:
-        save_attribution(f.path(FILE), run.attribution, model_fingerprint=lens.fingerprint)
-    f.mark("attribution", secs)
-    f.drop_checkpoint(FILE)
+    run.accumulate(acc, pool, file=FILE, kind=ATTRIBUTION_KIND, desc="attribution")
+    run.attribution = acc.att
 
 
-__all__ = ["stage_attribution", "wanted", "collect_attribution"]
+__all__ = ["stage_attribution", "wanted", "collect_attribution", "AttributionAccumulator", "save_attribution",
+           "load_attribution"]

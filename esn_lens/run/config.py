@@ -63,9 +63,13 @@ class RunConfig:
     workers: int | None = None
     trust_remote_code: bool = False
     on_bad_clip: str = "skip"
+    #: rows repeating an utterance id: "warn" (keep the first, say so) or "fail" (refuse the run)
+    on_duplicate: str = "warn"
+    #: validate neuron sets found on another model (another fingerprint); recorded in results.json
+    allow_other_model: bool = False
 
     RUNTIME = ("dtype", "device", "device_map", "checkpoint_every", "progress", "threads", "workers", "trust_remote_code",
-               "on_bad_clip")
+               "on_bad_clip", "on_duplicate")
 
     def __post_init__(self) -> None:
         self.selectors = tuple(self.selectors)
@@ -117,6 +121,8 @@ class RunConfig:
             raise InputError("intervention 'mean_ablate' needs the run's own statistics (discover), not --neurons alone")
         if self.on_bad_clip not in ("skip", "fail"):
             raise InputError(f"on_bad_clip must be 'skip' or 'fail', got {self.on_bad_clip!r}")
+        if self.on_duplicate not in ("warn", "fail"):
+            raise InputError(f"on_duplicate must be 'warn' or 'fail', got {self.on_duplicate!r}")
         if self.eval_split not in ("eval", "all"):
             raise InputError(f"eval_split must be 'eval' or 'all', got {self.eval_split!r}")
         for name in ("batch_size", "checkpoint_every", "max_new_tokens"):
@@ -152,6 +158,8 @@ class RunConfig:
         d["model"] = normalise_model(self.model)  # ./m, m and /abs/m name one model
         if d["intervention"] == "deactivate":  # the default is left out: run folders of earlier versions still resume
             del d["intervention"]
+        if not d["allow_other_model"]:  # likewise: recorded only when used
+            del d["allow_other_model"]
         d["neurons"] = [str(Path(p).expanduser().resolve()) for p in self.neurons]
         if d["data_dir"] is not None:
             d["data_dir"] = str(Path(d["data_dir"]).expanduser().resolve())

@@ -8,7 +8,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from ..data.clip import EmotionClip
+from ..data.clip import EmotionClip, audio_hash
 from ..errors import ESNLensError, IncompatibleError, InputError
 from .config import RunConfig, check_model_arg
 
@@ -73,15 +73,51 @@ def load_clips(cfg: RunConfig) -> ClipSplit:
                "manifest": ds.manifest.summary() if hasattr(ds.manifest, "summary") else ""}
         from ..data.dataset import DROP_REASONS
 
-        bad = [{"id": item, "reason": DROP_REASONS[r]} for r in BAD_FILE_REASONS
-               for item in ds.manifest.dropped.get(r, [])]
+        man = ds.manifest
+        bad = [{"id": item, "reason": man.details.get(item) or DROP_REASONS[r]} for r in BAD_FILE_REASONS
+               for item in man.dropped.get(r, [])]
         if bad:
             src["bad_files"] = bad
+        _data_warnings(src, man, cfg, ds)
     return restrict_emotions(ClipSplit(ident, evaluation, tuple(emotions), src), cfg)
 
 
+#: the rate clips are decoded at when screened (before the model, and its rate, are known)
+SCREEN_RATE = 16000
+
 #: manifest drop reasons that are bad clips (a file listed but absent or unreadable), not label choices
-BAD_FILE_REASONS = ("missing_file", "unreadable")
+BAD_FILE_REASONS = ("missing_file", "not_a_file", "unreadable")
+
+
+def _data_warnings(src: dict[str, Any], man: Any, cfg: RunConfig, ds: Any) -> None:
+    """Say (stderr, clips.json, results.json, report) what the corpus does that would otherwise pass unnoticed:
+    repeated utterance ids (refused with ``on_duplicate="fail"``), speaker ids merged across spellings, clips read
+    from outside the data folder, and label-set emotions that have no clips at all."""
+    from .notices import warn
+
+    dup = man.dropped.get("duplicate", [])
+    if dup:
+        ids = sorted(set(dup))
+        what = (f"{len(dup)} row(s) repeat an utterance id already listed ({', '.join(ids[:5])}"
+                f"{' ...' if len(ids) > 5 else ''})")
+        if cfg.on_duplicate == "fail":
+            raise InputError(f"{cfg.dataset} at {cfg.data_dir}: {what}; give every row its own utterance_id "
+                             "(--on-duplicate warn keeps the first row of each)")
+        warn(src, f"{what}: the first row of each is used, the others are left out (--on-duplicate fail refuses)")
+        src["duplicates"] = ids
+    if man.merged_speakers:
+        pairs = [f"{k!r} -> {v!r}" for k, v in list(man.merged_speakers.items())[:5]]
+        warn(src, f"speaker ids that differ only by case or spaces are one speaker: {', '.join(pairs)}"
+             f"{' ...' if len(man.merged_speakers) > 5 else ''}")
+        src["merged_speakers"] = dict(man.merged_speakers)
+    if man.outside_root:
+        src["outside_data_dir"] = list(man.outside_root)
+        warn(src, f"{len(man.outside_root)} clip(s) are read from outside the data folder {cfg.data_dir} "
+             f"({', '.join(man.outside_root[:5])}{' ...' if len(man.outside_root) > 5 else ''}; listed in clips.json)")
+    empty = [e for e, n in ds.counts().items() if n == 0]
+    if empty:
+        warn(src, f"label set {cfg.label_set or man.label_set}: no clips of {empty} in the corpus; the run uses "
+             f"{[e for e in ds.emotions if e not in empty]}")
 
 
 def screen_clips(split: ClipSplit, cfg: RunConfig) -> ClipSplit:
@@ -99,8 +135,8 @@ def screen_clips(split: ClipSplit, cfg: RunConfig) -> ClipSplit:
     from ..prefetch import check_workers
 
     def problem(c: EmotionClip) -> str | None:
-        try:
-            c.load()
+        try:  # streamed and capped: a 10-hour or 192 kHz file costs what its first minutes do
+            c.content_hash = audio_hash(c.load(SCREEN_RATE)[0])
         except InputError as e:
             reason, prefix = str(e), f"clip {c.utterance_id}: "
             return reason[len(prefix):] if reason.startswith(prefix) else reason
@@ -118,7 +154,7 @@ def screen_clips(split: ClipSplit, cfg: RunConfig) -> ClipSplit:
             else:
                 skipped.append({"id": c.utterance_id, "reason": why})
     if not skipped:
-        return split
+        return _overlap(split, cfg)
     if cfg.on_bad_clip == "fail":
         first = "; ".join(f"{s['id']}: {s['reason']}" for s in skipped[:3])
         more = f" and {len(skipped) - 3} more" if len(skipped) > 3 else ""
@@ -126,7 +162,16 @@ def screen_clips(split: ClipSplit, cfg: RunConfig) -> ClipSplit:
                          "(--on-bad-clip skip runs without them)")
     source = {k: v for k, v in split.source.items() if k != "bad_files"}
     source["skipped"] = skipped
-    return restrict_emotions(ClipSplit(keep["identification"], keep["evaluation"], split.emotions, source), cfg)
+    return _overlap(restrict_emotions(ClipSplit(keep["identification"], keep["evaluation"], split.emotions, source),
+                                      cfg), cfg)
+
+
+def _overlap(split: ClipSplit, cfg: RunConfig) -> ClipSplit:
+    if cfg.validate and cfg.neurons:
+        from .sets import check_pool_overlap
+
+        check_pool_overlap(split, cfg.neurons)
+    return split
 
 
 def _cap(clips: list[EmotionClip], emotions: Sequence[str], n: int, seed: int) -> list[EmotionClip]:
@@ -147,6 +192,11 @@ def restrict_emotions(split: ClipSplit, cfg: RunConfig) -> ClipSplit:
             if (not need_ident or any(c.emotion == e for c in split.identification))
             and (not need_eval or any(c.emotion == e for c in split.evaluation))]
     dropped = [e for e in split.emotions if e not in keep]
+    if dropped and len(keep) >= 2:
+        from .notices import warn
+
+        sides = " and ".join(s for s, need in (("identification", need_ident), ("evaluation", need_eval)) if need)
+        warn(split.source, f"emotion(s) {dropped} have no clips on the {sides} side; the run uses {keep}")
     if len(keep) < 2:
         raise InputError(f"{split.source.get('dataset')}: fewer than 2 emotions have clips on both sides of the "
                          f"identification/evaluation split (emotions {list(split.emotions)}); use more clips or speakers")

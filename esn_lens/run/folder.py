@@ -19,6 +19,11 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ..errors import IncompatibleError, InputError
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
 from ..io import atomic_write_json, read_run_json
 
 RESULTS_VERSION = 1
@@ -36,6 +41,14 @@ class RunError(InputError):
 def digest(obj: Any) -> str:
     """A short, stable hash of a JSON-able object (the run's key)."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _pid_in(fd: int) -> int:
+    """The pid written at the start of an open lock file, or -1."""
+    try:
+        return int(os.pread(fd, 64, 0).split()[0])
+    except (OSError, ValueError, IndexError):
+        return -1
 
 
 def _alive(pid: int) -> bool:
@@ -61,6 +74,7 @@ class RunFolder:
         self.progress: dict[str, Any] = {"stages": {}}
         self.key = ""
         self._lock: Path | None = None
+        self._lock_fd: int | None = None
         self._created = False
 
     # ------------------------------------------------------------------ files
@@ -116,35 +130,77 @@ class RunFolder:
             raise RunError(f"--out {d}: cannot write in {anc} ({e.strerror or e}); choose another --out") from None
 
     def acquire_lock(self) -> None:
-        """Create the folder (remembering whether this command did) and its lock file; refuse a folder another
-        live process holds."""
+        """Create the folder (remembering whether this command did) and take its lock; refuse a folder another live
+        process holds.
+
+        The lock is an OS lock (``flock``) on ``RUN/.esn_lens.lock``, taken atomically and dropped by the OS when the
+        process dies, so two processes can never both hold it and a killed run's lock is free at once. The file
+        also holds the pid (for the message, and for lock files written by a live process of an older version).
+        """
         self._created = not self.dir.exists()
         self.dir.mkdir(parents=True, exist_ok=True)
         lock = self.path(LOCK_NAME)
-        for _ in range(2):
+        if fcntl is None:  # pragma: no cover - no flock (Windows): exclusive create, stale if its pid is gone
+            return self._acquire_excl(lock)
+        for _ in range(100):  # retried only when the file was replaced between our open and our lock
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
             try:
-                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                try:
-                    pid = int(lock.read_text().split()[0])
-                except (OSError, ValueError, IndexError):
-                    pid = -1
-                if pid > 0 and pid != os.getpid() and _alive(pid):
-                    raise RunError(f"{self.dir} is in use by another esn-lens run (pid {pid}; lock file {lock}); "
-                                   "wait for it to finish, or remove the lock file if that process is gone") from None
-                lock.unlink(missing_ok=True)  # stale: its process is gone
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                pid = _pid_in(fd)
+                os.close(fd)
+                raise self._in_use(pid, lock) from None
+            try:
+                same = os.stat(lock).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:  # the holder released (unlinked) it after we opened: try the new file
+                os.close(fd)
                 continue
-            with os.fdopen(fd, "w") as f:
-                f.write(f"{os.getpid()} {time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
-            self._lock = lock
+            pid = _pid_in(fd)
+            if pid > 0 and pid != os.getpid() and _alive(pid):  # written by a live process without the OS lock
+                os.close(fd)
+                raise self._in_use(pid, lock)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()} {time.strftime('%Y-%m-%dT%H:%M:%S')}\n".encode(), 0)
+            self._lock, self._lock_fd = lock, fd
             return
+        raise RunError(f"{self.dir}: cannot take the lock file {lock}")
+
+    def _in_use(self, pid: int, lock: Path) -> RunError:
+        return RunError(f"{self.dir} is in use by another esn-lens run (pid {pid if pid > 0 else 'unknown'}; lock file "
+                        f"{lock}); wait for it to finish, or remove the lock file if that process is gone")
+
+    def _acquire_excl(self, lock: Path) -> None:  # pragma: no cover - platforms without flock
+        tmp = lock.with_name(f"{LOCK_NAME}.{os.getpid()}")
+        tmp.write_text(f"{os.getpid()} {time.strftime('%Y-%m-%dT%H:%M:%S')}\n")  # the pid is in it before it counts
+        try:
+            for _ in range(2):
+                try:
+                    os.link(tmp, lock)  # atomic, and the file is complete when it appears
+                except FileExistsError:
+                    try:
+                        pid = int(lock.read_text().split()[0])
+                    except (OSError, ValueError, IndexError):
+                        pid = -1
+                    if pid > 0 and _alive(pid):
+                        raise self._in_use(pid, lock) from None
+                    lock.unlink(missing_ok=True)
+                    continue
+                self._lock = lock
+                return
+        finally:
+            tmp.unlink(missing_ok=True)
         raise RunError(f"{self.dir}: cannot take the lock file {lock}")
 
     def release(self, failed: bool) -> None:
         """Drop the lock; after a failure, remove a folder this command created if no stage completed."""
         if self._lock is not None:
-            self._lock.unlink(missing_ok=True)
+            self._lock.unlink(missing_ok=True)  # unlinked while still held: a waiter sees a new file, never ours
             self._lock = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
         stages = self.progress.get("stages", {})
         if failed and self._created and not any(v.get("done") for v in stages.values()):
             shutil.rmtree(self.dir, ignore_errors=True)

@@ -70,57 +70,30 @@ class Parallel:
 
         return evaluate_distributed(evaluator, clips, conditions)
 
-    def collect_stats(self, lens, clips: Sequence, prompts: Sequence[str], stats, *, batch_size: int,
-                      num_workers: int | None) -> None:
-        """Add ``clips`` (one prompt each) into ``stats``: in place for one process; on each rank's shard, summed
-        over the ranks and added, under torchrun (identical ``stats`` on every rank)."""
-        kw = dict(site=stats.site, positions=stats.positions, batch_size=batch_size, progress=False,
-                  num_workers=num_workers)
+    def accumulate(self, acc, items: Sequence) -> None:
+        """Add ``items`` into the accumulator ``acc`` (see :class:`esn_lens.run.Accumulator`): in place for one
+        process; under torchrun each rank adds its shard into ``acc.empty()``, the shares are summed over the ranks
+        (``acc.all_reduce()`` when it has one, else every tensor of its state dict) and merged into ``acc``, so
+        every rank holds the same result."""
         if not self.distributed:
-            lens.collect_stats(list(clips), list(prompts), stats.emotions, stats=stats, **kw)
+            acc.add(list(items))
             return
-        from ..distributed import all_reduce_stats, run_agreed, shard_indices
-
-        local = lens.new_stats(stats.emotions, stats.site, stats.positions)
-        mine = shard_indices(len(clips), self.info.rank, self.info.world_size)
-
-        def work() -> None:
-            if mine:
-                lens.collect_stats([clips[i] for i in mine], [prompts[i] for i in mine], stats.emotions, stats=local,
-                                   **kw)
-
-        run_agreed(work, what="collect_stats")
-        all_reduce_stats(local)
-        stats.merge(local)
-
-    def collect_attribution(self, lens, clips: Sequence, evaluator, att, *, batch_size: int) -> None:
-        """Add AtP of ``clips`` into ``att``: in place for one process; on each rank's shard, summed over the ranks
-        and added, under torchrun (identical ``att`` on every rank)."""
-        from ..attribution import AttributionStats, collect_attribution
-
-        kw = dict(evaluator=evaluator, site=att.site, positions=att.positions, batch_size=batch_size, progress=False)
-        if not self.distributed:
-            collect_attribution(lens, list(clips), att.emotions, att=att, **kw)
-            return
-        import torch
-        import torch.distributed as dist
-
         from ..distributed import run_agreed, shard_indices
 
-        local = AttributionStats(att.emotions, att.n_layers, att.d_mlp, site=att.site, positions=att.positions,
-                                 model_fingerprint=att.model_fingerprint, adapter=att.adapter)
-        mine = shard_indices(len(clips), self.info.rank, self.info.world_size)
+        local = acc.empty()
+        mine = shard_indices(len(items), self.info.rank, self.info.world_size)
 
         def work() -> None:
             if mine:
-                collect_attribution(lens, [clips[i] for i in mine], att.emotions, att=local, **kw)
+                local.add([items[i] for i in mine])
 
-        run_agreed(work, what="collect_attribution")
-        packed = torch.cat([local.sum.reshape(-1), local.n_clips])
-        dist.all_reduce(packed)
-        local.sum.copy_(packed[: local.sum.numel()].reshape(local.sum.shape))
-        local.n_clips.copy_(packed[local.sum.numel():])
-        att.merge(local)
+        run_agreed(work, what=f"{type(acc).__name__}.add")
+        reduce = getattr(local, "all_reduce", None)
+        if reduce is not None:
+            reduce()
+        else:
+            sum_state(local)
+        acc.merge(local)
 
     def close(self) -> None:
         """Leave the process group this run started (one it found is left to its owner)."""
@@ -131,4 +104,23 @@ class Parallel:
             self.owns_group = False
 
 
-__all__ = ["Parallel"]
+def sum_state(acc) -> None:
+    """Sum every tensor of ``acc.state_dict()`` over the ranks (one float64 all-reduce) and load the sums back."""
+    import torch
+    import torch.distributed as dist
+
+    from ..distributed import _comm_device
+
+    sd = acc.state_dict()
+    names = [k for k, v in sd.items() if isinstance(v, torch.Tensor)]
+    flat = torch.cat([sd[k].detach().reshape(-1).to(_comm_device(None), torch.float64) for k in names])
+    dist.all_reduce(flat)
+    offset = 0
+    for k in names:
+        t = sd[k]
+        sd[k] = flat[offset:offset + t.numel()].reshape(t.shape).to(device=t.device, dtype=t.dtype)
+        offset += t.numel()
+    acc.load_state_dict(sd)
+
+
+__all__ = ["Parallel", "sum_state"]

@@ -1,15 +1,15 @@
-"""The run's stages as a table ``(name, needs, produces, fn, when)`` that :meth:`Run.execute` walks.
+"""The built-in run stages and :class:`Run`, which walks the registered stages (:mod:`.registry`) in order.
 
-A stage runs once everything it ``needs`` is produced (by stages that ran, or were skipped by their ``when``);
-it sets the :class:`Run` fields it ``produces`` (all declared in ``Run.__init__``) and marks itself done in
-``progress.json``. A done stage re-reads its saved output, so a resumed run continues where it stopped. To add a
-stage: write ``fn(run)``, add a :class:`Stage` row, and declare its products in ``Run.__init__``.
+Every stage is registered with ``@register_stage(name, needs=..., produces=..., when=..., after=...)`` -- the
+built-ins exactly as a plugin's -- and runs with a :class:`~esn_lens.run.registry.StageContext` that checks what it
+reads and sets against that declaration. A stage marks itself done in ``progress.json``; a done stage re-reads its
+saved output, so a resumed run continues where it stopped. Streaming statistics go through :meth:`StageContext.
+accumulate` (:mod:`.accumulate`), SER conditions through :meth:`StageContext.evaluate`.
 """
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -18,26 +18,17 @@ import torch
 from ..errors import InputError
 from ..logs import ensure_handler
 from ..interventions import Condition
-from ..io import load_tensors, save_tensors
+from .accumulate import accumulate
 from .config import RunConfig, normalise_model
 from .data import (ClipSplit, counts, load_clips, load_lens, restrict_emotions, resume_clips, screen_clips,
                    weights_digest)
-from .atp import stage_attribution
-from .atp import wanted as atp_wanted
 from .folder import RunFolder, digest
-from .sets import stage_neurons
 from .parallel import Parallel
-
-STATS_CHECKPOINT_KIND = "stats_checkpoint"
-
-
-@dataclass(frozen=True)
-class Stage:
-    name: str
-    needs: tuple[str, ...]
-    produces: tuple[str, ...]
-    fn: Callable[["Run"], None]
-    when: Callable[[RunConfig], bool] = lambda cfg: True
+from .atp import stage_attribution, wanted as atp_wanted
+from .collect import STATS_CHECKPOINT_KIND, StatsAccumulator, stage_stats  # noqa: F401
+from .registry import STAGE_REGISTRY, Stage, StageContext, register_stage, stage_order
+from .sets import stage_neurons
+from .topk import stage_top, wanted as top_wanted
 
 
 LOGGER = logging.getLogger("esn_lens.run")
@@ -69,20 +60,18 @@ class Run:
         self.dir = self.folder.dir
         self.given_lens, self.given_clips = lens, clips
         self.timing: dict[str, float] = {}
-        # products of the stages (see STAGE_TABLE)
         self.lens = lens
         self.model_id: dict[str, Any] = {}
         self.loaded_clips: ClipSplit | None = None
-        self.split: ClipSplit | None = None
-        self.evaluator = None
-        self.pool_ids: list[str] | None = None
-        self.stats = None
-        self.attribution = None
-        self.sets: dict[str, Any] = {}
-        self.sources: dict[str, str] = {}
-        self.deact: dict[str, Any] | None = None
-        self.steer: dict[str, Any] | None = None
-        self.results: dict[str, Any] | None = None
+        #: the stages' products by name (``split``, ``evaluator``, ``pool_ids``, ``stats``, ``attribution``,
+        #: ``sets``, ``sources``, ``deact``, ``steer``, ``results``, and any a plugin stage declares)
+        self.products: dict[str, Any] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        products = self.__dict__.get("products", {})
+        if name in products:
+            return products[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def path(self, *parts: str) -> Path:
         return self.folder.path(*parts)
@@ -127,25 +116,23 @@ class Run:
         self.par.agree(self._load_model, "loading the model")
         ident = self.cfg.identity()
         if self.par.main:  # rank 0 opens (or checks) the folder; then the others read it
-            self.par.agree(lambda: self.folder.open(ident, self.model_id, self.cfg.to_dict(), STAGES),
+            self.par.agree(lambda: self.folder.open(ident, self.model_id, self.cfg.to_dict(),
+                                                             [s.name for s in stage_order()]),
                            "opening the run folder")
         else:
             self.par.agree(lambda: None, "opening the run folder")
             self.par.agree(lambda: self.folder.join(ident, self.model_id), "joining the run folder")
         if self.par.main:
             self.par.agree(lambda: None, "joining the run folder")
-        pending = [s for s in STAGE_TABLE]
-        ready = {p for s in STAGE_TABLE if not s.when(self.cfg) for p in s.produces}
-        while pending:
-            stage = next((s for s in pending if all(n in ready or n not in PRODUCED for n in s.needs)), None)
-            if stage is None:
-                raise RuntimeError(f"stage table: nothing can run next among {[s.name for s in pending]}")
-            pending.remove(stage)
-            if stage.when(self.cfg):
-                stage.fn(self)
-                self.par.barrier()
-            ready.update(stage.produces)
-        results = dict(self.results or {})
+        for stage in stage_order():
+            if not stage.when(self.cfg):
+                self.products.update({p: None for p in stage.produces})
+                continue
+            ctx = RunContext(self, stage, self.products)
+            stage.fn(ctx)
+            ctx.check_done()
+            self.par.barrier()
+        results = dict(self.products.get("results") or {})
         results["timing"] = self.timings(time.perf_counter() - t_all)
         self.folder.write_json(results, "results.json")
         self.log(f"done: {self.path('report.md')}")
@@ -165,15 +152,25 @@ class Run:
         self.timing["load"] = time.perf_counter() - t0
 
     def timings(self, session_total: float) -> dict[str, float]:
-        t = {s: float(self.folder.progress["stages"][s]["seconds"]) for s in STAGES if self.folder.done(s)}
+        t = {s.name: float(self.folder.progress["stages"][s.name]["seconds"]) for s in stage_order()
+             if self.folder.done(s.name)}
         t["load"] = round(self.timing.get("load", 0.0), 4)
         t["total"] = round(sum(v for k, v in t.items()), 4)
         t["this_session"] = round(session_total, 4)
         return t
 
-    # ------------------------------------------------------------------ the resumable evaluation of one stage
+class RunContext(StageContext):
+    """A stage's view of the :class:`Run` (see :class:`~esn_lens.run.registry.StageContext`), with the two
+    checkpointed loops a stage streams through."""
+
+    def accumulate(self, acc, items, *, file: str, **kw):
+        """:func:`esn_lens.run.accumulate` for this stage: feed ``items`` to the accumulator ``acc`` with chunks,
+        checkpoints, resume and torchrun sums; returns ``acc``."""
+        return accumulate(self, acc, items, file=file, **kw)
+
     def evaluate(self, stage: str, clips: list, conditions: list[Condition]) -> dict[str, Any]:
-        """Run ``conditions`` over ``clips`` through the checkpointed loop; returns name -> SERResult (with spec)."""
+        """Run ``conditions`` over ``clips`` through the checkpointed loop; returns name -> SERResult (with spec).
+        Reads the products ``evaluator`` and ``split`` (declare them in the stage's needs)."""
         from ..evaluate import SERResult
 
         f = self.folder
@@ -213,8 +210,10 @@ class Run:
                 for c in conditions}
 
 
+
 # ---------------------------------------------------------------------------------------------- the stages
-def stage_data(run: Run) -> None:
+@register_stage("data", produces=["split", "evaluator"])
+def stage_data(run: RunContext) -> None:
     from ..evaluate import SEREvaluator
 
     t0 = time.perf_counter()
@@ -247,7 +246,8 @@ def stage_data(run: Run) -> None:
     f.mark("data", time.perf_counter() - t0)
 
 
-def stage_pool(run: Run) -> None:
+@register_stage("pool", needs=["split", "evaluator"], produces=["pool_ids"], when=lambda cfg: cfg.discover)
+def stage_pool(run: RunContext) -> None:
     from ..evaluate import balanced_pool
 
     f, split = run.folder, run.split
@@ -270,48 +270,20 @@ def stage_pool(run: Run) -> None:
     f.mark("pool", time.perf_counter() - t0 + float(f.seconds("identification")))
 
 
-def stage_stats(run: Run) -> None:
-    from ..stats import NeuronStats
-
-    f, cfg, lens = run.folder, run.cfg, run.lens
-    if f.done("stats"):
-        run.stats = NeuronStats.load(f.path("stats.safetensors"), expect_fingerprint=lens.fingerprint)
-        return
-    by_id = {c.utterance_id: c for c in run.split.identification}
-    pool = [by_id[i] for i in run.pool_ids]
-    prompts = {c.utterance_id: run.evaluator.prompt(c).text for c in pool}
-    holder = {"stats": lens.new_stats(run.split.emotions, cfg.site, cfg.positions)}
-
-    def load(ckpt: Path) -> tuple[int, float]:
-        tensors, meta = load_tensors(ckpt, STATS_CHECKPOINT_KIND)
-        f.check_checkpoint(ckpt, meta.get("key") == f.key and meta.get("model_fingerprint") == lens.fingerprint,
-                           f" (model {meta.get('model_fingerprint')!r}, this model {lens.fingerprint!r})")
-        holder["stats"] = NeuronStats.from_state_dict({"meta": meta["stats"], **tensors},
-                                                      device=holder["stats"].K.device)
-        return int(meta["consumed"]), float(meta.get("elapsed", 0.0))
-
-    def save(ckpt: Path, consumed: int, elapsed: float) -> None:
-        sd = holder["stats"].state_dict()
-        save_tensors(ckpt, {k: v for k, v in sd.items() if k != "meta"}, STATS_CHECKPOINT_KIND,
-                     {"stats": sd["meta"], "consumed": consumed, "elapsed": elapsed, "key": f.key,
-                      "model_fingerprint": lens.fingerprint})
-
-    def work(chunk: list) -> None:
-        run.par.collect_stats(lens, chunk, [prompts[c.utterance_id] for c in chunk], holder["stats"],
-                              batch_size=cfg.batch_size, num_workers=cfg.workers)
-
-    if not f.path("checkpoints", "stats.safetensors").exists():
-        run.log(f"[stats] {cfg.site} statistics over {len(pool)} pool clips")
-    secs = f.stream("stats", pool, cfg.batch_size * cfg.checkpoint_every, work=work, save=save, load=load,
-                    checkpoint="stats.safetensors", desc="collect stats", progress=cfg.progress)
-    run.stats = holder["stats"]
-    if f.main:
-        run.stats.save(f.path("stats.safetensors"))
-    f.mark("stats", secs)
-    f.drop_checkpoint("stats.safetensors")
+# the stats, attribution and neurons stages live in their own modules (collect.py, atp.py, sets.py); registered
+# here in table order
+register_stage("stats", needs=["split", "evaluator", "pool_ids"], produces=["stats"],
+               when=lambda cfg: cfg.discover)(stage_stats)
+register_stage("attribution", needs=["split", "evaluator", "pool_ids"], produces=["attribution"],
+               when=atp_wanted)(stage_attribution)
+register_stage("neurons", needs=["split", "pool_ids", "stats", "attribution"], produces=["sets", "sources"])(stage_neurons)
+register_stage("top", needs=["split", "evaluator", "pool_ids", "stats", "attribution", "sets", "sources"],
+               produces=["pages"], when=top_wanted, after="neurons", before="report")(stage_top)
 
 
-def stage_deactivation(run: Run) -> None:
+@register_stage("deactivation", needs=["split", "evaluator", "sets", "stats"], produces=["deact"],
+                when=lambda cfg: cfg.validate)
+def stage_deactivation(run: RunContext) -> None:
     from ..evaluate import deactivation_conditions
 
     kw = {"stats": run.stats} if run.cfg.intervention == "mean_ablate" else {}
@@ -322,7 +294,9 @@ def stage_deactivation(run: Run) -> None:
     run.deact = run.evaluate("deactivation", run.split.evaluation, conds)
 
 
-def stage_steering(run: Run) -> None:
+@register_stage("steering", needs=["split", "evaluator", "sets"], produces=["steer"],
+                when=lambda cfg: cfg.validate and bool(cfg.alphas))
+def stage_steering(run: RunContext) -> None:
     from ..evaluate import steering_conditions
 
     conds = [Condition.baseline()] + [c for name, ns in run.sets.items() for c in steering_conditions(
@@ -332,7 +306,8 @@ def stage_steering(run: Run) -> None:
     run.steer = run.evaluate("steering", run.split.evaluation, conds)
 
 
-def stage_analysis(run: Run) -> None:
+@register_stage("analysis", needs=["split", "sets", "sources", "deact", "steer"], produces=["results"])
+def stage_analysis(run: RunContext) -> None:
     from .analysis import analyse
 
     t0 = time.perf_counter()
@@ -342,7 +317,8 @@ def stage_analysis(run: Run) -> None:
     run.folder.mark("analysis", prev if prev is not None else time.perf_counter() - t0)
 
 
-def stage_report(run: Run) -> None:
+@register_stage("report", needs=["results"])
+def stage_report(run: RunContext) -> None:
     t0 = time.perf_counter()
     if run.folder.main:
         from ..report import write_report
@@ -352,20 +328,10 @@ def stage_report(run: Run) -> None:
     run.folder.mark("report", prev if prev is not None else time.perf_counter() - t0)
 
 
-STAGE_TABLE: tuple[Stage, ...] = (
-    Stage("data", (), ("split", "evaluator"), stage_data),
-    Stage("pool", ("split", "evaluator"), ("pool_ids",), stage_pool, lambda cfg: cfg.discover),
-    Stage("stats", ("split", "evaluator", "pool_ids"), ("stats",), stage_stats, lambda cfg: cfg.discover),
-    Stage("attribution", ("split", "evaluator", "pool_ids"), ("attribution",), stage_attribution, atp_wanted),
-    Stage("neurons", ("split", "stats", "attribution"), ("sets", "sources"), stage_neurons),
-    Stage("deactivation", ("sets", "stats"), ("deact",), stage_deactivation, lambda cfg: cfg.validate),
-    Stage("steering", ("sets",), ("steer",), stage_steering, lambda cfg: cfg.validate and bool(cfg.alphas)),
-    Stage("analysis", ("sets", "deact", "steer"), ("results",), stage_analysis),
-    Stage("report", ("results",), (), stage_report),
-)
-#: Stage names in table order; which of them a run executes depends on ``RunConfig.discover`` / ``.validate``.
+#: The built-in stages in execution order (a plugin's registered stages join :func:`~esn_lens.run.stage_order`);
+#: which of them a run executes depends on ``RunConfig.discover`` / ``.validate``.
+STAGE_TABLE: tuple[Stage, ...] = stage_order()
 STAGES = tuple(s.name for s in STAGE_TABLE)
-PRODUCED = {p for s in STAGE_TABLE for p in s.produces}
 
 
 def run_pipeline(config: RunConfig, out: str | Path, *, resume: bool = False, lens=None,
@@ -374,4 +340,5 @@ def run_pipeline(config: RunConfig, out: str | Path, *, resume: bool = False, le
     return Run(out, config, resume=resume, lens=lens, clips=clips, log=log).execute()
 
 
-__all__ = ["Run", "Stage", "STAGE_TABLE", "STAGES", "run_pipeline"]
+__all__ = ["Run", "RunContext", "Stage", "StatsAccumulator", "STAGE_TABLE", "STAGES", "run_pipeline",
+           "register_stage", "STAGE_REGISTRY"]

@@ -154,11 +154,59 @@ def _llama_lm(tok, n_layers, hidden, d_mlp, heads, kv_heads, enc_hidden, vocab):
     return LlamaForCausalLM(LlamaConfig(**_text_dims(n_layers, hidden, d_mlp, vocab, heads, kv_heads))), tok
 
 
-def _kimi_like(tok, n_layers, hidden, d_mlp, heads, kv_heads, enc_hidden, vocab):
-    from ..adapters.kimi_audio import TinyKimiaForCausalLM
+def _lazy(module: str, name: str) -> Callable[..., tuple[Any, Any]]:
+    """A builder that lives in its own module of esn_lens.testing (imported when called)."""
+    def build(*args):
+        import importlib
 
-    tok.chat_template = CHAT_TEMPLATE.replace("AUDIO_PLACEHOLDER", "")
-    return TinyKimiaForCausalLM(_text_dims(n_layers, hidden, d_mlp, vocab, heads, kv_heads), n_mimo_layers=1), tok
+        return getattr(importlib.import_module(f"{__package__}.{module}"), name)(*args)
+    return build
+
+
+#: (experts, top-k) of the next tiny MoE build (``build_tiny_moe`` sets them per call)
+_MOE_SHAPE = [4, 2]
+
+
+def _audio_only_qwen3_processor(tok):
+    from ..adapters.qwen3_omni_moe import audio_only_qwen3_omni_processor_class
+
+    return audio_only_qwen3_omni_processor_class()(
+        feature_extractor=_feature_extractor(), tokenizer=tok,
+        chat_template=CHAT_TEMPLATE.replace("AUDIO_PLACEHOLDER", "<|audio_bos|><|AUDIO|><|audio_eos|>"))
+
+
+def _qwen3_omni_moe_thinker(tok, n_layers, hidden, d_mlp, heads, kv_heads, enc_hidden, vocab):
+    """The Qwen3-Omni thinker: a mixture-of-experts decoder (``_MOE_SHAPE`` experts and top-k, ``d_mlp // experts``
+    neurons per expert, so ``lens.d_mlp == d_mlp``)."""
+    from transformers import Qwen3OmniMoeThinkerConfig, Qwen3OmniMoeThinkerForConditionalGeneration
+
+    n_experts, top_k = _MOE_SHAPE
+    if d_mlp % n_experts:
+        raise ValueError(f"d_mlp={d_mlp} must be a multiple of the expert count {n_experts}")
+    head_dim = hidden // heads
+    half = head_dim // 2
+    mrope = [half - 2 * (half // 4), half // 4, half // 4]
+    text = _text_dims(n_layers, hidden, d_mlp, vocab, heads, kv_heads)
+    text.update(num_experts=n_experts, num_experts_per_tok=top_k, moe_intermediate_size=d_mlp // n_experts,
+                norm_topk_prob=True, head_dim=head_dim, decoder_sparse_step=1, mlp_only_layers=[],
+                rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": mrope,
+                                 "interleaved": True})
+    ids = tok.convert_tokens_to_ids
+    cfg = Qwen3OmniMoeThinkerConfig(
+        audio_config=dict(**_whisper_dims(enc_hidden), output_dim=hidden, n_window=50, max_source_positions=1500,
+                          downsample_hidden_size=16),
+        vision_config=dict(depth=1, hidden_size=16, intermediate_size=32, num_heads=2, out_hidden_size=hidden,
+                           deepstack_visual_indexes=[]),
+        text_config=text,
+        audio_token_id=ids("<|AUDIO|>"), image_token_id=ids("<|IMAGE|>"), video_token_id=ids("<|VIDEO|>"),
+        audio_start_token_id=ids("<|audio_bos|>"), audio_end_token_id=ids("<|audio_eos|>"),
+        vision_start_token_id=ids("<|vision_bos|>"),
+    )
+    model = Qwen3OmniMoeThinkerForConditionalGeneration(cfg)
+    with torch.no_grad():  # spread the routing (a near-zero router sends every token to the same experts)
+        for layer in model.model.language_model.layers:
+            layer.mlp.gate.weight.normal_(0.0, 0.5)
+    return model, _audio_only_qwen3_processor(tok)
 
 
 #: family name -> builder(tokenizer, n_layers, hidden, d_mlp, heads, kv_heads, encoder hidden, vocab).
@@ -168,7 +216,13 @@ TINY_FAMILIES: dict[str, Callable[..., tuple[Any, Any]]] = {
     "audio_flamingo3": _audio_flamingo3,
     "qwen2": _qwen2_lm,
     "llama": _llama_lm,
-    "kimi_audio": _kimi_like,
+    "kimi_audio": _lazy("kimia_toolkit", "build_tiny_kimia"),
+    "music_flamingo": _lazy("tiny_families", "music_flamingo"),
+    "glm_asr": _lazy("tiny_families", "glm_asr"),
+    "qwen3_asr": _lazy("tiny_families", "qwen3_asr"),
+    "voxtral": _lazy("tiny_families", "voxtral"),
+    "phi4_multimodal": _lazy("tiny_families", "phi4_multimodal"),
+    "qwen3_omni_moe_thinker": _qwen3_omni_moe_thinker,
 }
 
 

@@ -29,7 +29,7 @@ import numpy as np
 from ...errors import InputError
 from ...registry import Registry
 from ..clip import EmotionClip
-from ..dataset import DROP_REASONS, EmotionDataset, Manifest
+from ..dataset import DROP_REASONS, EmotionDataset, Manifest, speaker_key
 from ..labels import LabelMapper, LabelSet, order_emotions
 
 #: Corpus loaders by name. Built-ins register themselves here exactly as a user's loader does.
@@ -91,6 +91,8 @@ def load_dataset(name: str, root: Any, *, label_set: str | Sequence[str] | Label
     where = str(source) if isinstance(source, Path) else type(source).__name__
     manifest = Manifest(corpus=name, root=where, label_set=mapper.label_set_name)
     clips = collect_clips(name, loader(source, **options), mapper, manifest, check_audio=check_audio)
+    if isinstance(source, Path):
+        manifest.outside_root = outside(clips, source if source.is_dir() else source.parent)
     if not clips:
         raise InputError(f"{name}: no clips found in {where} (expected {layout}); {manifest.summary()}")
     emotions = mapper.label_set.emotions if mapper.label_set is not None else order_emotions({c.emotion for c in clips})
@@ -102,6 +104,7 @@ def collect_clips(corpus: str, items: Iterable[Record | Skipped], mapper: LabelM
     """The shared step of every loader: map each record's label, check its file, count every drop."""
     clips: list[EmotionClip] = []
     seen_ids: set[str] = set()
+    speakers: dict[str, str] = {}  # normalised speaker id -> the spelling first seen (used for all its clips)
     for rec in items:
         manifest.seen += 1
         if isinstance(rec, Skipped):
@@ -117,10 +120,18 @@ def collect_clips(corpus: str, items: Iterable[Record | Skipped], mapper: LabelM
         if emotion is None:
             manifest.drop(reason or "excluded", rec.utterance_id, raw_label=rec.label)
             continue
-        if rec.loader is None and (rec.path is None or not rec.path.is_file()):
-            manifest.drop("missing_file", rec.utterance_id)
-            continue
-        clip = EmotionClip(rec.utterance_id, emotion, path=rec.path, speaker=rec.speaker, corpus=corpus,
+        if rec.loader is None:
+            kind = path_problem(rec.path)
+            if kind is not None:
+                if kind == "missing":
+                    manifest.drop("missing_file", rec.utterance_id)
+                else:
+                    manifest.drop("not_a_file", rec.utterance_id, detail=f"listed path {rec.path} is {kind}, not an audio file")
+                continue
+        speaker = speakers.setdefault(speaker_key(rec.speaker), rec.speaker.strip())
+        if speaker != rec.speaker:
+            manifest.merged_speakers[rec.speaker] = speaker
+        clip = EmotionClip(rec.utterance_id, emotion, path=rec.path, speaker=speaker, corpus=corpus,
                            text=rec.text, raw_label=rec.label, loader=rec.loader)
         if check_audio and not audio_is_readable(clip):
             manifest.drop("unreadable", rec.utterance_id)
@@ -128,6 +139,33 @@ def collect_clips(corpus: str, items: Iterable[Record | Skipped], mapper: LabelM
         clips.append(clip)
     manifest.kept = len(clips)
     return clips
+
+
+def path_problem(path: Path | None) -> str | None:
+    """None for a regular file (or a link to one); else ``"missing"`` or what the path is (``"a folder"``, ``"a
+    FIFO"``, ``"a character device"``, ...)."""
+    import stat
+
+    if path is None:
+        return "missing"
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "missing"
+    except OSError as e:
+        return f"unreachable ({e.strerror or e})"
+    for test, what in ((stat.S_ISREG, None), (stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return what
+    return "not a regular file"
+
+
+def outside(clips: Sequence[EmotionClip], root: Path) -> list[str]:
+    """Ids of clips whose file (links resolved) is not under ``root`` (links resolved)."""
+    base = os.path.realpath(root)
+    return [c.utterance_id for c in clips if c.path is not None
+            and os.path.commonpath([base, os.path.realpath(c.path)]) != base]
 
 
 def audio_is_readable(clip: EmotionClip) -> bool:
@@ -207,12 +245,21 @@ def read_csv_rows(path: Path, required: Sequence[str]) -> Iterator[tuple[int, di
     if not path.is_file():
         return
     reader = csv.DictReader(io.StringIO(read_text(path), newline=""))
-    fields = [f.strip() for f in (reader.fieldnames or [])]
+    try:
+        fields = [f.strip() for f in (reader.fieldnames or [])]
+    except csv.Error as e:
+        raise InputError(f"{path} line 1: not a readable CSV header ({e})") from None
     missing = [c for c in required if c not in fields]
     if missing:
         raise InputError(f"{path}: missing column(s) {missing}; found {fields}")
     reader.fieldnames = fields
-    for row in reader:
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:  # e.g. a cell longer than csv.field_size_limit() (131,072 characters)
+            raise InputError(f"{path} line {reader.line_num + 1}: not a readable CSV row ({e})") from None
         yield reader.line_num, {k: (v or "").strip() for k, v in row.items() if k is not None}
 
 
@@ -224,16 +271,12 @@ def decode_audio_value(value: Any, name: str) -> tuple[np.ndarray, int]:
     if isinstance(value, Mapping):
         if value.get("array") is not None:
             return np.asarray(value["array"]), int(value["sampling_rate"])
-        import soundfile as sf
-
         src = io.BytesIO(value["bytes"]) if value.get("bytes") else value.get("path")
         if src is None:
             raise InputError(f"{name}: audio cell has neither array, bytes nor path")
-        try:
-            a, sr = sf.read(src, dtype="float32", always_2d=True)
-        except Exception as e:
-            raise InputError(f"{name}: cannot decode audio ({e})") from None
-        return a.mean(axis=1), int(sr)
+        from ..clip import READ_LIMIT_SECONDS, read_audio_file
+
+        return read_audio_file(src, None, READ_LIMIT_SECONDS, name)  # capped, rate checked, downmixed
     if hasattr(value, "get_all_samples"):
         samples = value.get_all_samples()
         data = samples.data.detach().cpu().numpy() if hasattr(samples.data, "detach") else np.asarray(samples.data)
@@ -243,5 +286,6 @@ def decode_audio_value(value: Any, name: str) -> tuple[np.ndarray, int]:
 
 __all__ = [
     "DATASETS", "Record", "Skipped", "corpus_layout", "load_dataset", "collect_clips", "audio_is_readable",
+    "speaker_key", "path_problem", "outside",
     "find_corpus_root", "audio_files", "read_text", "read_csv_rows", "decode_audio_value",
 ]

@@ -1,0 +1,160 @@
+"""Tiny real models of the audio-language families added after the paper's three (one builder per family).
+
+Each builder has :func:`esn_lens.testing.build_tiny`'s signature ``(tokenizer, n_layers, hidden, d_mlp, heads,
+kv_heads, encoder hidden, vocab)`` and returns ``(model, processor)`` with random weights.
+"""
+from __future__ import annotations
+
+from .tiny import CHAT_TEMPLATE, _feature_extractor, _text_dims, _whisper_dims
+
+
+def music_flamingo(tok, n_layers, hidden, d_mlp, heads, kv_heads, enc_hidden, vocab):
+    """``MusicFlamingoForConditionalGeneration`` (AF3 encoder + rotary time embeddings, Qwen2 decoder) and its processor."""
+    from transformers import MusicFlamingoConfig, MusicFlamingoForConditionalGeneration, MusicFlamingoProcessor
+
+    tok.add_tokens(["<|sound_bos|>", "<|sound_eos|>"], special_tokens=True)
+    cfg = MusicFlamingoConfig(
+        audio_config=dict(model_type="audioflamingo3_encoder", **_whisper_dims(enc_hidden)),
+        text_config=dict(model_type="qwen2", **_text_dims(n_layers, hidden, d_mlp, vocab, heads, kv_heads)),
+        audio_token_id=tok.convert_tokens_to_ids("<sound>"), audio_bos_token_id=tok.convert_tokens_to_ids("<|sound_bos|>"),
+        audio_eos_token_id=tok.convert_tokens_to_ids("<|sound_eos|>"))
+    proc = MusicFlamingoProcessor(feature_extractor=_feature_extractor(), tokenizer=tok,
+                                  chat_template=CHAT_TEMPLATE.replace("AUDIO_PLACEHOLDER", "<sound>"))
+    return MusicFlamingoForConditionalGeneration(cfg), proc
+
+
+def glm_asr(tok, n_layers, hidden, d_mlp, heads, kv_heads, enc_hidden, vocab):
+    """``GlmAsrForConditionalGeneration`` (Whisper-style encoder, Llama decoder) and its processor."""
+    from transformers import GlmAsrConfig, GlmAsrForConditionalGeneration, GlmAsrProcessor
+
+    tok.add_tokens(["<|pad|>", "<|begin_of_audio|>", "<|end_of_audio|>"], special_tokens=True)
+    cfg = GlmAsrConfig(
+        audio_config=dict(hidden_size=enc_hidden, intermediate_size=2 * enc_hidden, num_hidden_layers=1,
+                          num_attention_heads=2, num_key_value_heads=2, num_mel_bins=128),
+        text_config=dict(model_type="llama", **_text_dims(n_layers, hidden, d_mlp, vocab, heads, kv_heads)),
+        audio_token_id=tok.convert_tokens_to_ids("<|pad|>"))
+    proc = GlmAsrProcessor(feature_extractor=_feature_extractor(), tokenizer=tok,
+                           chat_template=CHAT_TEMPLATE.replace("AUDIO_PLACEHOLDER", "<|begin_of_audio|><|pad|><|end_of_audio|>"))
+    return GlmAsrForConditionalGeneration(cfg), proc
+
+
+def qwen3_asr(tok, n_layers, hidden, d_mlp, heads, kv_heads, enc_hidden, vocab):
+    """``Qwen3ASRForConditionalGeneration`` (chunked Whisper-style encoder, Qwen3 decoder) and its processor."""
+    from transformers import Qwen3ASRConfig, Qwen3ASRForConditionalGeneration, Qwen3ASRProcessor
+
+    cfg = Qwen3ASRConfig(
+        audio_config=dict(num_mel_bins=128, encoder_layers=1, encoder_attention_heads=2, encoder_ffn_dim=2 * enc_hidden,
+                          d_model=enc_hidden, output_dim=hidden, downsample_hidden_size=8),
+        text_config=dict(**_text_dims(n_layers, hidden, d_mlp, vocab, heads, kv_heads), head_dim=hidden // heads),
+        audio_token_id=tok.convert_tokens_to_ids("<|AUDIO|>"), pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+    proc = Qwen3ASRProcessor(feature_extractor=_feature_extractor(), tokenizer=tok,
+                             chat_template=CHAT_TEMPLATE.replace("AUDIO_PLACEHOLDER", "<|audio_bos|><|AUDIO|><|audio_eos|>"))
+    return Qwen3ASRForConditionalGeneration(cfg), proc
+
+
+def _tekken_file(path, n_special: int = 40) -> str:
+    """A byte-level Tekken tokenizer file (mistral_common's format) with Voxtral's special-token ranks and audio config:
+    ids 0..n_special-1 are the control tokens (``[AUDIO]`` = 24, ``[BEGIN_AUDIO]`` = 25), then the 256 bytes."""
+    import base64
+    import json
+
+    from mistral_common.tokens.tokenizers.base import SpecialTokens as S
+
+    order = (S.unk, S.bos, S.eos, S.begin_inst, S.end_inst, S.begin_tools, S.end_tools, S.begin_tool_results,
+             S.end_tool_results, S.tool_calls, S.img, S.pad, S.img_break, S.img_end, S.prefix, S.middle, S.suffix,
+             S.begin_system, S.end_system, S.begin_tool_content)
+    named = dict(enumerate(order)) | {24: S.audio, 25: S.begin_audio, 32: S.args, 33: S.call_id, 34: S.transcribe}
+    specials = [dict(rank=i, token_str=str(getattr(named.get(i), "value", f"<SPECIAL_{i}>")), is_control=True)
+                for i in range(n_special)]
+    pattern = (r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+|[^\r\n\p{L}\p{N}]?"
+               r"[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|"
+               r"\s+(?!\S)|\s+")
+    data = dict(config=dict(pattern=pattern, num_vocab_tokens=256, default_vocab_size=256 + n_special,
+                            default_num_special_tokens=n_special, version="v7"),
+                vocab=[dict(rank=i, token_bytes=base64.b64encode(bytes([i])).decode(), token_str=None) for i in range(256)],
+                special_tokens=specials,
+                audio=dict(sampling_rate=16000, frame_rate=12.5, chunk_length_s=30.0,
+                           audio_encoding_config=dict(num_mel_bins=128, hop_length=160, window_size=400)))
+    with open(path, "w") as f:
+        json.dump(data, f)
+    return str(path)
+
+
+def voxtral(tok, n_layers, hidden, d_mlp, heads, kv_heads, enc_hidden, vocab):
+    """``VoxtralForConditionalGeneration`` (Whisper-style encoder, 4-frame projector, Llama decoder) and its processor
+    (a ``MistralCommonBackend`` over a tiny Tekken file written to a temporary folder: mistral_common's own prompt
+    format, 375 ``[AUDIO]`` tokens per 30 s chunk). The byte-level Qwen2 tokenizer ``tok`` is not used."""
+    import tempfile
+
+    from transformers import (MistralCommonBackend, VoxtralConfig, VoxtralForConditionalGeneration, VoxtralProcessor,
+                              WhisperFeatureExtractor)
+
+    folder = tempfile.mkdtemp(prefix="esn_lens_tekken_")
+    mtok = MistralCommonBackend(_tekken_file(f"{folder}/tekken.json"))
+    cfg = VoxtralConfig(
+        audio_config=dict(hidden_size=enc_hidden, intermediate_size=4 * enc_hidden, num_hidden_layers=1,
+                          num_attention_heads=2, num_mel_bins=128),
+        text_config=dict(model_type="llama", **_text_dims(n_layers, hidden, d_mlp, vocab, heads, kv_heads),
+                         head_dim=hidden // heads),
+        audio_token_id=24)
+    proc = VoxtralProcessor(feature_extractor=WhisperFeatureExtractor(feature_size=128), tokenizer=mtok)
+    return VoxtralForConditionalGeneration(cfg), proc
+
+
+#: Phi-4-multimodal's chat format: ``<|user|>`` content ``<|end|>`` ... ``<|assistant|>`` (no role names, no newlines)
+PHI4_TEMPLATE = (
+    "{% for message in messages %}<|{{ message['role'] }}|>"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'audio' %}<|AUDIO|>{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}<|end|>{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+def phi4_multimodal(tok, n_layers, hidden, d_mlp, heads, kv_heads, enc_hidden, vocab):
+    """``Phi4MultimodalForCausalLM`` (conformer speech encoder, Phi-3 decoder with fused ``gate_up_proj``) with a
+    random speech LoRA attached as the PEFT adapter ``"speech"`` (active), and the audio-only processor."""
+    from peft import LoraConfig, inject_adapter_in_model
+    from transformers import Phi4MultimodalConfig, Phi4MultimodalFeatureExtractor, Phi4MultimodalForCausalLM
+
+    from ..adapters.phi4_multimodal import audio_only_phi4_processor_class
+
+    tok.add_special_tokens({"additional_special_tokens": ["<|user|>", "<|end|>", "<|assistant|>", "<|system|>"]},
+                           replace_extra_special_tokens=False)
+    dims = _text_dims(n_layers, hidden, d_mlp, vocab, heads, kv_heads)
+    cfg = Phi4MultimodalConfig(
+        **dims, original_max_position_embeddings=4096, pad_token_id=tok.pad_token_id, bos_token_id=tok.pad_token_id,
+        eos_token_id=tok.convert_tokens_to_ids("<|end|>"),
+        vision_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                           image_size=28, patch_size=14, crop_size=28, image_token_id=tok.image_token_id),
+        audio_config=dict(hidden_size=enc_hidden, intermediate_size=2 * enc_hidden, num_blocks=1, num_attention_heads=2,
+                          ext_pw_out_channel=enc_hidden, depthwise_separable_out_channel=enc_hidden,
+                          nemo_conv_channels=enc_hidden, input_size=80, audio_token_id=tok.audio_token_id))
+    model = Phi4MultimodalForCausalLM(cfg)
+    lora = LoraConfig(r=4, lora_alpha=8, init_lora_weights=False, target_modules=r"model\.layers\.\d+\.(self_attn\.(qkv_proj|o_proj)|mlp\.(gate_up_proj|down_proj))")
+    inject_adapter_in_model(lora, model, adapter_name="speech")
+    model.speech_lora_config = lora  # what save_phi4_folder writes as speech-lora/adapter_config.json
+    proc = audio_only_phi4_processor_class()(audio_processor=Phi4MultimodalFeatureExtractor(), tokenizer=tok,
+                                             chat_template=PHI4_TEMPLATE)
+    return model, proc
+
+
+def save_phi4_folder(model, processor, path) -> None:
+    """Write a Phi-4-multimodal checkpoint folder as the release lays it out: base weights in ``path`` and the
+    speech LoRA (PEFT format) in ``path/speech-lora``."""
+    from pathlib import Path
+
+    from safetensors.torch import save_file
+
+    from peft import get_peft_model_state_dict
+
+    path = Path(path)
+    (path / "speech-lora").mkdir(parents=True, exist_ok=True)
+    model.speech_lora_config.save_pretrained(path / "speech-lora")
+    lora = get_peft_model_state_dict(model, adapter_name="speech")
+    save_file({f"base_model.model.{k}": v.contiguous() for k, v in lora.items()},
+              str(path / "speech-lora" / "adapter_model.safetensors"), metadata={"format": "pt"})
+    base = {k.replace(".base_layer.", "."): v.contiguous() for k, v in model.state_dict().items() if ".lora_" not in k}
+    save_file(base, str(path / "model.safetensors"), metadata={"format": "pt"})
+    model.config.save_pretrained(path)
+    processor.save_pretrained(path)
