@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import importlib
 import os
 import sys
 from typing import Sequence
@@ -115,6 +114,9 @@ def _run_args(p: argparse.ArgumentParser, *, discover: bool, validate: bool) -> 
     if discover:
         g.add_argument("--selector", action="append", metavar="NAME",
                        help="selector (repeatable; default lap, lape, mad, conact, random)")
+        g.add_argument("--selector-option", action="append", metavar="NAME.KEY=VALUE",
+                       help="an option of a selector, e.g. lape.filter_percentile=95 (repeatable; part of the run's "
+                            "identity)")
         g.add_argument("--top-frac", type=_fraction, help="budget r per emotion (default 0.005)")
         g.add_argument("--site", choices=("pre", "act", "post"), help="MLP site (default act)")
         g.add_argument("--positions", choices=("valid", "audio", "no_prompt", "last"),
@@ -132,6 +134,8 @@ def _run_args(p: argparse.ArgumentParser, *, discover: bool, validate: bool) -> 
         g.add_argument("--intervention", metavar="NAME",
                        help="registered intervention applied to each emotion's units in the deactivation stage "
                             "(default deactivate; also mean_ablate, or your own registered by a --plugin module)")
+        g.add_argument("--intervention-option", action="append", metavar="NAME.KEY=VALUE",
+                       help="an option of the intervention, e.g. clamp.limit=0.5 (repeatable; part of the run's identity)")
     g.add_argument("--mode", choices=("generate", "constrained"),
                    help="SER answers: generated and parsed (the paper's protocol, default) or constrained scoring")
     g.add_argument("--answer", choices=("digit", "word"), help="constrained options: digits or words")
@@ -195,8 +199,12 @@ def build_parser() -> argparse.ArgumentParser:
     ins = sub.add_parser("inspect", help="print units' summaries (scores, sets, top clips) and write their pages")
     ins.add_argument("run_dir", metavar="RUN_DIR")
     ins.add_argument("units", metavar="L:N", nargs="+", help="units as LAYER:NEURON, e.g. 3:117")
-    sub.add_parser("models", help="list the model adapters")
-    sub.add_parser("datasets", help="list the dataset loaders")
+    models = sub.add_parser("models", help="list the model adapters")
+    datasets = sub.add_parser("datasets", help="list the dataset loaders")
+    for sp in (rep, ins, models, datasets):  # every subcommand takes --plugin (the pipeline ones in _runtime_args)
+        sp.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                        help="import a module first (registers selectors, interventions, adapters, datasets, report "
+                             "sections); repeatable")
     return p
 
 
@@ -228,7 +236,8 @@ def demo_config(quick: bool = False, real: bool | str = False):
 
 
 #: command-line option (argparse dest) -> RunConfig field, where the names differ
-_RENAME = {"selector": "selectors", "alpha": "alphas"}
+_RENAME = {"selector": "selectors", "alpha": "alphas", "selector_option": "selector_options",
+           "intervention_option": "intervention_options"}
 _NOT_CONFIG = {"command", "out", "resume", "no_progress", "plugin", "quick", "run_dir", "compare", "debug", "quiet",
                "verbose"}
 
@@ -244,9 +253,15 @@ def config_from_args(args: argparse.Namespace):
     else:
         cfg = RunConfig(model=args.model, dataset=args.dataset, discover=cmd in ("run", "discover"),
                         validate=cmd in ("run", "validate"))
+    from .plugins import loaded_plugins
+    from .run.extensions import options_dict
+
     for dest, value in vars(args).items():  # options not given are absent (default=SUPPRESS)
+        if dest in ("selector_option", "intervention_option"):
+            value = options_dict(value, "--" + dest.replace("_", "-"))
         if dest not in _NOT_CONFIG and not (cmd == "demo" and dest == "model"):
             setattr(cfg, _RENAME.get(dest, dest), value)
+    cfg.plugins = tuple(loaded_plugins())
     cfg.progress = not (getattr(args, "no_progress", False) or getattr(args, "quiet", False))
     cfg.__post_init__()
     return cfg
@@ -378,11 +393,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .plugins import load_entry_point_plugins
 
         load_entry_point_plugins()  # third-party packages' selectors, interventions, adapters, datasets
+        from .plugins import load_plugin
+
         for mod in getattr(args, "plugin", []) or []:
-            try:
-                importlib.import_module(mod)
-            except ImportError as e:
-                raise _Usage(f"cannot import plugin {mod!r}: {e}") from None
+            load_plugin(mod)  # any error of the module: one line naming the plugin
         if args.command in ("demo", "run", "discover", "validate"):
             return cmd_pipeline(args)
         return {"report": cmd_report, "models": cmd_models, "datasets": cmd_datasets,

@@ -22,6 +22,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from .answer_format import attach_answer_format, read_answer_format
 from .data.clip import EmotionClip
 from .errors import InputError
 from .prompts import build_prompt
@@ -41,7 +42,10 @@ def demo_model_dir() -> Path:
 
 
 def load_demo_model(path: str | Path | None = None) -> tuple[Any, Any]:
-    """``(model, processor)`` of the shipped demo model, loaded offline with ``from_pretrained`` (eval mode)."""
+    """``(model, processor)`` of the shipped demo model, loaded offline with ``from_pretrained`` (eval mode).
+
+    The model carries its answer format from its record (``esn_lens.json``: emotion *words*, generation read up
+    to the first parsed answer), so ``SEREvaluator(lens, DEMO_EMOTIONS)`` reads its answers right by default."""
     from transformers import Qwen2AudioForConditionalGeneration, Qwen2AudioProcessor
 
     p = Path(path) if path is not None else demo_model_dir()
@@ -49,6 +53,9 @@ def load_demo_model(path: str | Path | None = None) -> tuple[Any, Any]:
         raise InputError(f"demo model not found at {p} (expected save_pretrained files)")
     model = Qwen2AudioForConditionalGeneration.from_pretrained(str(p), local_files_only=True)
     processor = Qwen2AudioProcessor.from_pretrained(str(p), local_files_only=True)
+    fmt = read_answer_format(p)
+    if fmt is not None:  # the model's record: evaluators default to the format it was trained with
+        attach_answer_format(model, fmt)
     return model.eval(), processor
 
 
@@ -77,7 +84,8 @@ def demo_prompt(clip_id: str, emotions: Sequence[str] = DEMO_EMOTIONS) -> str:
 
 def demo_evaluator(lens, emotions: Sequence[str] = DEMO_EMOTIONS, batch_size: int = 32):
     """The library's :class:`~esn_lens.evaluate.SEREvaluator` set up as the demo model was trained:
-    constrained scoring over the emotion words, options shuffled per clip with :data:`PROMPT_SEED`."""
+    constrained scoring over the emotion words (also the model's recorded format), options shuffled per clip with
+    :data:`PROMPT_SEED`."""
     from .evaluate import SEREvaluator
 
     return SEREvaluator(lens, emotions, mode="constrained", answer="word", seed=PROMPT_SEED, batch_size=batch_size)

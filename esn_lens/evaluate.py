@@ -18,6 +18,7 @@ from .errors import InputError
 from . import metrics
 from .interventions import Condition, Edit, find_condition, make_edit
 from .lens import Lens
+from .answer_format import AnswerFormat, answer_format_of, first_parsed_answer, warn_if_near_chance
 from .vocab import ANSWERS, MODES, check_choice
 from .prompts import DEFAULT_TEMPLATE, SERPrompt, build_prompt, parse_answer
 
@@ -70,16 +71,20 @@ class SEREvaluator:
     """Runs SER over clips for a list of conditions.
 
     ``answer``: how the options are read in constrained mode -- ``"digit"`` (option numbers) or ``"word"``
-    (the emotion words). ``text_template``: for a text-only model, how a clip's transcript and the question
+    (the emotion words); ``stop``: where a generated answer ends (``"eos"``: the whole text, the paper's;
+    ``"answer"``: the first prefix that names an option). Both default to the model's recorded
+    :class:`~esn_lens.answer_format.AnswerFormat` (the demo model: ``"word"``, ``"answer"``), else
+    ``"digit"`` / ``"eos"``; :attr:`scoring` says in one line what is scored. A baseline near chance warns
+    (:class:`~esn_lens.answer_format.NearChanceWarning`) with the likely cause. ``text_template``: for a text-only model, how a clip's transcript and the question
     are joined (``"{text}"`` and ``"{prompt}"``; default ``"Transcript: {text}\\n{prompt}"``, see
     :meth:`~esn_lens.lens.Lens.batch_clips`). Example:
     ``SEREvaluator(lens, ["angry", "sad"], mode="constrained").run(clips)``.
     """
 
-    def __init__(self, lens: Lens, emotions: Sequence[str], *, mode: str = "constrained", answer: str = "digit",
+    def __init__(self, lens: Lens, emotions: Sequence[str], *, mode: str = "constrained", answer: str | None = None,
                  template: str = DEFAULT_TEMPLATE, seed: int = 0, shuffle: bool = True, max_new_tokens: int = 20,
                  batch_size: int = 8, encoder_reuse: bool = True, text_template: str | None = None,
-                 num_workers: int | None = None):
+                 num_workers: int | None = None, stop: str | None = None):
         if text_template is not None:
             try:
                 probe = text_template.format(text="\x00T", prompt="\x00P")
@@ -90,7 +95,11 @@ class SEREvaluator:
                 raise InputError(f"text_template must contain {{prompt}} (the SER question), got {text_template!r}")
         self.text_template = text_template
         check_choice("mode", mode, MODES)
+        recorded = answer_format_of(lens.model)
+        answer = recorded.answer if answer is None else answer
         check_choice("answer", answer, ANSWERS)
+        self.format = AnswerFormat(answer, recorded.stop if stop is None else stop)
+        self.stop = self.format.stop
         self.lens, self.emotions = lens, tuple(emotions)
         self.mode, self.answer, self.template = mode, answer, template
         self.seed, self.shuffle, self.max_new_tokens, self.batch_size = seed, shuffle, max_new_tokens, batch_size
@@ -98,6 +107,11 @@ class SEREvaluator:
         self.num_workers = num_workers  # input-building threads (None: per device, serial on CPU; 0: serial)
         if mode == "constrained":
             self._option_ids = self._option_token_ids()
+
+    @property
+    def scoring(self) -> str:
+        """What is scored, in one line (e.g. ``"scored: the highest next-token logit among ['angry', ...] ..."``)."""
+        return self.format.describe(self.mode, self.emotions)
 
     # ------------------------------------------------------------------ prompts and answers
     def prompt(self, clip: EmotionClip) -> SERPrompt:
@@ -159,7 +173,14 @@ class SEREvaluator:
             bar.update(len(chunk))
         bar.close()
         labels = [c.emotion for c in clips]
-        return {c.name: SERResult(c.name, self.emotions, labels, preds[c.name], answers[c.name], c) for c in conditions}
+        out = {c.name: SERResult(c.name, self.emotions, labels, preds[c.name], answers[c.name], c) for c in conditions}
+        for c in conditions:
+            if not c.edits:  # an un-edited condition: near chance means the format or prompt does not fit the model
+                r = out[c.name]
+                warn_if_near_chance(r.accuracy, len(clips), len(self.emotions), answer=self.answer, mode=self.mode,
+                                    n_unparsed=r.n_unparsed)
+                break
+        return out
 
     def _row_edits(self, conditions: Sequence[Condition], n: int) -> list[Edit]:
         C = len(conditions)
@@ -200,11 +221,17 @@ class SEREvaluator:
                 audio = None  # generation re-runs the encoder inside generate; reuse applies to scoring
             out = self.lens.run(tiled, edits=edits, max_new_tokens=self.max_new_tokens, logits="none")
             plen = tiled.inputs["input_ids"].shape[1]
-            texts = self.lens.tokenizer.batch_decode(out.sequences[:, plen:], skip_special_tokens=True)
+            new = out.sequences[:, plen:]
+            if self.stop == "answer":
+                tok = self.lens.tokenizer
+                parsed = [first_parsed_answer(tok, new[i].tolist(), prompts[i % n].options) for i in range(new.shape[0])]
+                texts, picks = [t for t, _ in parsed], [p for _, p in parsed]
+            else:
+                texts = self.lens.tokenizer.batch_decode(new, skip_special_tokens=True)
+                picks = [parse_answer(s, prompts[i % n].options) for i, s in enumerate(texts)]
             for ci, cond in enumerate(conditions):
-                t = texts[ci * n:(ci + 1) * n]
-                answers[cond.name] = t
-                preds[cond.name] = [parse_answer(s, p.options) for s, p in zip(t, prompts)]
+                answers[cond.name] = texts[ci * n:(ci + 1) * n]
+                preds[cond.name] = picks[ci * n:(ci + 1) * n]
         return preds, answers
 
 

@@ -405,9 +405,9 @@ class Lens:
 
 def _pick_logits(lg: Tensor, batch: Batch, mode: str) -> Tensor:
     """Float32 CPU logits: each row's last valid position ("last") or every position ("all")."""
-    if mode == "last":
-        last = batch.masks.last_token().float().argmax(1)
-        lg = lg[torch.arange(lg.shape[0]), last.to(lg.device)]
+    if mode == "last":  # the last non-padding token (masks over encoder frames: the tokens' attention mask)
+        pad = batch.masks.padding if batch.masks.padding.shape[1] == lg.shape[1] else batch.inputs["attention_mask"] == 0
+        lg = lg[torch.arange(lg.shape[0]), (~pad).long().cumsum(1).argmax(1).to(lg.device)]
     return lg.detach().float().cpu()
 
 

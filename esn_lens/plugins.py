@@ -17,10 +17,21 @@ from types import ModuleType
 
 from .errors import InputError
 
-__all__ = ["PLUGIN_GROUP", "load_entry_point_plugins", "load_plugin"]
+__all__ = ["PLUGIN_GROUP", "load_entry_point_plugins", "load_plugin", "loaded_plugins"]
 
 #: the entry-point group esn_lens reads plugins from
 PLUGIN_GROUP = "esn_lens.plugins"
+_LOADED: list[str] = []  # plugin modules imported so far, in order (a run records them in config.json)
+
+
+def loaded_plugins() -> list[str]:
+    """The plugin modules imported so far (``load_plugin`` and entry points), in load order, each once."""
+    return list(_LOADED)
+
+
+def _note(module: str) -> None:
+    if module not in _LOADED:
+        _LOADED.append(module)
 
 
 def load_plugin(module_name: str) -> ModuleType:
@@ -31,9 +42,12 @@ def load_plugin(module_name: str) -> ModuleType:
     if not isinstance(module_name, str) or not module_name.strip():
         raise InputError(f"plugin: expected a module name, got {module_name!r}")
     try:
-        return importlib.import_module(module_name.strip())
+        mod = importlib.import_module(module_name.strip())
     except Exception as e:  # an ImportError, or any error raised by the plugin's own module code
-        raise InputError(f"cannot import plugin {module_name!r}: {type(e).__name__}: {e}") from e
+        msg = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+        raise InputError(f"cannot import plugin {module_name!r}: {type(e).__name__}: {msg}") from e
+    _note(module_name.strip())
+    return mod
 
 
 def load_entry_point_plugins(group: str = PLUGIN_GROUP) -> list[str]:
@@ -52,7 +66,9 @@ def load_entry_point_plugins(group: str = PLUGIN_GROUP) -> list[str]:
         try:
             ep.load()
         except Exception as e:
+            msg = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
             raise InputError(f"cannot load esn_lens plugin {ep.name!r} ({ep.value}, entry-point group {group!r}): "
-                             f"{type(e).__name__}: {e}") from e
+                             f"{type(e).__name__}: {msg}") from e
+        _note(ep.value.split(":")[0].strip())
         loaded.append(ep.name)
     return loaded

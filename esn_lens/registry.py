@@ -13,6 +13,11 @@ from typing import Callable, Generic, Iterator, TypeVar
 T = TypeVar("T")
 
 
+def _where(obj: object) -> str:
+    """The module an extension was defined in, for error messages: ``module 'myplug.esn'``."""
+    return f"module {getattr(obj, '__module__', None) or '?'!r}"
+
+
 class Registry(Generic[T]):
     """A name -> object mapping with a decorator, clear errors and listing."""
 
@@ -27,7 +32,8 @@ class Registry(Generic[T]):
 
         def _add(o: T) -> T:
             if name in self._items and not overwrite and self._items[name] is not o:
-                raise KeyError(f"{self.kind} {name!r} is already registered; pass overwrite=True to replace it")
+                raise KeyError(f"{self.kind} {name!r} of {_where(o)} clashes with the {self.kind} {name!r} already "
+                               f"registered by {_where(self._items[name])}; rename one, or pass overwrite=True to replace it")
             self._items[name] = o
             return o
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import html
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ import numpy as np
 from . import figures
 from .errors import InputError
 from .io import atomic_write_bytes
+from .report_sections import REPORT_SECTIONS, Block, describe_intervention, section_blocks
 
 NAMES = {"lap": "LAP", "lape": "LAPE", "mad": "MAD", "conact": "ConAct", "random": "random",
          "mean_diff": "mean-diff", "cohens_d": "Cohen's d"}
@@ -46,13 +46,6 @@ def ci_str(ci: Any, sign: bool = True) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- blocks
-@dataclass
-class Block:
-    kind: str  # h1 h2 h3 p table img list code
-    content: Any
-    extra: Any = None
-
-
 def _md(blocks: list[Block]) -> str:
     out: list[str] = []
     for b in blocks:
@@ -284,7 +277,7 @@ def build_blocks(results: dict[str, Any], figs: dict[str, Path], root: Path,
     if deact:
         order = _order(deact)
         B.append(Block("h2", "Deactivation: self effect, cross effect, specificity"))
-        B.append(Block("p", "Each emotion's neurons are set to 0 in turn (all positions, prefill and generated). "
+        B.append(Block("p", f"Each emotion's neurons are {describe_intervention(cfg)} in turn (all positions, prefill and generated). "
                        "SE = accuracy change on that emotion's clips, ACE = mean change on the other emotions' clips, "
                        "ESS = SE - ACE, in accuracy points. A specific set gives a clearly negative ESS (its own "
                        "emotion drops, the others do not); the random set of the same size shows the noise level. "
@@ -358,6 +351,7 @@ def build_blocks(results: dict[str, Any], figs: dict[str, Path], root: Path,
         for k in cross:
             B.append(Block("img", rel(k), k))
 
+    B.extend(section_blocks(results, root))  # plugins' sections (REPORT_SECTIONS)
     B.append(Block("h2", "Run"))
     timing = results.get("timing", {})
     if timing:
@@ -392,4 +386,4 @@ def write_report(run_dir: str | Path, results: dict[str, Any] | None = None, *,
     return {"report.md": root / "report.md", "report.html": root / "report.html", **figs}
 
 
-__all__ = ["write_report", "build_figures", "build_blocks", "compare_runs", "verdict", "pts"]
+__all__ = ["write_report", "build_figures", "build_blocks", "compare_runs", "verdict", "pts", "Block", "REPORT_SECTIONS"]

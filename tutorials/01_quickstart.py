@@ -23,6 +23,27 @@
 # 5. deactivate each emotion's neurons on held-out speakers and measure the accuracy change,
 # 6. draw the heatmap.
 #
+# ### Glossary (the full table with formulas: README "Glossary", docs/api.md)
+#
+# - **unit**: one MLP neuron (layer, index). **"act" site** (`hook_act`): the MLP activation function's output,
+#   `act_fn(gate_proj(x))` in a SwiGLU MLP, `act(fc1(x))` in a plain one; a unit *fires* on a token when it is > 0.
+# - **K, T, P**: `K_e(n)` tokens of emotion-e clips on which unit n fired, out of `T_e` counted tokens;
+#   firing rate `P_e(n) = K_e(n) / T_e`.
+# - **identification pool**: the identification clips the *un-edited* model answers correctly, the same number
+#   per emotion; statistics are collected over these only.
+# - **selectors**: LAP `P_e(n)`; LAPE `-entropy` of `P_.(n)` normalised over emotions, for its top emotion;
+#   MAD `abs(P_e(n) - mean_e' P_e'(n))`; ConAct `P_(1)(n) - P_(2)(n)` (top minus runner-up rate) for its top
+#   emotion; random: seeded random scores.
+# - **r / `top_frac`**: the budget, the top fraction of all layer x neuron units each emotion gets (2 % = 20 of
+#   4 x 256 here).
+# - **H, SE, ACE, ESS**: `H[m, e]` = accuracy change (points) on emotion e with emotion m's units off;
+#   SE(e) = `H[e, e]`; ACE(e) = mean over m != e of `H[m, e]`; ESS = SE - ACE (large and negative = specific).
+#
+# **What to expect** (demo model, 24 clips a class, the default): a pool of 76 of 96 clips, ConAct ESS about
+# -44 points and random ESS about +2; the script asserts it. The README's figures (ESS -46.1) use all 36
+# unseen clips a class (`esn-lens demo`); this tutorial takes the first 24 of each to stay fast, so its numbers
+# differ a little. Set `ESN_LENS_TUTORIAL_CLIPS=36` to reproduce the README's evaluation set.
+#
 # If the demo model is not installed, the tutorial falls back to a tiny model whose emotion decision sits
 # in known ("planted") MLP units, so the same steps still show a result.
 #
@@ -57,12 +78,12 @@ try:
 
     model, processor = load_demo_model()
     identification, held_out = demo_clips("identification"), demo_clips("unseen")
-    EMOTIONS, ANSWER, TOP_FRAC = DEMO_EMOTIONS, "word", DEMO_TOP_FRAC
+    EMOTIONS, ANSWER, TOP_FRAC, DEMO = DEMO_EMOTIONS, None, DEMO_TOP_FRAC, True  # None: the model's recorded format
     print("model: the shipped demo model")
 except Exception as e:  # the demo's assets are not installed: a tiny model with planted emotion units
     from esn_lens.testing.planted import build_planted, planted_clips
 
-    EMOTIONS, ANSWER = ("angry", "happy", "neutral", "sad"), "word"
+    EMOTIONS, ANSWER, DEMO = ("angry", "happy", "neutral", "sad"), "word", False
     model, processor, planted = build_planted(EMOTIONS)
     identification, held_out = planted_clips(6, EMOTIONS, seed=0, prefix="id"), planted_clips(6, EMOTIONS, seed=1)
     TOP_FRAC = 4 / 128  # 4 of the 2 x 64 units per emotion
@@ -78,6 +99,12 @@ print(lens.hook_names("act")[:2])
 # The SER prompt is a single-choice question with the emotions as numbered options in a per-clip random
 # order. `mode="constrained"` reads the answer from the options' logits in one forward pass
 # (`mode="generate"` is the paper's greedy decoding with parsed answers).
+#
+# **The answer format.** The prompt's last line says "Answer with the option number" (the paper's wording,
+# and the exact prompt the demo model was trained with), but the demo model learned to answer with the
+# emotion *word*. Its record (`esn_lens.json` next to its weights) says so, and `SEREvaluator` takes
+# `answer="word"` from it; `ev.scoring` prints what is scored. Reading its answers as digits
+# (`answer="digit"`) gives about chance (25 %), and the evaluator then warns with that likely cause.
 
 # %%
 def per_emotion(clips, n):
@@ -88,8 +115,10 @@ def per_emotion(clips, n):
 N = int(os.environ.get("ESN_LENS_TUTORIAL_CLIPS", "24"))  # clips per emotion and split (fewer = faster)
 identification, held_out = per_emotion(identification, N), per_emotion(held_out, N)
 ev = SEREvaluator(lens, EMOTIONS, mode="constrained", answer=ANSWER, batch_size=16)
+print(ev.scoring)
 pool = identification_pool(ev, identification)
 print(f"pool: {len(pool)} of {len(identification)} identification clips answered correctly (balanced)")
+assert len(pool) >= len(identification) // 2 and len(pool) % len(EMOTIONS) == 0
 
 # %% [markdown]
 # ## 3. Per-emotion neuron statistics
@@ -128,6 +157,11 @@ for name, ns in (("ConAct", conact), ("random", random_set)):
     sp = specificity(heatmaps[name])
     print(f"{name} mean SE {100 * sp['se_mean']:+.1f}  ACE {100 * sp['ace_mean']:+.1f}  ESS {100 * sp['ess_mean']:+.1f} points")
 print(f"baseline accuracy {100 * results['baseline'].accuracy:.1f}% on {len(held_out)} held-out clips")
+ess = {name: specificity(H)["ess_mean"] for name, H in heatmaps.items()}
+assert results["baseline"].accuracy > 0.75  # chance is 25 %
+assert ess["ConAct"] < -0.2 and abs(ess["random"]) < 0.1  # ConAct's units are specific, random's are not
+if DEMO and N == 24:  # the default run: the figures stated at the top
+    assert len(pool) == 76 and abs(100 * ess["ConAct"] + 43.8) < 1.5 and abs(100 * ess["random"] - 2.1) < 1.5
 
 # %% [markdown]
 # ## 6. The heatmap

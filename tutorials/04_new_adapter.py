@@ -22,6 +22,14 @@
 # which models it claims; the base class handles the SwiGLU sites (`gate_proj` -> `act_fn` -> `down_proj`),
 # position masks, the chat template and text inputs. For an audio model you would also override
 # `build_inputs` and set `audio_token` / `audio_tower_path` (see `esn_lens/adapters/qwen2_audio.py`).
+#
+# The MLP's neuron sites are declared by the adapter too, in `mlp_sites` (site -> attribute of the layer's MLP,
+# output or input side). The default is the gated table (`gate_proj` -> `act_fn` -> `down_proj`); a plain MLP
+# (GPT-2 style `fc1` -> `act` -> `fc2`) sets `mlp_sites = PLAIN_MLP_SITES`, or its own names, e.g. GPT-2's
+# `{"pre": ("c_fc", "output"), "act": ("act", "output"), "post": ("c_proj", "input")}`. Statistics, selectors
+# and edits then work unchanged (checked exactly against plain hooks in `tests/test_plugin_package.py`). The
+# other hooks a family may override -- `site_path`, `call_args`, `root`, `fingerprint` -- are listed in
+# docs/api.md ("The adapter hooks").
 
 # %%
 import os
@@ -101,6 +109,10 @@ print("sites:", lens.adapter.site_path(0, "act"), lens.adapter.site_path(0, "pos
 # %% [markdown]
 # ## Everything else works unchanged
 # Record sites by their TransformerLens-style names, collect statistics, select neurons, run SER.
+#
+# **What to expect**: the recorded `hook_act` equals a plain forward hook on `act_fn` exactly; MAD finds 6 units
+# per emotion (5 % of 2 x 64); the SER accuracy of this *random-weight* model is near chance (0.25): it was
+# never trained, so there is nothing to find -- the point is that every step runs on the new family.
 
 # %%
 clips = planted_clips(3, ("angry", "happy", "neutral", "sad"), seed=0)  # text clips (transcripts)
@@ -115,10 +127,12 @@ with torch.no_grad():
     model(**batch.inputs)
 h.remove()
 print("matches a forward hook:", torch.allclose(ref["act"], out.cache["blocks.0.mlp.hook_act"], atol=1e-6))
+assert torch.equal(ref["act"], out.cache["blocks.0.mlp.hook_act"])
 
 stats = lens.collect_stats(clips, "Which emotion? Answer with one word.", ("angry", "happy", "neutral", "sad"),
                            progress=False)
 ns = find_neurons(stats, "mad", top_frac=0.05)
 print("MAD units per emotion:", ns.counts)
+assert set(ns.counts.values()) == {6}
 ev = SEREvaluator(lens, ("angry", "happy", "neutral", "sad"), mode="constrained", answer="word")
 print(f"SER accuracy of this random model: {ev.run(clips)['baseline'].accuracy:.2f} (chance 0.25)")

@@ -34,6 +34,12 @@ class SiteRow(NamedTuple):
 
 ADAPTERS: Registry[type["Adapter"]] = Registry("adapter")
 
+#: the sites of a gated (SwiGLU) MLP, gate_proj -> act_fn (x up_proj) -> down_proj: site -> (attribute, side)
+GATED_MLP_SITES: dict[str, tuple[str, str]] = dict(SITES)
+#: the sites of a plain MLP, fc1 -> act -> fc2 (GPT-2 style, Whisper-style audio encoders): hook_act = hook_post
+PLAIN_MLP_SITES: dict[str, tuple[str, str]] = {"pre": ("fc1", "output"), "act": ("act", "output"),
+                                               "post": ("fc2", "input")}
+
 
 def register_adapter(name: str):
     """Class decorator registering an :class:`Adapter` subclass under ``name`` (built-ins use it too)."""
@@ -80,6 +86,10 @@ class Adapter:
     turn_start: ClassVar[str | None] = "<|im_start|>"
     turn_end: ClassVar[str | None] = "<|im_end|>"
     user_role: ClassVar[str] = "user"
+    #: the MLP's neuron sites, declared per adapter: site -> (attribute of the layer's MLP module, "output"|"input").
+    #: Gated decoders keep :data:`GATED_MLP_SITES`; a plain fc1 -> act -> fc2 MLP sets :data:`PLAIN_MLP_SITES` (or
+    #: its own attribute names, e.g. GPT-2's ``{"pre": ("c_fc", "output"), "act": ("act", "output"), ...}``).
+    mlp_sites: ClassVar[dict[str, tuple[str, str]]] = GATED_MLP_SITES
 
     def __init__(self, model: nn.Module, processor: Any = None):
         self.model = model
@@ -88,9 +98,11 @@ class Adapter:
         if len(layers) == 0:
             raise UnsupportedModelError(f"{type(model).__name__}: no decoder layers at {self.layers_path!r}")
         mlp = self.mlp_module(0)
-        for part in ("gate_proj", "act_fn", "down_proj"):
+        for part, _ in self.mlp_sites.values():
             if not hasattr(mlp, part):
-                raise UnsupportedModelError(f"{type(model).__name__}: layer MLP has no {part!r} (not a gated MLP)")
+                kind = "a gated MLP" if self.mlp_sites is GATED_MLP_SITES else f"the MLP sites {self.mlp_sites}"
+                raise UnsupportedModelError(f"{type(model).__name__}: layer MLP has no {part!r} (not {kind}; an "
+                                            "adapter declares its MLP's sites in mlp_sites, e.g. PLAIN_MLP_SITES)")
 
     # -------------------------------------------------------------- model identity
     @classmethod
@@ -145,7 +157,8 @@ class Adapter:
 
     @property
     def d_mlp(self) -> int:
-        return int(self.mlp_module(0).gate_proj.out_features)
+        pre = self.site_module(0, "pre")  # nn.Linear (out_features) or GPT-2's Conv1D (nf)
+        return int(getattr(pre, "out_features", None) or getattr(pre, "nf"))
 
     def layer_path(self, layer: int) -> str:
         """Dotted path (from :meth:`root`) of a decoder layer (its input/output are the residual stream)."""
@@ -172,10 +185,11 @@ class Adapter:
         return (), inputs
 
     def site_path(self, layer: int, site: str) -> tuple[str, str]:
-        """``(dotted module path from the root, "output"|"input")`` of a site."""
+        """``(dotted module path from the root, "output"|"input")`` of a site, from :attr:`mlp_sites`
+        (override for a layout the table cannot say)."""
         if not 0 <= layer < self.n_layers:
             raise InputError(f"layer {layer} out of range 0..{self.n_layers - 1}")
-        attr, side = SITES[check_site(site)]
+        attr, side = self.mlp_sites[check_site(site)]
         return f"{self.mlp_path(layer)}.{attr}", side
 
     # -------------------------------------------------------------- the site table

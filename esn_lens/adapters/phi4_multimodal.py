@@ -147,10 +147,6 @@ class Phi4MultimodalAdapter(Adapter):
                       "post": ("down_proj", "input")}[site]
         return f"{self.mlp_path(layer)}.{part}", side
 
-    def fingerprint_weight(self, layer: int) -> Tensor:
-        """The gate rows of ``gate_up_proj`` (its base weight under the LoRA) enter :attr:`fingerprint`."""
-        proj = self.mlp_module(layer).gate_up_proj
-        return getattr(proj, "base_layer", proj).weight[: self.d_mlp]
 
     def build_inputs(self, audios, prompts, *, padding_side: str = "left", system=None):
         if audios is None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,9 @@ class RunConfig:
     bootstrap: int = 1000
     #: the registered intervention of the deactivation stage (heatmap / SE / ACE / ESS); "deactivate" = gain 0
     intervention: str = "deactivate"
+    #: keyword options of selectors / of the intervention, name -> {key: value} (``--selector-option NAME.KEY=VALUE``)
+    selector_options: dict = field(default_factory=dict)
+    intervention_options: dict = field(default_factory=dict)
     # runtime
     dtype: str | None = None
     device: str | None = None
@@ -67,14 +70,22 @@ class RunConfig:
     on_duplicate: str = "warn"
     #: validate neuron sets found on another model (another fingerprint); recorded in results.json
     allow_other_model: bool = False
+    #: plugin modules imported for this run (--plugin and entry points); config.json records them with versions
+    plugins: tuple = ()
 
     RUNTIME = ("dtype", "device", "device_map", "checkpoint_every", "progress", "threads", "workers", "trust_remote_code",
-               "on_bad_clip", "on_duplicate")
+               "on_bad_clip", "on_duplicate", "plugins")
 
     def __post_init__(self) -> None:
         self.selectors = tuple(self.selectors)
         self.alphas = tuple(float(a) for a in self.alphas)
         self.neurons = tuple(str(p) for p in self.neurons)
+        self.plugins = tuple(self.plugins)
+        for what in ("selector_options", "intervention_options"):
+            opts = getattr(self, what)
+            if not isinstance(opts, dict) or not all(isinstance(v, dict) for v in opts.values()):
+                raise InputError(f"{what} must map a name to a dict of options, e.g. {{'lape': {{'filter_percentile': 95}}}}, "
+                                 f"got {opts!r}")
 
     def check(self, *, clips_given: bool = False, lens_given: bool = False) -> "RunConfig":
         """Refuse bad values with one clear message each (before any model is loaded).
@@ -117,8 +128,17 @@ class RunConfig:
         if self.intervention not in INTERVENTIONS:
             raise InputError(f"unknown intervention {self.intervention!r}; registered: {', '.join(INTERVENTIONS.names())} "
                              "(register your own with @INTERVENTIONS.register in a --plugin module)")
-        if self.intervention == "mean_ablate" and not self.discover:
-            raise InputError("intervention 'mean_ablate' needs the run's own statistics (discover), not --neurons alone")
+        from .extensions import CONTEXT_PARAMS, preflight, run_context
+
+        asks = run_context(INTERVENTIONS.get(self.intervention), dict.fromkeys(CONTEXT_PARAMS, True))
+        if asks and not self.discover:
+            raise InputError(f"intervention {self.intervention!r} needs the run's own {' and '.join(asks)} (discover), "
+                             "not --neurons alone")
+        if "attribution" in asks and "atp" not in self.selectors:
+            raise InputError(f"intervention {self.intervention!r} asks for the run's attribution, which only a run "
+                             "with the atp selector collects")
+        preflight(self.selectors if self.discover else (), self.selector_options, self.intervention,
+                  self.intervention_options, site=self.site)
         if self.on_bad_clip not in ("skip", "fail"):
             raise InputError(f"on_bad_clip must be 'skip' or 'fail', got {self.on_bad_clip!r}")
         if self.on_duplicate not in ("warn", "fail"):
@@ -158,6 +178,9 @@ class RunConfig:
         d["model"] = normalise_model(self.model)  # ./m, m and /abs/m name one model
         if d["intervention"] == "deactivate":  # the default is left out: run folders of earlier versions still resume
             del d["intervention"]
+        for k in ("selector_options", "intervention_options"):  # likewise when empty
+            if not d[k]:
+                del d[k]
         if not d["allow_other_model"]:  # likewise: recorded only when used
             del d["allow_other_model"]
         d["neurons"] = [str(Path(p).expanduser().resolve()) for p in self.neurons]
@@ -168,11 +191,17 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["selectors"], d["alphas"], d["neurons"] = list(self.selectors), list(self.alphas), list(self.neurons)
+        from .extensions import plugin_record
+
+        d["plugins"] = plugin_record(self.plugins)  # module, distribution, version, file
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
         known = {f.name for f in fields(cls)}
+        d = dict(d)
+        if d.get("plugins") and isinstance(d["plugins"][0], dict):  # config.json's record -> the module names
+            d["plugins"] = [p["module"] for p in d["plugins"]]
         return cls(**{k: v for k, v in d.items() if k in known})
 
 

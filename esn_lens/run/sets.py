@@ -128,7 +128,8 @@ def random_like(ns, emotions: Sequence[str], seed: int = 0):
 def stage_neurons(run: "RunContext") -> None:
     """Select with every selector (and read transferred sets); a resumed run reads its own saved copies."""
     from ..neurons import NeuronSet
-    from ..selectors import find_neurons
+    from ..selectors import SELECTORS, find_neurons
+    from .extensions import run_context
 
     f, cfg = run.folder, run.cfg
     t0 = time.perf_counter()
@@ -143,9 +144,12 @@ def stage_neurons(run: "RunContext") -> None:
         pool = pool_identity(run)
         for sel in cfg.selectors:
             source = run.attribution if sel == "atp" else run.stats
+            # the selector's options, and the run's products it asks for by keyword (stats, attribution)
+            extra = {**run_context(SELECTORS.get(sel), {"stats": run.stats, "attribution": run.attribution},
+                                   skip_first=True), **cfg.selector_options.get(sel, {})}
             run.sets[sel] = find_neurons(source, sel, top_frac=float(cfg.top_frac), seed=cfg.seed,
                                          meta={"corpus": corpus_tag(cfg.dataset, cfg.data_dir), "model": cfg.model,
-                                               "run": f.dir.name, "pool": pool})
+                                               "run": f.dir.name, "pool": pool}, **extra)
             run.sources[sel] = "discovered"
     transferred = load_transfer(cfg.neurons, run.lens, run.split.emotions, list(run.sets),
                                 allow_other_model=cfg.allow_other_model, warnings=run.split.source)

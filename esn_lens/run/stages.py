@@ -281,12 +281,16 @@ register_stage("top", needs=["split", "evaluator", "pool_ids", "stats", "attribu
                produces=["pages"], when=top_wanted, after="neurons", before="report")(stage_top)
 
 
-@register_stage("deactivation", needs=["split", "evaluator", "sets", "stats"], produces=["deact"],
+@register_stage("deactivation", needs=["split", "evaluator", "sets", "stats", "attribution"], produces=["deact"],
                 when=lambda cfg: cfg.validate)
 def stage_deactivation(run: RunContext) -> None:
     from ..evaluate import deactivation_conditions
+    from ..interventions import INTERVENTIONS
+    from .extensions import run_context
 
-    kw = {"stats": run.stats} if run.cfg.intervention == "mean_ablate" else {}
+    # the intervention's options, and the run's products it asks for by keyword (stats, attribution)
+    kw = {**run_context(INTERVENTIONS.get(run.cfg.intervention), {"stats": run.stats, "attribution": run.attribution}),
+          **run.cfg.intervention_options.get(run.cfg.intervention, {})}
     conds = [Condition.baseline()] + [c for name, ns in run.sets.items() for c in deactivation_conditions(
         ns, kind=run.cfg.intervention, name=name, emotions=run.split.emotions, **kw)]
     if not run.folder.done("deactivation"):

@@ -1,0 +1,86 @@
+"""Audio-encoder MLP neurons as units (issue #28): statistics, recorded sites, edits and SER evaluation on the
+Whisper-style encoders of Qwen2-Audio and Audio Flamingo 3 equal plain torch hooks (K and T exactly); the Omni
+thinkers' packed encoders are refused in one line."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from esn_lens import Lens, deactivate, find_neurons
+from esn_lens.adapters.encoder import ENCODER_MLP_SITES, encoder_lens
+from esn_lens.data import EmotionClip
+from esn_lens.errors import UnsupportedModelError
+from esn_lens.evaluate import SEREvaluator
+from esn_lens.interventions import Condition
+from esn_lens.testing import build_tiny, tiny_audio
+
+EMOS = ("angry", "happy")
+
+
+def clips():
+    return [EmotionClip(f"c{i}", EMOS[i % 2], audio=tiny_audio(0.3 + 0.2 * i, freq=150 + 200 * (i % 2), seed=i),
+                        sampling_rate=16000) for i in range(4)]
+
+
+@pytest.mark.parametrize("family", ["qwen2_audio", "audio_flamingo3"])
+def test_encoder_units_equal_plain_hooks(family):
+    torch.manual_seed(0)
+    model, proc = build_tiny(family, seed=0)
+    lens = Lens(model, proc)
+    enc = encoder_lens(lens)
+    tower_layers = model.get_submodule(lens.adapter.audio_tower_path).layers
+    assert (enc.n_layers, enc.d_mlp) == (len(tower_layers), tower_layers[0].fc1.out_features)
+    cs = clips()
+    batch = enc.batch_clips(cs, "Which emotion?")
+    n_feat = batch.inputs[[k for k in batch.inputs if k.endswith(("feature_attention_mask", "input_features_mask"))][0]]
+    frames = (n_feat.sum(1) - 1) // 2 + 1
+    assert batch.masks.valid.sum(1).tolist() == frames.tolist()  # valid = the frames of real audio
+
+    # plain hooks on every encoder layer's fc1 output, activation_fn output and fc2 input
+    ref, hooks = {}, []
+    for l, layer in enumerate(tower_layers):
+        hooks.append(layer.fc1.register_forward_hook(lambda m, i, o, l=l: ref.__setitem__((l, "pre"), o.detach())))
+        hooks.append(layer.activation_fn.register_forward_hook(lambda m, i, o, l=l: ref.__setitem__((l, "act"), o.detach())))
+        hooks.append(layer.fc2.register_forward_pre_hook(lambda m, i, l=l: ref.__setitem__((l, "post"), i[0].detach())))
+    with torch.no_grad():
+        plain = model(**batch.inputs).logits[:, -1]
+    for h in hooks:
+        h.remove()
+    out = enc.run(batch, record=[f"blocks.{l}.mlp.hook_{s}" for l in range(enc.n_layers) for s in ENCODER_MLP_SITES])
+    for (l, s), v in ref.items():
+        assert torch.equal(out.cache[f"blocks.{l}.mlp.hook_{s}"], v), (l, s)
+    assert torch.equal(out.logits, plain.float())  # the logits are the model's (last token position)
+
+    # statistics: K and T exactly from the hooked values over the valid frames
+    stats = enc.collect_stats(cs, "Which emotion?", EMOS, batch_size=4, progress=False)
+    valid = batch.masks.valid
+    y = torch.tensor([EMOS.index(c.emotion) for c in cs])
+    for e in range(2):
+        rows = valid & (y == e)[:, None]
+        assert stats.T[e].item() == rows.sum().item()
+        for l in range(enc.n_layers):
+            assert torch.equal(stats.K[e, l], ((ref[(l, "act")] > 0) & rows[..., None]).sum((0, 1)).double())
+
+    # an edit of encoder units equals zeroing them with a plain hook; SER conditions run through the encoder units
+    ns = find_neurons(stats, "mad", count=5)
+    mask = ns["angry"]
+    edited = enc.run(batch, edits=[deactivate(mask)]).logits
+    hooks = [layer.activation_fn.register_forward_hook(lambda m, i, o, l=l: o.masked_fill(mask[l], 0.0))
+             for l, layer in enumerate(tower_layers)]
+    with torch.no_grad():
+        by_hand = model(**batch.inputs).logits[:, -1].float()
+    for h in hooks:
+        h.remove()
+    assert torch.allclose(edited, by_hand, atol=1e-5) and not torch.allclose(edited, plain.float(), atol=1e-5)
+    ev_enc, ev_dec = SEREvaluator(enc, EMOS, answer="word", batch_size=4), SEREvaluator(lens, EMOS, answer="word", batch_size=4)
+    assert not ev_enc.encoder_reuse  # the encoder runs in every condition: its units are edited inside it
+    res = ev_enc.run(cs, [Condition.baseline(), Condition.deactivate("angry", [deactivate(mask)])])
+    assert res["baseline"].predictions == ev_dec.run(cs)["baseline"].predictions
+
+
+def test_packed_encoders_refused():
+    lens = Lens(*build_tiny("qwen2_5_omni_thinker", seed=0))
+    with pytest.raises(UnsupportedModelError, match="encoder units are supported for Qwen2-Audio and Audio Flamingo 3"):
+        encoder_lens(lens)  # its encoder layers have fc1 / activation_fn / fc2, but the batch is one packed sequence
+    with pytest.raises(UnsupportedModelError, match="no batched Whisper-style encoder layers"):
+        encoder_lens(Lens(*build_tiny("qwen2", seed=0)))  # a text model has no encoder
