@@ -173,9 +173,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="run the whole pipeline on the shipped demo model and clips")
     d.add_argument("--quick", action="store_true", help="a reduced setting (fewer clips and alphas), for CI")
-    d.add_argument("--model", choices=("demo", "real"),
-                   help="'demo' (default): the model trained here; 'real': a frozen pretrained decoder, SmolLM2-135M "
-                        "(needs the real-demo extra; a reduced protocol, about 7 minutes on 2 CPU cores)")
+    d.add_argument("--model", choices=("demo", "real", "real-toy"),
+                   help="'demo' (default): the model trained here; 'real': real pretrained parts, Whisper tiny.en's "
+                        "encoder + SmolLM2-135M, both frozen, only the projector trained (docs/real_model.md); "
+                        "'real-toy': SmolLM2-135M behind an audio encoder trained here (docs/real_decoder.md). Both "
+                        "need the real-demo parts and run a reduced protocol (minutes on 2 CPU cores)")
     d.add_argument("--device", help="e.g. cuda, cuda:1, cpu")
     d.add_argument("--dtype", help="e.g. bfloat16, float16, float32")
     _runtime_args(d)
@@ -207,12 +209,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # ---------------------------------------------------------------------------------------------- configs
-def demo_config(quick: bool = False, real: bool = False):
+def demo_config(quick: bool = False, real: bool | str = False):
     """The demo's settings: all paper selectors, constrained word answers, held-out speakers for evaluation.
 
     ``quick``: a reduced setting for CI (8 identification and 4 evaluation clips per emotion, one alpha).
-    ``real``: the real-decoder demo (SmolLM2-135M frozen, docs/real_decoder.md) on a protocol reduced to fit minutes
-    on a CPU: ConAct, AtP and random at r = 1 %, every identification clip, 12 evaluation clips per emotion, alpha 2.
+    ``real``: ``"real"`` (or True): the real-parts model (Whisper tiny.en encoder + SmolLM2-135M, docs/real_model.md)
+    on a protocol reduced to fit minutes on a CPU: ConAct and random at r = 1 %, 16 identification and 6 evaluation
+    clips per emotion, alpha 2. ``"real-toy"``: the real-decoder demo (SmolLM2-135M frozen behind a toy encoder,
+    docs/real_decoder.md): ConAct, AtP and random at 1 %, every identification clip, 12 evaluation clips, alpha 2.
     """
     from .demo_model import DEMO_TOP_FRAC  # the demo's documented budget: 2 % = 20 of 1,024 units per emotion
     from .run import PAPER_SELECTORS, RunConfig
@@ -220,7 +224,10 @@ def demo_config(quick: bool = False, real: bool = False):
     base = dict(model="demo", dataset="demo", selectors=PAPER_SELECTORS, mode="constrained", answer="word",
                 top_frac=DEMO_TOP_FRAC, alphas=(1.0, 2.0, 4.0), batch_size=8, eval_per_emotion=None,
                 ident_per_emotion=None, bootstrap=1000)
-    if real:
+    if real in (True, "real"):
+        base.update(model="real_model", selectors=("conact", "random"), top_frac=0.01, alphas=(2.0,),
+                    batch_size=4, eval_per_emotion=6, ident_per_emotion=16, bootstrap=500)
+    elif real == "real-toy":
         base.update(model="real_demo", selectors=("conact", "atp", "random"), top_frac=0.01, alphas=(2.0,),
                     batch_size=4, eval_per_emotion=12, ident_per_emotion=None, bootstrap=500)
     if quick:
@@ -241,7 +248,8 @@ def config_from_args(args: argparse.Namespace):
 
     cmd = args.command
     if cmd == "demo":
-        cfg = demo_config(getattr(args, "quick", False), real=getattr(args, "model", "demo") == "real")
+        which = getattr(args, "model", "demo")
+        cfg = demo_config(getattr(args, "quick", False), real=False if which == "demo" else which)
     else:
         cfg = RunConfig(model=args.model, dataset=args.dataset, discover=cmd in ("run", "discover"),
                         validate=cmd in ("run", "validate"))

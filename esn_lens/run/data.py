@@ -217,13 +217,17 @@ def load_lens(cfg: RunConfig, device: str | None = None):
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-    if cfg.model in ("demo", "real_demo"):
+    if cfg.model in ("demo", "real_demo", "real_model"):
         from ..loading import parse_dtype
 
         if cfg.model == "demo":
             from ..demo_model import load_demo_model
 
             model, processor = load_demo_model()
+        elif cfg.model == "real_model":  # Whisper tiny.en + SmolLM2-135M + the shipped projector
+            from ..real_model import load_real_model
+
+            model, processor = load_real_model()
         else:  # SmolLM2-135M frozen + the shipped audio side; MissingExtraError (one line) without the extra
             from ..real_demo import load_real_demo_model
 
