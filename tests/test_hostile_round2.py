@@ -109,11 +109,14 @@ def test_1_header_claiming_1_hz_is_refused_naming_the_clip(tmp_path):
 
 
 RSS_SCRIPT = textwrap.dedent("""
-    import resource, sys
+    import sys
     from esn_lens.data.clip import EmotionClip
+    def peak_mib():  # this process's own peak (VmHWM; ru_maxrss can carry the spawning parent's peak over exec)
+        line = next(x for x in open("/proc/self/status") if x.startswith("VmHWM:"))
+        return int(line.split()[1]) // 1024
     for path, seconds in zip(sys.argv[1::2], sys.argv[2::2]):
         a, rate = EmotionClip("c", "angry", path=path).load(16000, max_seconds=None if seconds == "none" else float(seconds))
-        print(a.size, rate, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)  # peak so far, MiB
+        print(a.size, rate, peak_mib())  # peak so far, MiB
 """)
 
 
