@@ -224,7 +224,10 @@ class TraceState:
 
 
 def _register(site: Site, fn: Callable[[Tensor], Tensor | None]) -> Any:
-    """A torch hook calling ``fn`` on the site's value at every call of its module."""
+    """A torch hook calling ``fn`` on the site's value at every call of its module (a site that lays out its value
+    itself, e.g. a packed encoder's :class:`~esn_lens.adapters.encoder.PackedSite`, registers its own)."""
+    if hasattr(site, "register"):
+        return site.register(fn)
     mod, side = site.envoy._module, site.side
     if side != "input":
         def out_hook(_m, _args, out):

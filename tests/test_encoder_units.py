@@ -1,12 +1,12 @@
 """Audio-encoder MLP neurons as units (issue #28): statistics, recorded sites, edits and SER evaluation on the
-Whisper-style encoders of Qwen2-Audio and Audio Flamingo 3 equal plain torch hooks (K and T exactly); the Omni
-thinkers' packed encoders are refused in one line."""
+Whisper-style encoders of Qwen2-Audio and Audio Flamingo 3, and the packed encoder of the Qwen2.5-Omni thinker, equal
+plain torch hooks (K and T exactly); Qwen3-Omni's packed encoder is refused in one line."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from esn_lens import Lens, deactivate, find_neurons
+from esn_lens import Lens, deactivate, find_neurons, steer
 from esn_lens.adapters.encoder import ENCODER_MLP_SITES, encoder_lens
 from esn_lens.data import EmotionClip
 from esn_lens.errors import UnsupportedModelError
@@ -79,8 +79,74 @@ def test_encoder_units_equal_plain_hooks(family):
 
 
 def test_packed_encoders_refused():
-    lens = Lens(*build_tiny("qwen2_5_omni_thinker", seed=0))
-    with pytest.raises(UnsupportedModelError, match="encoder units are supported for Qwen2-Audio and Audio Flamingo 3"):
-        encoder_lens(lens)  # its encoder layers have fc1 / activation_fn / fc2, but the batch is one packed sequence
+    lens = Lens(*build_tiny("qwen3_omni_moe_thinker", seed=0))
+    with pytest.raises(UnsupportedModelError, match="packed audio encoder .* is not covered"):
+        encoder_lens(lens)  # another packed tower, not (yet) mapped back to clips
     with pytest.raises(UnsupportedModelError, match="no batched Whisper-style encoder layers"):
         encoder_lens(Lens(*build_tiny("qwen2", seed=0)))  # a text model has no encoder
+
+
+def test_packed_omni_encoder_units_equal_plain_hooks():
+    """Qwen2.5-Omni thinker: the tower packs the batch's clips into one (frames, d) sequence, in chunks of
+    2 * n_window feature frames; encoder units unpack it to (clip, frame, neuron) and equal plain hooks on the packed
+    MLPs -- recorded values, K and T, deactivate and steer, and the same operations inside lens.trace."""
+    torch.manual_seed(0)
+    model, proc = build_tiny("qwen2_5_omni_thinker", seed=0)
+    enc = encoder_lens(Lens(model, proc))
+    tower = model.get_submodule(enc.adapter.base.audio_tower_path)
+    layers = tower.layers
+    # 0.6 s and 1.3 s: 60 and 130 feature frames; the second is cut into chunks of 100 + 30 (n_window = 50)
+    cs = [EmotionClip(f"c{i}", EMOS[i], audio=tiny_audio(d, freq=150 + 200 * i, seed=i), sampling_rate=16000)
+          for i, d in enumerate((0.6, 1.3))]
+    assert tower.n_window == 50
+    batch = enc.batch_clips(cs, "Which emotion?")
+    assert batch.inputs["feature_attention_mask"].sum(1).tolist() == [60, 130]
+    valid = batch.masks.valid
+    assert valid.sum(1).tolist() == [30, 65] and valid.shape == (2, 65)  # (n - 1) // 2 + 1 frames, longest clip
+
+    def plain(edit=None):
+        ref, hooks = {}, []
+        for l, layer in enumerate(layers):
+            hooks.append(layer.fc1.register_forward_hook(lambda m, i, o, l=l: ref.__setitem__((l, "pre"), o.detach())))
+            hooks.append(layer.activation_fn.register_forward_hook(
+                lambda m, i, o, l=l: edit(o, l) if edit else ref.__setitem__((l, "act"), o.detach())))
+            hooks.append(layer.fc2.register_forward_pre_hook(lambda m, i, l=l: ref.__setitem__((l, "post"), i[0].detach())))
+        try:
+            with torch.no_grad():
+                return model(**batch.inputs).logits[:, -1].float(), ref
+        finally:
+            for h in hooks:
+                h.remove()
+
+    base, ref = plain()
+    assert ref[(0, "act")].shape == (95, layers[0].fc1.out_features)  # one packed sequence: 30 + 65 frames
+    out = enc.run(batch, record=[f"blocks.{l}.mlp.hook_{s}" for l in range(enc.n_layers) for s in ENCODER_MLP_SITES])
+    for (l, s), v in ref.items():
+        got = out.cache[f"blocks.{l}.mlp.hook_{s}"]
+        assert got.shape == (2, 65, v.shape[-1])
+        assert torch.equal(got[valid], v) and not got[~valid].any(), (l, s)  # clip 0 = packed rows 0..29, clip 1 = 30..94
+    assert torch.equal(out.logits, base)
+
+    # K and T exactly from the packed values: clip 0 (angry) = rows 0..29, clip 1 (happy) = rows 30..94
+    stats = enc.collect_stats(cs, "Which emotion?", EMOS, batch_size=2, progress=False)
+    assert stats.T.reshape(-1).tolist() == [30.0, 65.0]
+    for l in range(enc.n_layers):
+        on = ref[(l, "act")] > 0
+        assert torch.equal(stats.K[0, l], on[:30].sum(0).double()) and torch.equal(stats.K[1, l], on[30:].sum(0).double())
+
+    # edits on encoder units equal the same edit by a plain hook on the packed activations
+    mask = find_neurons(stats, "mad", count=5)["angry"]
+    for edit, by_hook in ((deactivate(mask), lambda o, l: o.masked_fill(mask[l], 0.0)),
+                          (steer(mask, alpha=3.0), lambda o, l: torch.where(mask[l], o * 4.0, o))):
+        want, _ = plain(by_hook)
+        assert not torch.allclose(want, base, atol=1e-5)
+        assert torch.allclose(enc.run(batch, edits=[edit]).logits, want, atol=1e-6)
+        traced = enc.new_stats(EMOS)
+        with enc.trace(batch, inference=True):  # the same operations inside the open trace
+            edit.apply(enc)
+            traced.record(enc)  # after the edit: it counts the edited values
+            lg = enc.logits.output[:, -1].save()
+        assert torch.allclose(lg.float(), want, atol=1e-6)
+        assert traced.T.reshape(-1).tolist() == [30.0, 65.0]
+        kept = stats.K[:, 0][:, mask[0]] if edit.gain else torch.zeros_like(stats.K[:, 0][:, mask[0]])
+        assert mask[0].any() and torch.equal(traced.K[:, 0][:, mask[0]], kept)  # layer 0: zeroed, or positive x 4

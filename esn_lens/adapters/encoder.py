@@ -10,8 +10,13 @@ encoder's frames (after its stride-2 convolution; ``valid`` = frames of real aud
     ns = find_neurons(stats, "conact", top_frac=0.02)
     SEREvaluator(enc, emotions).run(clips, [Condition.baseline(), *deactivation_conditions(ns)])
 
-Not covered: encoders that pack a batch's clips into one sequence (the Qwen2.5-Omni / Qwen3-Omni thinkers' audio
-towers): :func:`encoder_lens` refuses them with one line.
+Packed encoders (the Qwen2.5-Omni thinker's audio tower: the batch's clips are cut into chunks of ``2 * n_window``
+feature frames and run as one sequence of frames, ``(frames, d)``, taking the clips' ``feature_lens``) are covered
+too: their MLP sites are :class:`PackedSite` s, which hand library operations the value unpacked to
+``(clip, frame, neuron)`` (frames of clip ``b`` are contiguous in the packed sequence, in order) and pack edits back,
+so statistics, selectors and edits see the same ``(batch, pos, neuron)`` layout as everywhere else; positions are then
+the batch's longest clip's frames. Reading such a site's ``.output`` in ``lens.trace`` gives the packed value as the
+tower holds it. Not covered: Qwen3-Omni's tower (refused with one line).
 """
 from __future__ import annotations
 
@@ -21,10 +26,11 @@ import torch
 from torch import Tensor
 
 from ..errors import UnsupportedModelError
+from ..sites import Site, _rewrap, _unwrap
 from ..vocab import PositionMasks
 from .base import Adapter
 
-__all__ = ["ENCODER_MLP_SITES", "EncoderView", "encoder_lens"]
+__all__ = ["ENCODER_MLP_SITES", "EncoderView", "PackedSite", "encoder_lens"]
 
 #: a Whisper-style encoder layer's MLP: fc1 -> activation_fn -> fc2, on the layer itself
 ENCODER_MLP_SITES: dict[str, tuple[str, str]] = {"pre": ("fc1", "output"), "act": ("activation_fn", "output"),
@@ -45,10 +51,10 @@ class EncoderView(Adapter):
     embeds_reuse_path = None
     turn_start = turn_end = None
 
-    def __init__(self, base: Adapter):
+    def __init__(self, base: Adapter, packed: bool = False):
         if base.audio_tower_path is None:
             raise UnsupportedModelError(f"adapter {base.name!r} has no audio encoder")
-        self.base = base
+        self.base, self.packed = base, packed
         self.layers_path = f"{base.audio_tower_path}.layers"
         self.lm_head_path = base.lm_head_path
         self.audio_token = base.audio_token
@@ -94,8 +100,9 @@ class EncoderView(Adapter):
                                         f"({' or '.join(_FEATURE_MASKS)}); encoder positions cannot be told")
         fm = inputs[key].bool()
         n_feat = fm.sum(1)
-        P = (fm.shape[1] - 1) // 2 + 1
         n = torch.where(n_feat > 0, (n_feat - 1) // 2 + 1, torch.zeros_like(n_feat))
+        # a packed encoder's value is unpacked to the batch's longest clip (see PackedSite)
+        P = int(n.max()) if self.packed else (fm.shape[1] - 1) // 2 + 1
         valid = torch.arange(P, device=fm.device)[None, :] < n[:, None]
         none = torch.zeros_like(valid)
         return PositionMasks(padding=~valid, special=none, audio=valid, prompt_text=none, prompt_known=False)
@@ -105,6 +112,71 @@ class EncoderView(Adapter):
 
     def __repr__(self) -> str:
         return f"EncoderView({self.base.name}, layers={self.n_layers}, d_mlp={self.d_mlp})"
+
+
+class PackedSite(Site):
+    """An MLP site of a packed encoder: library operations' hooks see its value as ``(clip, frame, neuron)``.
+
+    The tower's ``feature_lens`` (read by a pre-hook on the tower for the hook's lifetime) give each clip's encoder
+    frames ``n_b = (feature_lens_b - 1) // 2 + 1`` (chunks of even length: the stride-2 convolution's frames add up
+    to the clip's); clip ``b`` holds packed rows ``sum(n_<b) .. sum(n_<=b) - 1``. A hook's replacement is packed back.
+    """
+
+    def __init__(self, name: str, envoy: Any, side: str, tower: torch.nn.Module):
+        super().__init__(name, envoy, side)
+        self.tower = tower
+
+    @staticmethod
+    def frames(feature_lens: Tensor) -> Tensor:
+        """Encoder frames of each clip: the stride-2 convolution's output length."""
+        return torch.where(feature_lens > 0, (feature_lens - 1) // 2 + 1, torch.zeros_like(feature_lens))
+
+    def register(self, fn):
+        """Torch hooks calling ``fn`` on the unpacked value at every call of the site's module (a removable handle)."""
+        lens_now: dict[str, Tensor] = {}
+
+        def on_tower(_m, args, kwargs):
+            fl = kwargs.get("feature_lens", args[1] if len(args) > 1 else None)
+            lens_now["valid"] = (torch.arange(int(self.frames(fl).max()), device=fl.device)[None, :]
+                                 < self.frames(fl)[:, None])
+
+        def call(packed: Tensor) -> Tensor | None:
+            valid = lens_now["valid"].to(packed.device)
+            if packed.shape[0] != int(valid.sum()):
+                raise UnsupportedModelError(f"{self.name}: {packed.shape[0]} packed frames, the clips' feature "
+                                            f"lengths give {int(valid.sum())}")
+            full = packed.new_zeros(*valid.shape, packed.shape[-1])
+            full[valid] = packed
+            new = fn(full)
+            return None if new is None and not _changed(full, valid, packed) else (full if new is None else new)[valid]
+
+        mod = self.envoy._module
+        handles = [self.tower.register_forward_pre_hook(on_tower, with_kwargs=True)]
+        if self.side == "input":
+            handles.append(mod.register_forward_pre_hook(
+                lambda _m, args: None if (new := call(args[0])) is None else (new, *args[1:])))
+        else:
+            def out_hook(_m, _args, out):
+                new = call(_unwrap(out, self.side))
+                return None if new is None else _rewrap(out, self.side, new)
+            handles.append(mod.register_forward_hook(out_hook))
+        return _Handles(handles)
+
+
+def _changed(full: Tensor, valid: Tensor, packed: Tensor) -> bool:
+    """Whether a hook edited the unpacked value in place (then the edit is packed back)."""
+    return not torch.equal(full[valid], packed)
+
+
+class _Handles:
+    """Several torch hook handles removed as one."""
+
+    def __init__(self, handles: list[Any]):
+        self.handles = handles
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
 
 
 def encoder_lens(lens: Any):
@@ -118,8 +190,19 @@ def encoder_lens(lens: Any):
     layers = getattr(tower, "layers", None)
     # a packed encoder (one sequence for the whole batch, e.g. Qwen2.5-Omni's) takes the clips' lengths instead
     packed = tower is not None and "feature_lens" in inspect.signature(tower.forward).parameters
-    if packed or not layers or not all(hasattr(layers[0], a) for a, _ in ENCODER_MLP_SITES.values()):
+    if packed and type(tower).__name__ != "Qwen2_5OmniAudioEncoder":
+        raise UnsupportedModelError(f"{lens.adapter.name}: its packed audio encoder ({type(tower).__name__}) is not "
+                                    "covered; encoder units are supported for Qwen2-Audio, Audio Flamingo 3 and "
+                                    "the Qwen2.5-Omni thinker")
+    if not layers or not all(hasattr(layers[0], a) for a, _ in ENCODER_MLP_SITES.values()):
         raise UnsupportedModelError(f"{lens.adapter.name}: no batched Whisper-style encoder layers (fc1, activation_fn, "
                                     f"fc2) at {path}.layers; encoder units are supported for "
-                                    "Qwen2-Audio and Audio Flamingo 3 (the Omni thinkers pack clips into one sequence)")
-    return Lens(lens.model, lens.processor, adapter=EncoderView(lens.adapter))
+                                    "Qwen2-Audio, Audio Flamingo 3 and the Qwen2.5-Omni thinker")
+    enc = Lens(lens.model, lens.processor, adapter=EncoderView(lens.adapter, packed=packed))
+    if packed:  # the MLP sites hand hooks the (clip, frame, neuron) value
+        for block in enc.sites.blocks:
+            for kind in ENCODER_MLP_SITES:
+                st = block.mlp.site(kind)
+                enc.sites.sites[st.name] = ps = PackedSite(st.name, st.envoy, st.side, tower)
+                setattr(block.mlp, f"hook_{kind}", ps)
+    return enc
