@@ -1,6 +1,6 @@
 """Audio-encoder MLP neurons as units (issue #28): statistics, recorded sites, edits and SER evaluation on the
-Whisper-style encoders of Qwen2-Audio and Audio Flamingo 3, and the packed encoder of the Qwen2.5-Omni thinker, equal
-plain torch hooks (K and T exactly); Qwen3-Omni's packed encoder is refused in one line."""
+Whisper-style encoders of Qwen2-Audio and Audio Flamingo 3, and the packed encoders of the Qwen2.5-Omni and Qwen3-Omni
+thinkers, equal plain torch hooks (K and T exactly); a model without an audio encoder is refused in one line."""
 from __future__ import annotations
 
 import pytest
@@ -78,20 +78,20 @@ def test_encoder_units_equal_plain_hooks(family):
     assert res["baseline"].predictions == ev_dec.run(cs)["baseline"].predictions
 
 
-def test_packed_encoders_refused():
-    lens = Lens(*build_tiny("qwen3_omni_moe_thinker", seed=0))
-    with pytest.raises(UnsupportedModelError, match="packed audio encoder .* is not covered"):
-        encoder_lens(lens)  # another packed tower, not (yet) mapped back to clips
+def test_models_without_encoder_refused():
     with pytest.raises(UnsupportedModelError, match="no batched Whisper-style encoder layers"):
         encoder_lens(Lens(*build_tiny("qwen2", seed=0)))  # a text model has no encoder
 
 
-def test_packed_omni_encoder_units_equal_plain_hooks():
-    """Qwen2.5-Omni thinker: the tower packs the batch's clips into one (frames, d) sequence, in chunks of
-    2 * n_window feature frames; encoder units unpack it to (clip, frame, neuron) and equal plain hooks on the packed
-    MLPs -- recorded values, K and T, deactivate and steer, and the same operations inside lens.trace."""
+@pytest.mark.parametrize("family,frames", [("qwen2_5_omni_thinker", (30, 65)),  # 1 stride-2 conv: (n - 1) // 2 + 1
+                                           ("qwen3_omni_moe_thinker", (8, 17))])  # 3 per chunk: 60 -> 8, 100 + 30 -> 13 + 4
+def test_packed_omni_encoder_units_equal_plain_hooks(family, frames):
+    """The Omni thinkers' towers pack the batch's clips into one (frames, d) sequence, in chunks of 2 * n_window
+    feature frames; encoder units unpack it to (clip, frame, neuron) and equal plain hooks on the packed MLPs --
+    recorded values, K and T, deactivate and steer, and the same operations inside lens.trace."""
     torch.manual_seed(0)
-    model, proc = build_tiny("qwen2_5_omni_thinker", seed=0)
+    n0, n1 = frames
+    model, proc = build_tiny(family, seed=0)
     enc = encoder_lens(Lens(model, proc))
     tower = model.get_submodule(enc.adapter.base.audio_tower_path)
     layers = tower.layers
@@ -102,7 +102,7 @@ def test_packed_omni_encoder_units_equal_plain_hooks():
     batch = enc.batch_clips(cs, "Which emotion?")
     assert batch.inputs["feature_attention_mask"].sum(1).tolist() == [60, 130]
     valid = batch.masks.valid
-    assert valid.sum(1).tolist() == [30, 65] and valid.shape == (2, 65)  # (n - 1) // 2 + 1 frames, longest clip
+    assert valid.sum(1).tolist() == [n0, n1] and valid.shape == (2, n1)  # each clip's frames; the longest clip
 
     def plain(edit=None):
         ref, hooks = {}, []
@@ -119,20 +119,20 @@ def test_packed_omni_encoder_units_equal_plain_hooks():
                 h.remove()
 
     base, ref = plain()
-    assert ref[(0, "act")].shape == (95, layers[0].fc1.out_features)  # one packed sequence: 30 + 65 frames
+    assert ref[(0, "act")].shape == (n0 + n1, layers[0].fc1.out_features)  # one packed sequence of both clips
     out = enc.run(batch, record=[f"blocks.{l}.mlp.hook_{s}" for l in range(enc.n_layers) for s in ENCODER_MLP_SITES])
     for (l, s), v in ref.items():
         got = out.cache[f"blocks.{l}.mlp.hook_{s}"]
-        assert got.shape == (2, 65, v.shape[-1])
-        assert torch.equal(got[valid], v) and not got[~valid].any(), (l, s)  # clip 0 = packed rows 0..29, clip 1 = 30..94
+        assert got.shape == (2, n1, v.shape[-1])
+        assert torch.equal(got[0, :n0], v[:n0]) and torch.equal(got[1], v[n0:]) and not got[0, n0:].any(), (l, s)
     assert torch.equal(out.logits, base)
 
-    # K and T exactly from the packed values: clip 0 (angry) = rows 0..29, clip 1 (happy) = rows 30..94
+    # K and T exactly from the packed values: clip 0 (angry) = packed rows :n0, clip 1 (happy) = rows n0:
     stats = enc.collect_stats(cs, "Which emotion?", EMOS, batch_size=2, progress=False)
-    assert stats.T.reshape(-1).tolist() == [30.0, 65.0]
+    assert stats.T.reshape(-1).tolist() == [n0, n1]
     for l in range(enc.n_layers):
         on = ref[(l, "act")] > 0
-        assert torch.equal(stats.K[0, l], on[:30].sum(0).double()) and torch.equal(stats.K[1, l], on[30:].sum(0).double())
+        assert torch.equal(stats.K[0, l], on[:n0].sum(0).double()) and torch.equal(stats.K[1, l], on[n0:].sum(0).double())
 
     # edits on encoder units equal the same edit by a plain hook on the packed activations
     mask = find_neurons(stats, "mad", count=5)["angry"]
@@ -147,6 +147,6 @@ def test_packed_omni_encoder_units_equal_plain_hooks():
             traced.record(enc)  # after the edit: it counts the edited values
             lg = enc.logits.output[:, -1].save()
         assert torch.allclose(lg.float(), want, atol=1e-6)
-        assert traced.T.reshape(-1).tolist() == [30.0, 65.0]
+        assert traced.T.reshape(-1).tolist() == [n0, n1]
         kept = stats.K[:, 0][:, mask[0]] if edit.gain else torch.zeros_like(stats.K[:, 0][:, mask[0]])
         assert mask[0].any() and torch.equal(traced.K[:, 0][:, mask[0]], kept)  # layer 0: zeroed, or positive x 4

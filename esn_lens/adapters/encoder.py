@@ -10,13 +10,13 @@ encoder's frames (after its stride-2 convolution; ``valid`` = frames of real aud
     ns = find_neurons(stats, "conact", top_frac=0.02)
     SEREvaluator(enc, emotions).run(clips, [Condition.baseline(), *deactivation_conditions(ns)])
 
-Packed encoders (the Qwen2.5-Omni thinker's audio tower: the batch's clips are cut into chunks of ``2 * n_window``
+Packed encoders (the Qwen2.5-Omni and Qwen3-Omni thinkers' audio towers: the batch's clips are cut into chunks of ``2 * n_window``
 feature frames and run as one sequence of frames, ``(frames, d)``, taking the clips' ``feature_lens``) are covered
 too: their MLP sites are :class:`PackedSite` s, which hand library operations the value unpacked to
 ``(clip, frame, neuron)`` (frames of clip ``b`` are contiguous in the packed sequence, in order) and pack edits back,
 so statistics, selectors and edits see the same ``(batch, pos, neuron)`` layout as everywhere else; positions are then
 the batch's longest clip's frames. Reading such a site's ``.output`` in ``lens.trace`` gives the packed value as the
-tower holds it. Not covered: Qwen3-Omni's tower (refused with one line).
+tower holds it. Another packed tower is refused with one line.
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from ..sites import Site, _rewrap, _unwrap
 from ..vocab import PositionMasks
 from .base import Adapter
 
-__all__ = ["ENCODER_MLP_SITES", "EncoderView", "PackedSite", "encoder_lens"]
+__all__ = ["ENCODER_MLP_SITES", "EncoderView", "PackedSite", "encoder_lens", "packed_frames"]
 
 #: a Whisper-style encoder layer's MLP: fc1 -> activation_fn -> fc2, on the layer itself
 ENCODER_MLP_SITES: dict[str, tuple[str, str]] = {"pre": ("fc1", "output"), "act": ("activation_fn", "output"),
@@ -51,10 +51,10 @@ class EncoderView(Adapter):
     embeds_reuse_path = None
     turn_start = turn_end = None
 
-    def __init__(self, base: Adapter, packed: bool = False):
+    def __init__(self, base: Adapter, packed: bool = False, frames: Any = None):
         if base.audio_tower_path is None:
             raise UnsupportedModelError(f"adapter {base.name!r} has no audio encoder")
-        self.base, self.packed = base, packed
+        self.base, self.packed, self.frames = base, packed, frames  # frames: feature lengths -> encoder frames
         self.layers_path = f"{base.audio_tower_path}.layers"
         self.lm_head_path = base.lm_head_path
         self.audio_token = base.audio_token
@@ -100,7 +100,7 @@ class EncoderView(Adapter):
                                         f"({' or '.join(_FEATURE_MASKS)}); encoder positions cannot be told")
         fm = inputs[key].bool()
         n_feat = fm.sum(1)
-        n = torch.where(n_feat > 0, (n_feat - 1) // 2 + 1, torch.zeros_like(n_feat))
+        n = self.frames(n_feat) if self.packed else torch.where(n_feat > 0, (n_feat - 1) // 2 + 1, 0 * n_feat)
         # a packed encoder's value is unpacked to the batch's longest clip (see PackedSite)
         P = int(n.max()) if self.packed else (fm.shape[1] - 1) // 2 + 1
         valid = torch.arange(P, device=fm.device)[None, :] < n[:, None]
@@ -118,18 +118,13 @@ class PackedSite(Site):
     """An MLP site of a packed encoder: library operations' hooks see its value as ``(clip, frame, neuron)``.
 
     The tower's ``feature_lens`` (read by a pre-hook on the tower for the hook's lifetime) give each clip's encoder
-    frames ``n_b = (feature_lens_b - 1) // 2 + 1`` (chunks of even length: the stride-2 convolution's frames add up
-    to the clip's); clip ``b`` holds packed rows ``sum(n_<b) .. sum(n_<=b) - 1``. A hook's replacement is packed back.
+    frames ``n_b = frames(feature_lens)_b`` (:func:`packed_frames`); clip ``b`` holds packed rows
+    ``sum(n_<b) .. sum(n_<=b) - 1``. A hook's replacement is packed back.
     """
 
-    def __init__(self, name: str, envoy: Any, side: str, tower: torch.nn.Module):
+    def __init__(self, name: str, envoy: Any, side: str, tower: torch.nn.Module, frames: Any):
         super().__init__(name, envoy, side)
-        self.tower = tower
-
-    @staticmethod
-    def frames(feature_lens: Tensor) -> Tensor:
-        """Encoder frames of each clip: the stride-2 convolution's output length."""
-        return torch.where(feature_lens > 0, (feature_lens - 1) // 2 + 1, torch.zeros_like(feature_lens))
+        self.tower, self.frames = tower, frames
 
     def register(self, fn):
         """Torch hooks calling ``fn`` on the unpacked value at every call of the site's module (a removable handle)."""
@@ -163,6 +158,21 @@ class PackedSite(Site):
         return _Handles(handles)
 
 
+def packed_frames(tower: torch.nn.Module):
+    """``feature_lens -> encoder frames per clip`` of a packed tower, or None for a tower not covered.
+
+    Qwen2.5-Omni: one stride-2 convolution per chunk of ``2 * n_window`` (even) frames, so ``(n - 1) // 2 + 1``;
+    Qwen3-Omni: three stride-2 convolutions per chunk (transformers' own ``_get_feat_extract_output_lengths``)."""
+    kind = type(tower).__name__
+    if kind == "Qwen2_5OmniAudioEncoder":
+        return lambda n: torch.where(n > 0, (n - 1) // 2 + 1, torch.zeros_like(n))
+    if kind == "Qwen3OmniMoeAudioEncoder":
+        from transformers.models.qwen3_omni_moe.modeling_qwen3_omni_moe import _get_feat_extract_output_lengths
+
+        return lambda n: _get_feat_extract_output_lengths(n, tower.n_window)
+    return None
+
+
 def _changed(full: Tensor, valid: Tensor, packed: Tensor) -> bool:
     """Whether a hook edited the unpacked value in place (then the edit is packed back)."""
     return not torch.equal(full[valid], packed)
@@ -190,19 +200,20 @@ def encoder_lens(lens: Any):
     layers = getattr(tower, "layers", None)
     # a packed encoder (one sequence for the whole batch, e.g. Qwen2.5-Omni's) takes the clips' lengths instead
     packed = tower is not None and "feature_lens" in inspect.signature(tower.forward).parameters
-    if packed and type(tower).__name__ != "Qwen2_5OmniAudioEncoder":
+    frames = packed_frames(tower) if packed else None
+    if packed and frames is None:
         raise UnsupportedModelError(f"{lens.adapter.name}: its packed audio encoder ({type(tower).__name__}) is not "
                                     "covered; encoder units are supported for Qwen2-Audio, Audio Flamingo 3 and "
-                                    "the Qwen2.5-Omni thinker")
+                                    "the Qwen2.5-Omni / Qwen3-Omni thinkers")
     if not layers or not all(hasattr(layers[0], a) for a, _ in ENCODER_MLP_SITES.values()):
         raise UnsupportedModelError(f"{lens.adapter.name}: no batched Whisper-style encoder layers (fc1, activation_fn, "
                                     f"fc2) at {path}.layers; encoder units are supported for "
-                                    "Qwen2-Audio, Audio Flamingo 3 and the Qwen2.5-Omni thinker")
-    enc = Lens(lens.model, lens.processor, adapter=EncoderView(lens.adapter, packed=packed))
+                                    "Qwen2-Audio, Audio Flamingo 3 and the Qwen2.5-Omni / Qwen3-Omni thinkers")
+    enc = Lens(lens.model, lens.processor, adapter=EncoderView(lens.adapter, packed, frames))
     if packed:  # the MLP sites hand hooks the (clip, frame, neuron) value
         for block in enc.sites.blocks:
             for kind in ENCODER_MLP_SITES:
                 st = block.mlp.site(kind)
-                enc.sites.sites[st.name] = ps = PackedSite(st.name, st.envoy, st.side, tower)
+                enc.sites.sites[st.name] = ps = PackedSite(st.name, st.envoy, st.side, tower, frames)
                 setattr(block.mlp, f"hook_{kind}", ps)
     return enc
