@@ -10,8 +10,8 @@ encoder's frames (after its stride-2 convolution; ``valid`` = frames of real aud
     ns = find_neurons(stats, "conact", top_frac=0.02)
     SEREvaluator(enc, emotions).run(clips, [Condition.baseline(), *deactivation_conditions(ns)])
 
-Packed encoders (the Qwen2.5-Omni and Qwen3-Omni thinkers' audio towers: the batch's clips are cut into chunks of ``2 * n_window``
-feature frames and run as one sequence of frames, ``(frames, d)``, taking the clips' ``feature_lens``) are covered
+Packed encoders (the Qwen2.5-Omni and Qwen3-Omni thinkers' audio towers: the batch's clips are cut into chunks of
+``2 * n_window`` feature frames and run as one sequence of frames, ``(frames, d)``, taking the clips' ``feature_lens``) are covered
 too: their MLP sites are :class:`PackedSite` s, which hand library operations the value unpacked to
 ``(clip, frame, neuron)`` (frames of clip ``b`` are contiguous in the packed sequence, in order) and pack edits back,
 so statistics, selectors and edits see the same ``(batch, pos, neuron)`` layout as everywhere else; positions are then
