@@ -84,6 +84,7 @@ def _runtime_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run_args(p: argparse.ArgumentParser, *, discover: bool, validate: bool) -> None:
+    from .run.config import UNITS, UNITS_HELP
     g = p.add_argument_group("model")
     g.add_argument("--model", required=True, help="hub id or local save_pretrained folder ('demo' = the shipped demo)")
     g.add_argument("--dtype", help="e.g. bfloat16, float16, float32")
@@ -92,6 +93,7 @@ def _run_args(p: argparse.ArgumentParser, *, discover: bool, validate: bool) -> 
     g.add_argument("--trust-remote-code", action="store_true",
                    help="let transformers run the checkpoint's own Python code (e.g. Kimi-Audio); off by default, "
                         "recorded in config.json")
+    g.add_argument("--units", choices=UNITS, help=UNITS_HELP)
     g = p.add_argument_group("data")
     g.add_argument("--dataset", required=True, help="a dataset loader (see `esn-lens datasets`), or 'demo'")
     g.add_argument("--data-dir", help="the corpus folder")
@@ -162,6 +164,7 @@ def _with_debug(add_parser):
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
+    from .run.config import UNITS, UNITS_HELP
 
     p = _Parser(prog="esn-lens", argument_default=argparse.SUPPRESS,
                 description="Find and causally validate emotion-sensitive neurons (ESNs) in audio-language models.")
@@ -180,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "need the real-demo parts and run a reduced protocol (minutes on 2 CPU cores)")
     d.add_argument("--device", help="e.g. cuda, cuda:1, cpu")
     d.add_argument("--dtype", help="e.g. bfloat16, float16, float32")
+    d.add_argument("--units", choices=UNITS, help=UNITS_HELP)
     _runtime_args(d)
 
     r = sub.add_parser("run", help="discover, validate and report in one run folder")

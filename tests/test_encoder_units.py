@@ -150,3 +150,27 @@ def test_packed_omni_encoder_units_equal_plain_hooks(family, frames):
         assert traced.T.reshape(-1).tolist() == [n0, n1]
         kept = stats.K[:, 0][:, mask[0]] if edit.gain else torch.zeros_like(stats.K[:, 0][:, mask[0]])
         assert mask[0].any() and torch.equal(traced.K[:, 0][:, mask[0]], kept)  # layer 0: zeroed, or positive x 4
+
+
+def test_demo_run_on_encoder_units(tmp_path):
+    """`esn-lens demo --quick --units encoder`: the whole run completes on the demo's encoder units (1 layer x 128),
+    its neuron sets are over them, and the choice is part of the run's identity (decoder units stay the default)."""
+    import json
+
+    from esn_lens.cli import main
+    from esn_lens.demo_model import demo_clips, demo_model_dir
+    from esn_lens.neurons import NeuronSet
+
+    if not ((demo_model_dir() / "config.json").is_file() and demo_clips("unseen")):
+        pytest.skip("the demo model's assets are not shipped")
+    out = tmp_path / "enc"
+    assert main(["demo", "--quick", "--units", "encoder", "--out", str(out), "--no-progress"]) == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert json.dumps(cfg).count('"units": "encoder"') >= 1
+    sets = sorted((out / "neurons").glob("*.safetensors"))
+    assert len(sets) == 5
+    for f in sets:
+        ns = NeuronSet.load(f)
+        assert tuple(ns["angry"].shape) == (1, 128)  # the demo encoder's 1 layer x 128 MLP units, not the decoder's
+    r = json.loads((out / "results.json").read_text())
+    assert {"heatmap", "ess"} <= set(r["selectors"]["conact"]["deactivation"])

@@ -16,12 +16,17 @@ PAPER_SELECTORS = ("lap", "lape", "mad", "conact", "random")
 #: the models shipped with the package: "demo" (trained here), "real_model" (Whisper tiny.en + SmolLM2-135M, only the
 #: projector trained here) and "real_demo" (SmolLM2-135M behind a toy encoder); the last two need the real-demo parts
 SHIPPED_MODELS = ("demo", "real_model", "real_demo")
+#: whose MLP neurons a run's units are (``--units``), and why decoder is the default
+UNITS = ("decoder", "encoder")
+UNITS_HELP = ("whose MLP neurons are the units: decoder (default: the paper's site, where the answer is formed) or "
+              "encoder (the audio encoder's, positions = its frames; asks where emotion first becomes selective); "
+              "part of the run's identity")
 
 @dataclass
 class RunConfig:
     """What a run computes (identity fields) and how it runs (runtime fields, free to change on resume).
 
-    Identity: model, data, selectors, budget, alphas, SER protocol, seeds, bootstrap. Runtime: dtype,
+    Identity: model, data, selectors, budget, alphas, units (decoder or encoder), SER protocol, seeds, bootstrap. Runtime: dtype,
     device, device_map, checkpoint_every, progress, threads. ``model="demo"`` / ``dataset="demo"`` use the
     shipped demo model and clips. ``neurons``: NeuronSet files (or folders of them) found elsewhere, e.g.
     on another corpus, validated next to (or, with ``discover=False``, instead of) the discovered sets.
@@ -36,6 +41,9 @@ class RunConfig:
     alphas: tuple[float, ...] = (0.5, 1.0, 2.0)
     site: str = "act"
     positions: str = "valid"
+    #: whose MLP neurons are the units: "decoder" (the paper's site, default) or "encoder" (the audio encoder's,
+    #: :func:`esn_lens.adapters.encoder.encoder_lens`; positions are then encoder frames)
+    units: str = "decoder"
     mode: str = "generate"
     answer: str = "digit"
     max_new_tokens: int = 20
@@ -114,6 +122,8 @@ class RunConfig:
         if len(set(self.alphas)) != len(self.alphas):
             raise InputError(f"alphas repeat: {list(self.alphas)}")
         check_site(self.site)
+        if self.units not in UNITS:
+            raise InputError(f"units must be 'decoder' or 'encoder', got {self.units!r}")
         from ..loading import parse_dtype
 
         parse_dtype(self.dtype)  # an unknown --dtype is refused before any model loads
@@ -183,6 +193,8 @@ class RunConfig:
                 del d[k]
         if not d["allow_other_model"]:  # likewise: recorded only when used
             del d["allow_other_model"]
+        if d["units"] == "decoder":  # likewise: the default (decoder units) is left out
+            del d["units"]
         d["neurons"] = [str(Path(p).expanduser().resolve()) for p in self.neurons]
         if d["data_dir"] is not None:
             d["data_dir"] = str(Path(d["data_dir"]).expanduser().resolve())

@@ -144,6 +144,10 @@ class Run:
         self.log(f"loading model {cfg.model}" + (" (given)" if self.given_lens is not None else ""))
         LOGGER.debug(f"run configuration: {cfg.identity()}")
         lens = self.given_lens if self.given_lens is not None else load_lens(cfg, device=self.par.device(cfg.device))
+        if cfg.units == "encoder":  # the audio encoder's MLP neurons as units
+            from ..adapters.encoder import encoder_lens
+
+            lens = encoder_lens(lens)
         self.lens = lens
         self.model_id = {"name": normalise_model(cfg.model), "class": type(lens.model).__name__,
                          "adapter": lens.adapter.name, "fingerprint": lens.fingerprint,
