@@ -174,3 +174,16 @@ def test_demo_run_on_encoder_units(tmp_path):
         assert tuple(ns["angry"].shape) == (1, 128)  # the demo encoder's 1 layer x 128 MLP units, not the decoder's
     r = json.loads((out / "results.json").read_text())
     assert {"heatmap", "ess"} <= set(r["selectors"]["conact"]["deactivation"])
+
+
+def test_units_option_checked_and_other_packed_towers_refused():
+    from esn_lens.adapters.encoder import packed_frames
+    from esn_lens.errors import InputError
+    from esn_lens.run import RunConfig
+
+    with pytest.raises(InputError, match="units must be 'decoder' or 'encoder', got 'encoders'"):
+        RunConfig(units="encoders").check()
+    assert "units" not in RunConfig().identity() and RunConfig(units="encoder").identity()["units"] == "encoder"
+    assert packed_frames(torch.nn.Linear(2, 2)) is None  # a tower of no known layout: encoder_lens refuses it
+    f = packed_frames(build_tiny("qwen2_5_omni_thinker", seed=0)[0].model.audio_tower)
+    assert f(torch.tensor([0, 1, 60, 130])).tolist() == [0, 1, 30, 65]
