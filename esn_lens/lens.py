@@ -377,30 +377,11 @@ class Lens:
         with the model on the CPU, else a default for the machine; 0: serial); the statistics are identical either way.
         Example: ``lens.collect_stats(clips, "Which emotion?", ["angry", "sad"])``.
         """
-        from .prefetch import prefetched
-        from tqdm.auto import tqdm
+        from .corpus_stats import collect_stats
 
-        stats = stats or self.new_stats(emotions, site, positions)
-        clips = list(clips)
-        if not clips:
-            raise InputError("collect_stats: no clips given")
-        prompts = [prompt] * len(clips) if isinstance(prompt, str) else list(prompt)
-        if len(prompts) != len(clips):
-            raise InputError(f"collect_stats: {len(prompts)} prompts for {len(clips)} clips (give one, or one per clip)")
-        if not 0 <= start <= len(clips):
-            raise InputError(f"collect_stats: start={start} outside 0..{len(clips)}")
-        idx_all = stats.emotion_index([c.emotion for c in clips])
-        bar = tqdm(total=len(clips), initial=start, desc="collect stats", unit="clip", disable=not progress)
-        firsts = list(range(start, len(clips), batch_size))
-        build = lambda first: self.batch_clips(clips[first:first + batch_size], prompts[first:first + batch_size])  # noqa: E731
-        for first, b in zip(firsts, prefetched(firsts, build, num_workers, device=self.adapter.device)):
-            n = b.size
-            self.run(b, stats=stats, emotion_index=idx_all[first:first + n], logits="none", edits=edits)
-            bar.update(n)
-            if on_batch is not None:
-                on_batch(first + n, stats)
-        bar.close()
-        return stats
+        return collect_stats(self, clips, prompt, emotions, site=site, positions=positions, batch_size=batch_size,
+                             stats=stats, progress=progress, edits=edits, start=start, on_batch=on_batch,
+                             num_workers=num_workers)
 
 
 def _pick_logits(lg: Tensor, batch: Batch, mode: str) -> Tensor:

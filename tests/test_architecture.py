@@ -1,12 +1,12 @@
 """The house rules: no import cycles between esn_lens modules (module-level and deferred imports alike, outside
-``TYPE_CHECKING``), and no module much over 400 lines."""
+``TYPE_CHECKING``), and no module over 405 lines."""
 import ast
 from pathlib import Path
 
 import esn_lens
 
 PKG = Path(esn_lens.__file__).parent
-MAX_LINES = 420
+MAX_LINES = 405
 
 
 def module_name(path: Path) -> str:

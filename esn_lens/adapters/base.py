@@ -10,13 +10,14 @@ from typing import Any, ClassVar, NamedTuple, Sequence
 
 import numpy as np
 import torch
-from jaxtyping import Bool, Float
+from jaxtyping import Bool
 from torch import Tensor, nn
 
 from ..errors import InputError, UnsupportedModelError
 from ..registry import Registry
 from ..vocab import (HOOK_NAMES, SITE_ORDER, SITES, PositionMasks, check_site, fingerprint_of, hook_name,  # noqa: F401
                      parse_hook_name)
+from .audio_time import AudioTimeMap
 
 
 class SiteRow(NamedTuple):
@@ -52,7 +53,7 @@ def register_adapter(name: str):
     return deco
 
 
-class Adapter:
+class Adapter(AudioTimeMap):
     """Base adapter for Qwen2/Llama-style decoders whose layers hold ``mlp.{gate_proj,act_fn,up_proj,down_proj}``.
 
     Subclasses set ``layers_path`` (dotted path from the wrapped root module to the ``ModuleList`` of
@@ -71,12 +72,6 @@ class Adapter:
     supports_generate: ClassVar[bool] = True
     #: the longest audio the model hears (its processor cuts the rest), in seconds; None = no fixed window
     max_audio_seconds: ClassVar[float | None] = None
-    #: waveform samples behind one audio token (feature hop x encoder stride x pooling; Whisper-style: 160 x 2 x 2)
-    #: and the processor's window (it encodes longer audio window by window); None: no time map for this family
-    audio_token_samples: ClassVar[int | None] = None
-    audio_window_samples: ClassVar[int] = 480000
-    #: samples before / after its tile that a token still reads (Whisper-style: 25 ms window, two k=3 convolutions)
-    audio_token_reach: ClassVar[tuple[int, int]] = (520, 200)
     #: Model classes / model_types this adapter claims (checked by the default :meth:`matches`).
     class_names: ClassVar[tuple[str, ...]] = ()
     model_types: ClassVar[tuple[str, ...]] = ()
@@ -310,35 +305,6 @@ class Adapter:
             return torch.zeros_like(ids, dtype=torch.bool)
         aid = self.tokenizer.convert_tokens_to_ids(self.audio_token)
         return ids == aid
-
-    def audio_token_spans(self, n_samples: int, *, reach: bool = True) -> Float[Tensor, "token 2"]:
-        """``[start, end)`` seconds of a clip of ``n_samples`` (at :attr:`sampling_rate`) behind each of its audio
-        tokens, in order, window by window (cut at the clip's end and at :attr:`max_audio_seconds`). ``reach=False``:
-        the tiling, :attr:`audio_token_samples` per token; ``reach=True``: the samples the token is computed from
-        (the tile widened by :attr:`audio_token_reach`: feature window and convolutions; attention aside).
-        Example (Whisper-style, 16 kHz): token 3 of a 1 s clip tiles 0.12-0.16 s and reads 0.0875-0.1725 s."""
-        if self.audio_token_samples is None:
-            raise InputError(f"{self.name}: this adapter has no map from audio tokens to time (audio_token_samples)")
-        sr, hop = self.sampling_rate, self.audio_token_samples
-        before, after = self.audio_token_reach if reach else (0, 0)
-        if self.max_audio_seconds is not None:
-            n_samples = min(int(n_samples), int(self.max_audio_seconds * sr))
-        n_samples = min(int(n_samples), self.audio_window_samples * self.audio_windows())
-        spans = []
-        for w0 in range(0, n_samples, self.audio_window_samples):  # one step per processor window
-            m = min(self.audio_window_samples, n_samples - w0)
-            start = hop * torch.arange(self.window_tokens(m), dtype=torch.float64)
-            spans.append(torch.stack([(start - before).clamp(min=0), (start + hop + after).clamp(max=m)], 1) + w0)
-        return (torch.cat(spans) if spans else torch.zeros(0, 2, dtype=torch.float64)) / sr
-
-    def audio_windows(self) -> int:
-        """How many windows of a clip the processor encodes (the rest is cut); one by default."""
-        return 1
-
-    def window_tokens(self, n_samples: int) -> int:
-        """Audio tokens of one processor window of ``n_samples`` (Whisper-style: 10 ms frames, stride-2 conv, pool 2)."""
-        frames = -(-int(n_samples) // 160)
-        return max(0, ((frames - 1) // 2 + 1 - 2) // 2 + 1)
 
     def _extra_special_ids(self) -> list[int]:
         tok = self.tokenizer
