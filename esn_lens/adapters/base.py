@@ -92,11 +92,15 @@ class Adapter(AudioTimeMap):
         layers = self.layers()
         if len(layers) == 0:
             raise UnsupportedModelError(f"{type(model).__name__}: no decoder layers at {self.layers_path!r}")
+        self.check_mlp()
+
+    def check_mlp(self) -> None:
+        """Refuse a model whose layer MLP lacks this adapter's declared sites (an MoE adapter checks its blocks)."""
         mlp = self.mlp_module(0)
         for part, _ in self.mlp_sites.values():
             if not hasattr(mlp, part):
                 kind = "a gated MLP" if self.mlp_sites is GATED_MLP_SITES else f"the MLP sites {self.mlp_sites}"
-                raise UnsupportedModelError(f"{type(model).__name__}: layer MLP has no {part!r} (not {kind}; an "
+                raise UnsupportedModelError(f"{type(self.model).__name__}: layer MLP has no {part!r} (not {kind}; an "
                                             "adapter declares its MLP's sites in mlp_sites, e.g. PLAIN_MLP_SITES)")
 
     # -------------------------------------------------------------- model identity

@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-import torch
 from torch import nn
 
 from ..errors import InputError, UnsupportedModelError
@@ -53,16 +52,8 @@ class Qwen3OmniMoeAdapter(Adapter):
     )
 
     def __init__(self, model: nn.Module, processor: Any = None):
-        self.model = model
-        self.processor = processor
-        layers = self.layers()
-        if len(layers) == 0:
-            raise UnsupportedModelError(f"{type(model).__name__}: no decoder layers at {self.layers_path!r}")
-        blocks = [self.mlp_module(i) for i in range(len(layers))]
-        dense = [i for i, b in enumerate(blocks) if not is_moe_block(b)]
-        if dense:
-            raise UnsupportedModelError(f"{type(model).__name__}: layers {dense} have a dense MLP (mlp_only_layers / "
-                                        "decoder_sparse_step); esn_lens supports Qwen3-Omni with every layer sparse")
+        super().__init__(model, processor)
+        blocks = [self.mlp_module(i) for i in range(len(self.layers()))]
         tok_audio = getattr(self.tokenizer, "audio_token", None) if processor is not None else None
         if isinstance(tok_audio, str):
             self.audio_token = tok_audio  # the checkpoint's own audio placeholder (``<|audio_pad|>`` in Qwen3-Omni)
@@ -92,6 +83,13 @@ class Qwen3OmniMoeAdapter(Adapter):
     def top_k(self) -> int:
         """Experts routed per token."""
         return int(self.mlp_module(0).gate.top_k)
+
+    def check_mlp(self) -> None:
+        """Every layer must be a sparse MoE block (router + fused experts)."""
+        dense = [i for i in range(len(self.layers())) if not is_moe_block(self.mlp_module(i))]
+        if dense:
+            raise UnsupportedModelError(f"{type(self.model).__name__}: layers {dense} have a dense MLP (mlp_only_layers / "
+                                        "decoder_sparse_step); esn_lens supports Qwen3-Omni with every layer sparse")
 
     @property
     def d_mlp(self) -> int:
