@@ -129,10 +129,12 @@ class Edit:
                 v = sc.rows(value)
             if p is None:
                 self.edit_(v, layer, m)
-            else:
-                new = v.clone()
-                self.edit_(new, layer, m)
-                v.copy_(torch.where(p.to(v.device)[:, :, None], new, v))
+            else:  # only the condition's rows are copied and edited (a batch holds many conditions' rows)
+                s, e = _row_block(m) or (0, v.shape[0])
+                sub = v[s:e]
+                new = sub.clone()
+                self.edit_(new, layer, m[s:e])
+                sub.copy_(torch.where(p[s:e].to(v.device)[:, :, None], new, sub))
             return value if copy else None
 
         return fn
@@ -192,11 +194,15 @@ class Gain(Edit):
         fi = torch.finfo(fdt)
         g = min(max(float(self.gain), fi.min), fi.max)
         block = _row_block(mask)
-        if block is not None and abs(g) <= fi.max and value.dtype in (torch.float32, torch.float64):
-            # the usual case (a condition's rows are one block): touch only the chosen units of those rows
+        if block is not None:
+            # the usual case (a condition's rows are one block): touch only the chosen units of those rows (in any
+            # float dtype: the product is computed in float32 for half types, as the factor path below does)
             units = mask[block[0]].nonzero().squeeze(1)
             sub = value[block[0]:block[1]]
-            sub[..., units] = sub[..., units] * g
+            edited = sub[..., units] * g
+            if abs(g) > 1:
+                _finite_(edited)
+            sub[..., units] = edited
             return
         factor = torch.ones(mask.shape, dtype=fdt, device=value.device).masked_fill_(mask, g)
         value.mul_(factor[:, None, :])

@@ -52,6 +52,9 @@ def parse_args(argv=None):
     p.add_argument("--init", default=None, help="start from the projector saved in this folder (a further stage)")
     p.add_argument("--shuffle-seed", type=int, default=None, help="batch order seed (default: --seed)")
     p.add_argument("--eval", type=int, default=144, help="unseen clips scored at the end (0: none)")
+    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                   help="frozen encoder + decoder dtype; bfloat16 keeps the trained projector in float32 (its master "
+                        "copy: AdamW steps in float32; its output is cast to bfloat16 for the decoder)")
     return p.parse_args(argv)
 
 
@@ -116,6 +119,9 @@ def main(args):
         if args.cache:
             torch.save(data, args.cache)
     t_prep = time.perf_counter() - t0
+    if args.dtype == "bfloat16":  # after the cache: the encoder's outputs stay the float32 tower's
+        model.to(torch.bfloat16)
+        model.model.multi_modal_projector.float()
     print(f"{len(data)} clips ready in {t_prep:.0f}s; tokens/clip {np.mean([len(d['ids']) for d in data]):.1f} "
           f"(audio {np.mean([d['enc'].shape[0] for d in data]):.1f})", flush=True)
 
@@ -131,6 +137,7 @@ def main(args):
                                                      seed=args.seed if args.shuffle_seed is None else args.shuffle_seed), 1):
         ids, am, enc, n_tok, y = collate([data[i] for i in idx], tok.pad_token_id)
         logits = lens.adapter.last_logits_from_audio(ids, am, enc, n_tok)
+        logits = logits.float()
         loss = F.cross_entropy(logits[:, target_ids], y)
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -249,3 +249,20 @@ def test_audio_reuse_equals_recompute_for_every_audio_family(tiny, family):
     recomputed = lens.run(b.tile(3), edits=edits).logits
     assert torch.equal(reused, recomputed)
     assert not torch.equal(reused[2:4], reused[:2])
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_gain_on_one_row_block_in_half_precision_touches_only_those_units(dtype):
+    """The fast path (a condition's rows are one block) runs in every float dtype: the product in float32 as the
+    full-factor path computes it, rounded to the dtype, saturated to its finite range; nothing else changes."""
+    v = torch.randn(6, 3, 8, generator=torch.Generator().manual_seed(0)).to(dtype)
+    mask = torch.zeros(6, 8, dtype=torch.bool)
+    mask[2:4, [1, 5]] = True
+    fi = torch.finfo(dtype)
+    for gain in (0.0, 3.0, 1e30):
+        out = v.clone()
+        Gain(torch.zeros(1, 8, dtype=torch.bool), gain=gain).edit_(out, 0, mask)
+        want = v.clone()
+        want[2:4][..., [1, 5]] = (v[2:4][..., [1, 5]].float() * gain).to(dtype).clamp(fi.min, fi.max)
+        assert torch.equal(out, want), gain
+        assert torch.isfinite(out).all()
