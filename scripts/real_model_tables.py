@@ -117,9 +117,9 @@ def seeds(S: dict) -> list[str]:
     out.append("| every MLP unit off | " + " | ".join(f"{g[n]['all_mlp_off_acc']['mean']:.1f}" for n in names) + " |")
     out.append("| identification pool per emotion | " + " | ".join(str(g[n].get("pool_per_emotion", "-")) for n in names) + " |")
     for key, name in NAMES.items():
-        vals = [g[n]["deactivation"].get("0.01", {}).get(key) for n in names]
+        vals = [g[n].get("deactivation_48", {}).get(key) for n in names]
         if any(vals):
-            out.append(f"| {name}: SE / ACE / ESS [CI], r = 1 % | " + " | ".join(cell(v) if v else "-" for v in vals) + " |")
+            out.append(f"| {name}: SE / ACE / ESS [CI], r = 1 %, 48 clips | " + " | ".join(cell(v) if v else "-" for v in vals) + " |")
     return out
 
 
@@ -127,14 +127,27 @@ def cross_seed(S: dict) -> list[str]:
     c = S["cross_seed_jaccard"]
     pairs = list(c)
     out = ["| selector | " + " | ".join(pairs) + " |", "|---|" + "---|" * len(pairs)]
-    for key in ("lap", "lape", "mad", "conact", "atp", "random0"):
+    for key in ("lap", "lape", "mad", "conact", "atp"):
         if all(key in c[p] for p in pairs):
             out.append(f"| {NAMES[key]} | " + " | ".join(f"{c[p][key]:.3f}" for p in pairs) + " |")
     return out
 
 
+def timings(S: dict) -> list[str]:
+    out = ["| seed | job | clips | conditions | clip-condition forwards | seconds | ms per forward |", "|---|---|---|---|---|---|---|"]
+    for seed, s in S["seeds"].items():
+        for job, j in s["jobs"].items():
+            if j["rows"]:
+                out.append(f"| {seed} | {job} | {j['clips']} | {j['conditions']} | {j['rows']:,} | {j['seconds']:,.0f} | "
+                           f"{j['ms_per_row']:,} |")
+        t = s["timings"]
+        out.append(f"| {seed} | identification (statistics) / AtP attribution | | | | "
+                   f"{t.get('identification_s', 0):.0f} / {t.get('attribution_s', 0):.0f} | |")
+    return out
+
+
 TABLES = {"accuracy": accuracy, "main": main_table, "heatmaps": heatmaps, "steering": steering,
-          "positions": positions, "twins": twins, "text_only": text_only, "seeds": seeds, "cross_seed": cross_seed}
+          "positions": positions, "twins": twins, "text_only": text_only, "seeds": seeds, "cross_seed": cross_seed, "timings": timings}
 
 
 def tables(M: dict | None = None) -> dict[str, list[str]]:

@@ -101,6 +101,12 @@ def thirds(m: torch.Tensor) -> list[int]:
 
 def summarise(run: Path) -> dict:
     R: dict = {"timings": json.loads((run / "timings.json").read_text()) if (run / "timings.json").exists() else {}}
+    R["jobs"] = {}
+    for d in sorted(x for x in run.iterdir() if (x / "conditions.json").exists()):
+        ch = [json.loads(f.read_text()) for f in sorted(d.glob("chunk_*.json"))]
+        secs, rows = sum(c["seconds"] for c in ch), sum(c["rows"] for c in ch)
+        R["jobs"][d.name] = {"clips": sum(len(c["clips"]) for c in ch), "conditions": len(ch[0]["pred"]) if ch else 0,
+                             "rows": rows, "seconds": round(secs, 1), "ms_per_row": round(1000 * secs / max(rows, 1))}
     base = job(run, "base")
     if base:
         R["clips"] = len(base["baseline"].labels)
@@ -132,6 +138,10 @@ def summarise(run: Path) -> dict:
         rs = [n for n in complete if n.startswith("random")]
         if rs:
             R["random"][r] = random_summary(R["deactivation"][r], rs)
+    ids = clips_of(run, "deact_0.01")[:48] if (run / "deact_0.01").exists() else []
+    if len(ids) == 48:  # the first 12 clips per emotion: the seed sweep's evaluation clips on every seed
+        res = job(run, "deact_0.01", ids)
+        R["deactivation_48"] = {n: effects(res, n) for n in R["deactivation"]["0.01"]}
     st = job(run, "steer_0.01")
     if st:
         sets = sorted({s.spec.neurons for s in st.values() if s.spec.kind == "steer"},
@@ -174,8 +184,8 @@ def twins(run: Path) -> dict | None:
     if not f.exists():
         return None
     a = torch.load(f)
-    m_emo = a["emo_sum"] / a["emo_T"].clamp(min=1)[:, None, None]
-    m_twin = a["twin_sum"] / a["twin_T"].clamp(min=1)[:, None, None]
+    m_emo = a["emo_sum"] / a["emo_T"].clamp(min=1).view(-1, 1, 1)
+    m_twin = a["twin_sum"] / a["twin_T"].clamp(min=1).view(-1, 1, 1)
     s1 = sets_of(run, 0.01)
     out: dict = {"activation": {}, "answers": {}}
     for n in (*SELECTORS, "random0"):
