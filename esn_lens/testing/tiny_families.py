@@ -158,3 +158,49 @@ def save_phi4_folder(model, processor, path) -> None:
     save_file(base, str(path / "model.safetensors"), metadata={"format": "pt"})
     model.config.save_pretrained(path)
     processor.save_pretrained(path)
+
+
+#: Gemma 4's chat format: ``<|turn>user\n`` content ``<turn|>\n`` ... ``<|turn>model\n``; an audio part is ``<|audio|>``
+GEMMA4_TEMPLATE = (
+    "{% for message in messages %}<|turn>{{ 'model' if message['role'] == 'assistant' else message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'audio' %}<|audio|>{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}<turn|>\n{% endfor %}{% if add_generation_prompt %}<|turn>model\n{% endif %}"
+)
+#: Gemma 4's control tokens (the tiny tokenizer's names for its multimodal placeholders)
+GEMMA4_TOKENS = dict(audio_token="<|audio|>", boa_token="<|audio>", eoa_token="<audio|>", image_token="<|image|>",
+                     boi_token="<|image>", eoi_token="<image|>")
+
+
+def gemma4(tok, n_layers, hidden, d_mlp, heads, kv_heads, enc_hidden, vocab):
+    """``Gemma4ForConditionalGeneration`` with an audio tower and no vision tower, and the audio-only processor.
+
+    The decoder has what the release has: per-layer embeddings (8 per layer), sliding and full attention layers
+    (the last full), logit soft-capping at 30, and from 3 layers on KV sharing (the last layer reuses the keys and
+    values of the last earlier full-attention layer)."""
+    from transformers import Gemma4AudioFeatureExtractor, Gemma4Config, Gemma4ForConditionalGeneration
+
+    from ..adapters.gemma4 import audio_only_gemma4_processor_class
+
+    tok.add_special_tokens({"additional_special_tokens": ["<|turn>", "<turn|>", *GEMMA4_TOKENS.values()]},
+                           replace_extra_special_tokens=False)
+    tok._set_model_specific_special_tokens(GEMMA4_TOKENS)  # named (tok.audio_token, ...) and saved with the tokenizer
+    ids = tok.convert_tokens_to_ids
+    types = ["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(n_layers)]
+    types[-1] = "full_attention"
+    text = dict(_text_dims(n_layers, hidden, d_mlp, vocab, heads, kv_heads), head_dim=hidden // heads,
+                global_head_dim=hidden // heads, layer_types=types, sliding_window=16, final_logit_softcapping=30.0,
+                hidden_size_per_layer_input=8, vocab_size_per_layer_input=vocab,
+                num_kv_shared_layers=1 if n_layers >= 3 else 0, pad_token_id=tok.pad_token_id,
+                eos_token_id=ids("<turn|>"), bos_token_id=tok.pad_token_id)
+    cfg = Gemma4Config(
+        text_config=text, vision_config=None,
+        audio_config=dict(hidden_size=enc_hidden, num_hidden_layers=1, num_attention_heads=2,
+                          subsampling_conv_channels=[128, 4], output_proj_dims=enc_hidden),
+        audio_token_id=ids("<|audio|>"), boa_token_id=ids("<|audio>"), eoa_token_index=ids("<audio|>"),
+        image_token_id=ids("<|image|>"), boi_token_id=ids("<|image>"), eoi_token_id=ids("<image|>"),
+        video_token_id=ids("<|VIDEO|>"), tie_word_embeddings=False)
+    proc = audio_only_gemma4_processor_class()(feature_extractor=Gemma4AudioFeatureExtractor(), tokenizer=tok,
+                                               chat_template=GEMMA4_TEMPLATE)
+    return Gemma4ForConditionalGeneration(cfg), proc
