@@ -19,7 +19,8 @@ FAMILIES = {"music_flamingo": (4, ("<|sound_bos|>", "<|sound_eos|>")),
             "qwen3_asr": (2, ("<|audio_bos|>", "<|audio_eos|>")),
             "voxtral": (2, ("[BEGIN_AUDIO]",)),
             "phi4_multimodal": (0, ()),
-            "gemma4": (0, ("<|audio>", "<audio|>"))}
+            "gemma4": (0, ("<|audio>", "<audio|>")),
+            "gemma4_unified": (2, ("<|audio>", "<audio|>"))}
 #: families whose audio positions do not grow with the clip: clip lengths are padded to whole chunks
 CHUNKED_AUDIO = {"voxtral": 375}
 #: families whose audio encoder sees the feature padding of a shorter clip in a batch (the model's own forward: Phi-4's

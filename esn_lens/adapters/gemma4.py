@@ -26,12 +26,25 @@ from ..lazy import published
 from .base import Adapter, register_adapter
 
 
-@functools.lru_cache(maxsize=None)
 def audio_only_gemma4_processor_class() -> type:
     """``AudioOnlyGemma4Processor``: Gemma 4's processor for audio and text, without image and video processors."""
-    from transformers import Gemma4Processor
+    return _audio_only("Gemma4Processor", "Gemma4AudioFeatureExtractor", "AudioOnlyGemma4Processor")
 
-    class AudioOnlyGemma4Processor(Gemma4Processor):
+
+def audio_only_gemma4_unified_processor_class() -> type:
+    """``AudioOnlyGemma4UnifiedProcessor``: Gemma 4 Unified's processor for audio and text (no image/video)."""
+    return _audio_only("Gemma4UnifiedProcessor", "Gemma4UnifiedAudioFeatureExtractor", "AudioOnlyGemma4UnifiedProcessor")
+
+
+@functools.lru_cache(maxsize=None)
+def _audio_only(base_name: str, fe_name: str, name: str) -> type:
+    """A subclass ``name`` of the transformers processor ``base_name`` without image and video processors, loading
+    its feature extractor as ``fe_name``."""
+    import transformers
+
+    base = getattr(transformers, base_name)
+
+    class AudioOnlyGemma4Processor(base):
         """``Gemma4Processor`` that accepts ``image_processor=None`` and ``video_processor=None`` (audio and text)."""
 
         def check_argument_for_proper_class(self, argument_name: str, argument: Any):  # noqa: D401
@@ -51,23 +64,25 @@ def audio_only_gemma4_processor_class() -> type:
             self.tokenizer.save_pretrained(save_directory)
             self.feature_extractor.save_pretrained(save_directory)
             with open(os.path.join(save_directory, "processor_config.json"), "w") as f:
-                json.dump({"processor_class": "Gemma4Processor", "audio_seq_length": self.audio_seq_length,
+                json.dump({"processor_class": base_name, "audio_seq_length": self.audio_seq_length,
                            "audio_ms_per_token": self.audio_ms_per_token}, f, indent=2)
             return [str(save_directory)]
 
         @classmethod
         def from_pretrained(cls, path: str, **kwargs) -> "AudioOnlyGemma4Processor":
-            """The tokenizer, ``Gemma4AudioFeatureExtractor`` and audio settings of a checkpoint folder."""
-            from transformers import AutoTokenizer, Gemma4AudioFeatureExtractor
+            """The tokenizer, audio feature extractor and audio settings of a checkpoint folder."""
+            from transformers import AutoTokenizer
 
             tok = AutoTokenizer.from_pretrained(path, **kwargs)
-            fe = Gemma4AudioFeatureExtractor.from_pretrained(path, **kwargs)
+            fe = getattr(transformers, fe_name).from_pretrained(path, **kwargs)
             cfg_file = os.path.join(path, "processor_config.json")
             cfg = json.load(open(cfg_file)) if os.path.isfile(cfg_file) else {}
             audio = {k: cfg[k] for k in ("audio_seq_length", "audio_ms_per_token") if k in cfg}
             return cls(feature_extractor=fe, tokenizer=tok, chat_template=getattr(tok, "chat_template", None), **audio)
 
-    return published(AudioOnlyGemma4Processor, __name__, "AudioOnlyGemma4Processor")
+    AudioOnlyGemma4Processor.__name__ = name
+    AudioOnlyGemma4Processor.__doc__ = f"``{base_name}`` that accepts no image and video processors (audio and text)."
+    return published(AudioOnlyGemma4Processor, __name__, name)
 
 
 @register_adapter("gemma4")
@@ -88,7 +103,7 @@ class Gemma4Adapter(Adapter):
         title="Gemma 4",
         mlp="Gemma4TextMLP: pre = gate_proj out, act = GELU-tanh(gate), post = act * up_proj (down_proj input); the "
             "per-layer-embedding gate (the layer's own `act_fn`) is not a unit",
-        audio="`<\\|audio\\|>` ids (25 per second) between `<\\|audio>` and `<audio\\|>` (special)",
+        audio="`<|audio|>` ids (25 per second) between `<|audio>` and `<audio|>` (special)",
         inputs="its processor without image/video processors (audio + text; no torchvision) + chat template "
                "(left padding)",
         tested="tiny real model with per-layer embeddings, KV sharing and logit soft-capping: sites, residuals, logits, "
@@ -102,7 +117,7 @@ class Gemma4Adapter(Adapter):
     def check_mlp(self) -> None:
         """The dense gated MLP of every layer, one width; refuse the MoE block and E2B's double-wide layers."""
         text = self.config.get_text_config() if self.config is not None else None
-        if getattr(text, "enable_moe_block", False):
+        if getattr(text, "enable_moe_block", False) is True:
             raise UnsupportedModelError(
                 f"{type(self.model).__name__}: Gemma 4 with enable_moe_block (a routed expert block beside each layer's "
                 "dense MLP, outside `mlp`) is not supported; esn_lens supports the dense Gemma 4 decoders")
@@ -130,3 +145,37 @@ class Gemma4Adapter(Adapter):
     def load_processor(cls, path: str, trust_remote_code: bool = False) -> Any:
         """The audio-only Gemma 4 processor (transformers' own needs image/video processors, hence torchvision)."""
         return audio_only_gemma4_processor_class().from_pretrained(path)
+
+
+@register_adapter("gemma4_unified")
+class Gemma4UnifiedAdapter(Gemma4Adapter):
+    """Gemma 4 Unified (``Gemma4UnifiedForConditionalGeneration``, the 12B release): no audio encoder; each audio token
+    is a raw 40 ms waveform frame (640 samples) projected by ``model.embed_audio`` (RMSNorm -> Linear). Its decoder is
+    Gemma 4's without per-layer embeddings or MoE."""
+
+    audio_tower_path = None  # no tower: the frames' projection runs in every forward (cheap)
+    max_audio_seconds = None
+    class_names = ("Gemma4UnifiedForConditionalGeneration",)
+    model_types = ("gemma4_unified",)
+    support = dict(
+        title="Gemma 4 Unified",
+        mlp="Gemma4TextMLP: pre = gate_proj out, act = GELU-tanh(gate), post = act * up_proj (down_proj input)",
+        audio="`<|audio|>` ids, one per raw 40 ms waveform frame (25 per second, no encoder), between `<|audio>` "
+              "and `<audio|>` (special)",
+        inputs="its processor without image/video processors (audio + text; no torchvision) + chat template "
+               "(left padding)",
+        tested="tiny real model: sites, residuals, logits, deactivation and steering (forward and greedy generation) vs "
+               "plain hooks; stats; batched = alone; positions; `esn-lens run` on a saved folder",
+        limits="no `audio_encoder` site (there is no audio encoder); the `logits` site is before the soft-cap; no images",
+    )
+
+    def build_inputs(self, audios, prompts, *, padding_side: str = "left", system=None):
+        """Token ids, attention mask and (with audio) ``input_features`` (clips, frames, 640) + ``input_features_mask``."""
+        if audios is not None and getattr(self.root().model, "embed_audio", None) is None:
+            raise InputError(f"{type(self.model).__name__} has no audio embedder (its config has no audio_config)")
+        return Adapter.build_inputs(self, audios, prompts, padding_side=padding_side, system=system)
+
+    @classmethod
+    def load_processor(cls, path: str, trust_remote_code: bool = False) -> Any:
+        """The audio-only Gemma 4 Unified processor (transformers' own needs image/video processors)."""
+        return audio_only_gemma4_unified_processor_class().from_pretrained(path)

@@ -224,6 +224,7 @@ TINY_FAMILIES: dict[str, Callable[..., tuple[Any, Any]]] = {
     "phi4_multimodal": _lazy("tiny_families", "phi4_multimodal"),
     "qwen3_omni_moe_thinker": _qwen3_omni_moe_thinker,
     "gemma4": _lazy("tiny_families", "gemma4"),
+    "gemma4_unified": _lazy("tiny_families", "gemma4_unified"),
 }
 
 
