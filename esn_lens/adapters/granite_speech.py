@@ -56,7 +56,8 @@ class GraniteSpeechAdapter(Adapter):
                "encoder output = rerun; stats; positions; `esn-lens run` on a saved folder (weights + PEFT files)",
         limits="logits are not divided by `logits_scaling` (the model's own output); no audio-token time map; an edit "
                "at `hook_embed` must target embed_tokens' second call; Granite 3.x templates may add a dated default "
-               "system turn (pass `system=` for fixed prompts)",
+               "system turn (pass `system=` for fixed prompts); no encoder units (its conformer has no fc1/fc2 MLP); batched rows "
+               "equal rows alone only for equal-length clips (features of the zero-padded batch)",
     )
 
     def __init__(self, model: nn.Module, processor: Any = None):
