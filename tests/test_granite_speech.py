@@ -191,3 +191,33 @@ def test_without_peft_says_which_extra(tiny, tmp_path, monkeypatch):
                         lambda path, download_kwargs, **kw: (None, path, kw))  # transformers without peft skips it
     with pytest.raises(UnsupportedModelError, match=r'pip install "esn-lens\[granite\]"'):
         Lens.from_pretrained(str(tmp_path / "m"))
+
+
+def test_statistics_count_the_decoder_with_its_speech_lora(tiny):
+    """Constructed check where Granite differs (the LoRA): after a text-only run (LoRA off), statistics of an audio
+    batch equal an independent count of ``hook_act > 0`` with every LoRA layer on, and differ from the count with it
+    off (the LoRA moves which units fire)."""
+    model, _, lens = tiny
+    lora = [m for m in model.modules() if hasattr(m, "lora_A") and hasattr(m, "enable_adapters")]
+    b = lens.batch([tiny_audio(0.5), tiny_audio(0.9, freq=300)], PROMPTS, sampling_rate=16000)
+    lens.run(lens.batch(None, PROMPTS))
+    stats = lens.new_stats(["angry", "happy"])
+    lens.run(b, stats=stats, emotion_index=torch.tensor([0, 1]), logits="none")
+    valid = ~(b.masks.padding | b.masks.special)
+
+    def count(on):
+        for m in lora:
+            m.enable_adapters(on)
+        acts = []
+        hooks = [model.get_submodule(lens.adapter.mlp_path(i)).act_fn.register_forward_hook(
+            lambda mod, i, o: acts.append(o.detach())) for i in range(lens.n_layers)]
+        try:
+            with torch.no_grad():
+                model(**b.inputs)
+        finally:
+            for h in hooks:
+                h.remove()
+        return torch.stack([torch.stack([(a[r][valid[r]] > 0).sum(0) for a in acts]) for r in range(2)])
+
+    on, off = count(True), count(False)
+    assert torch.equal(stats.K.long(), on) and not torch.equal(on, off)

@@ -100,6 +100,7 @@ class GraniteSpeechAdapter(Adapter):
 
     @property
     def has_speech_lora(self) -> bool:
+        """Whether a speech LoRA is attached to the decoder (PEFT layers present)."""
         return bool(self._lora_layers())
 
     def call_args(self, inputs: dict[str, Tensor]) -> tuple[tuple, dict[str, Tensor]]:
