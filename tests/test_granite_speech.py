@@ -221,3 +221,18 @@ def test_statistics_count_the_decoder_with_its_speech_lora(tiny):
 
     on, off = count(True), count(False)
     assert torch.equal(stats.K.long(), on) and not torch.equal(on, off)
+
+
+def test_adapter_attaches_a_lora_that_transformers_left_out(tiny, tmp_path, monkeypatch):
+    """When the weights load without their LoRA (transformers' PEFT step skipped) and peft is there, the adapter
+    attaches it from the folder's PEFT files: audio and text logits equal the built model's."""
+    from esn_lens.testing.tiny_families import save_granite_folder
+
+    model, proc, lens = tiny
+    save_granite_folder(model, proc, tmp_path / "m")
+    monkeypatch.setattr("transformers.modeling_utils.maybe_load_adapters",
+                        lambda path, download_kwargs, **kw: (None, path, kw))
+    loaded = Lens.from_pretrained(str(tmp_path / "m"))
+    assert loaded.adapter.has_speech_lora and not loaded.model._hf_peft_config_loaded
+    for batch in (lens.batch([tiny_audio(0.5)], PROMPTS[0], sampling_rate=16000), lens.batch(None, PROMPTS[0])):
+        assert torch.allclose(loaded.run(batch).logits, lens.run(batch).logits, atol=1e-6)

@@ -75,7 +75,8 @@ class GraniteSpeechAdapter(Adapter):
         return [m for m in self.model.modules() if isinstance(m, BaseTunerLayer)]
 
     def _attach_speech_lora(self) -> None:
-        """Attach the checkpoint's speech LoRA (PEFT files beside the weights) unless attached; refuse without peft.
+        """Attach the checkpoint's speech LoRA (PEFT files beside the weights) unless attached; refuse without peft
+        when the config says the model has one (``has_lora_adapter``).
         When transformers attached it, its own switch in ``generate`` (``enable_adapters``, which wants a newer peft
         than this one) is handed to :meth:`call_args`."""
         folder = getattr(self.model, "name_or_path", "") or ""
@@ -84,12 +85,14 @@ class GraniteSpeechAdapter(Adapter):
             if getattr(self.model, "_hf_peft_config_loaded", False) and not _peft_meets_transformers():
                 self.model._hf_peft_config_loaded = False  # call_args switches the LoRA layers itself
             return
-        if not has_files:
+        if not (has_files or getattr(self.config, "has_lora_adapter", False)):
             return
-        try:
+        try:  # the config says a LoRA belongs to the model: without peft transformers ran without it
             from peft import LoraConfig, inject_adapter_in_model, set_peft_model_state_dict
         except ImportError:
             raise UnsupportedModelError(GRANITE_INSTALL) from None
+        if not has_files:
+            return  # built in memory (or the files are elsewhere): nothing here to attach
         from safetensors.torch import load_file
 
         state = {k.removeprefix("base_model.model."): v
