@@ -222,9 +222,10 @@ TINY_FAMILIES: dict[str, Callable[..., tuple[Any, Any]]] = {
     "qwen3_asr": _lazy("tiny_families", "qwen3_asr"),
     "voxtral": _lazy("tiny_families", "voxtral"),
     "phi4_multimodal": _lazy("tiny_families", "phi4_multimodal"),
+    "granite_speech": _lazy("tiny_families", "granite_speech"),
     "qwen3_omni_moe_thinker": _qwen3_omni_moe_thinker,
-    "gemma4": _lazy("tiny_families", "gemma4"),
-    "gemma4_unified": _lazy("tiny_families", "gemma4_unified"),
+    "gemma4": _lazy("tiny_gemma4", "gemma4"),
+    "gemma4_unified": _lazy("tiny_gemma4", "gemma4_unified"),
 }
 
 

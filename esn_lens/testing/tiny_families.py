@@ -160,71 +160,65 @@ def save_phi4_folder(model, processor, path) -> None:
     processor.save_pretrained(path)
 
 
-#: Gemma 4's chat format: ``<|turn>user\n`` content ``<turn|>\n`` ... ``<|turn>model\n``; an audio part is ``<|audio|>``
-GEMMA4_TEMPLATE = (
-    "{% for message in messages %}<|turn>{{ 'model' if message['role'] == 'assistant' else message['role'] }}\n"
-    "{% if message['content'] is string %}{{ message['content'] }}"
-    "{% else %}{% for part in message['content'] %}"
-    "{% if part['type'] == 'audio' %}<|audio|>{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
-    "{% endfor %}{% endif %}<turn|>\n{% endfor %}{% if add_generation_prompt %}<|turn>model\n{% endif %}"
+#: Granite's chat format (string content, as the release's template takes it): ``<|start_of_role|>user<|end_of_role|>``
+#: content ``<|end_of_text|>`` ... ``<|start_of_role|>assistant<|end_of_role|>``
+GRANITE_TEMPLATE = (
+    "{% for message in messages %}<|start_of_role|>{{ message['role'] }}<|end_of_role|>{{ message['content'] }}"
+    "<|end_of_text|>\n{% endfor %}{% if add_generation_prompt %}<|start_of_role|>assistant<|end_of_role|>{% endif %}"
 )
-#: Gemma 4's control tokens (the tiny tokenizer's names for its multimodal placeholders)
-GEMMA4_TOKENS = dict(audio_token="<|audio|>", boa_token="<|audio>", eoa_token="<audio|>", image_token="<|image|>",
-                     boi_token="<|image>", eoi_token="<image|>")
 
 
-def gemma4(tok, n_layers, hidden, d_mlp, heads, kv_heads, enc_hidden, vocab):
-    """``Gemma4ForConditionalGeneration`` with an audio tower and no vision tower, and the audio-only processor.
+def granite_speech(tok, n_layers, hidden, d_mlp, heads, kv_heads, enc_hidden, vocab):
+    """``GraniteSpeechForConditionalGeneration`` (conformer CTC encoder, Q-Former projector, Granite decoder with the
+    release's multipliers) with a random speech LoRA on ``q_proj``/``v_proj`` (the release's targets) attached as the
+    PEFT adapter ``"speech"``, and its processor over the torch-only feature extractor (no torchaudio)."""
+    from peft import LoraConfig, inject_adapter_in_model
+    from transformers import GraniteSpeechConfig, GraniteSpeechForConditionalGeneration, GraniteSpeechProcessor
 
-    The decoder has what the release has: per-layer embeddings (8 per layer), sliding and full attention layers
-    (the last full), logit soft-capping at 30, and from 3 layers on KV sharing (the last layer reuses the keys and
-    values of the last earlier full-attention layer)."""
-    from transformers import Gemma4AudioFeatureExtractor, Gemma4Config, Gemma4ForConditionalGeneration
+    from ..adapters.granite_speech_features import granite_feature_extractor_class
 
-    from ..adapters.gemma4 import audio_only_gemma4_processor_class
-
-    text = dict(_gemma4_text(tok, n_layers, hidden, d_mlp, heads, kv_heads, vocab), hidden_size_per_layer_input=8,
-                vocab_size_per_layer_input=vocab, num_kv_shared_layers=1 if n_layers >= 3 else 0)
-    cfg = Gemma4Config(text_config=text, vision_config=None, **_gemma4_ids(tok),
-                       audio_config=dict(hidden_size=enc_hidden, num_hidden_layers=1, num_attention_heads=2,
-                                         subsampling_conv_channels=[128, 4], output_proj_dims=enc_hidden))
-    proc = audio_only_gemma4_processor_class()(feature_extractor=Gemma4AudioFeatureExtractor(), tokenizer=tok,
-                                               chat_template=GEMMA4_TEMPLATE)
-    return Gemma4ForConditionalGeneration(cfg), proc
-
-
-def gemma4_unified(tok, n_layers, hidden, d_mlp, heads, kv_heads, enc_hidden, vocab):
-    """``Gemma4UnifiedForConditionalGeneration`` (audio tokens are raw 640-sample frames, no encoder; Gemma 4's decoder
-    without per-layer embeddings), no vision, and the audio-only processor."""
-    from transformers import (Gemma4UnifiedAudioFeatureExtractor, Gemma4UnifiedConfig,
-                              Gemma4UnifiedForConditionalGeneration)
-
-    from ..adapters.gemma4 import audio_only_gemma4_unified_processor_class
-
-    cfg = Gemma4UnifiedConfig(text_config=_gemma4_text(tok, n_layers, hidden, d_mlp, heads, kv_heads, vocab),
-                              vision_config=None, audio_config=dict(audio_embed_dim=640), **_gemma4_ids(tok))
-    proc = audio_only_gemma4_unified_processor_class()(feature_extractor=Gemma4UnifiedAudioFeatureExtractor(),
-                                                       tokenizer=tok, chat_template=GEMMA4_TEMPLATE)
-    return Gemma4UnifiedForConditionalGeneration(cfg), proc
-
-
-def _gemma4_text(tok, n_layers, hidden, d_mlp, heads, kv_heads, vocab) -> dict:
-    """A tiny Gemma 4 text config (alternating sliding/full attention, the last full; soft-cap 30), with the Gemma 4
-    control tokens added to ``tok`` (named, so the processor and a saved tokenizer know them)."""
-    tok.add_special_tokens({"additional_special_tokens": ["<|turn>", "<turn|>", *GEMMA4_TOKENS.values()]},
-                           replace_extra_special_tokens=False)
-    tok._set_model_specific_special_tokens(GEMMA4_TOKENS)  # named (tok.audio_token, ...) and saved with the tokenizer
-    types = ["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(n_layers)]
-    types[-1] = "full_attention"
-    return dict(_text_dims(n_layers, hidden, d_mlp, vocab, heads, kv_heads), head_dim=hidden // heads,
-                global_head_dim=hidden // heads, layer_types=types, sliding_window=16, final_logit_softcapping=30.0,
-                pad_token_id=tok.pad_token_id, eos_token_id=tok.convert_tokens_to_ids("<turn|>"),
-                bos_token_id=tok.pad_token_id)
-
-
-def _gemma4_ids(tok) -> dict:
-    """The multimodal token ids of a Gemma 4 config, from the tokenizer of :func:`_gemma4_text`."""
+    tok.add_special_tokens({"additional_special_tokens": ["<|start_of_role|>", "<|end_of_role|>", "<|end_of_text|>",
+                                                          "<|audio|>"]}, replace_extra_special_tokens=False)
+    tok.audio_token = "<|audio|>"
     ids = tok.convert_tokens_to_ids
-    return dict(audio_token_id=ids("<|audio|>"), boa_token_id=ids("<|audio>"), eoa_token_index=ids("<audio|>"),
-                image_token_id=ids("<|image|>"), boi_token_id=ids("<|image>"), eoi_token_id=ids("<image|>"),
-                video_token_id=ids("<|VIDEO|>"), tie_word_embeddings=False)
+    text = dict(model_type="granite", **_text_dims(n_layers, hidden, d_mlp, vocab, heads, kv_heads),
+                embedding_multiplier=12.0, residual_multiplier=0.22, attention_multiplier=0.0625, logits_scaling=8.0,
+                pad_token_id=tok.pad_token_id, eos_token_id=ids("<|end_of_text|>"), bos_token_id=ids("<|end_of_text|>"),
+                initializer_range=0.1)  # the multipliers shrink every branch: larger weights keep edits visible
+    cfg = GraniteSpeechConfig(
+        text_config=text,
+        encoder_config=dict(input_dim=160, num_layers=2, hidden_dim=enc_hidden, feedforward_mult=2, num_heads=2,
+                            output_dim=8, context_size=20, max_pos_emb=32, conv_kernel_size=3),
+        projector_config=dict(model_type="blip_2_qformer", hidden_size=enc_hidden, num_hidden_layers=1,
+                              num_attention_heads=2, intermediate_size=2 * enc_hidden, encoder_hidden_size=enc_hidden,
+                              cross_attention_frequency=1, max_position_embeddings=64, vocab_size=8),
+        audio_token_index=ids("<|audio|>"), has_lora_adapter=True, tie_word_embeddings=False, initializer_range=0.1)
+    model = GraniteSpeechForConditionalGeneration(cfg)
+    lora = LoraConfig(r=4, lora_alpha=8, init_lora_weights=False, target_modules=["q_proj", "v_proj"])
+    inject_adapter_in_model(lora, model, adapter_name="speech")
+    model.speech_lora_config = lora  # what save_granite_folder writes as adapter_config.json
+    proc = GraniteSpeechProcessor(audio_processor=granite_feature_extractor_class()(), tokenizer=tok,
+                                  chat_template=GRANITE_TEMPLATE)
+    return model, proc
+
+
+def save_granite_folder(model, processor, path) -> None:
+    """Write a Granite Speech checkpoint folder as the release lays it out: base weights, config and processor files,
+    and the speech LoRA (PEFT format: ``adapter_config.json``, ``adapter_model.safetensors``) in the same folder."""
+    from pathlib import Path
+
+    from safetensors.torch import save_file
+
+    from peft import get_peft_model_state_dict
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    model.speech_lora_config.save_pretrained(path)
+    lora = get_peft_model_state_dict(model, adapter_name="speech")
+    save_file({f"base_model.model.{k}": v.contiguous() for k, v in lora.items()},
+              str(path / "adapter_model.safetensors"), metadata={"format": "pt"})
+    base = {k.replace(".base_layer.", "."): v.contiguous() for k, v in model.state_dict().items() if ".lora_" not in k}
+    save_file(base, str(path / "model.safetensors"), metadata={"format": "pt"})
+    model.config.architectures = [type(model).__name__]  # what the release's config.json names
+    model.config.save_pretrained(path)
+    processor.save_pretrained(path)
