@@ -21,7 +21,8 @@ FAMILIES = {"music_flamingo": (4, ("<|sound_bos|>", "<|sound_eos|>")),
             "phi4_multimodal": (0, ()),
             "gemma4": (0, ("<|audio>", "<audio|>")),
             "gemma4_unified": (2, ("<|audio>", "<audio|>")),
-            "granite_speech": (8, ())}
+            "granite_speech": (8, ()),
+            "moss_transcribe_diarize": (19, ("<|audio_bos|>", "<|audio_eos|>"))}
 #: families whose audio positions do not grow with the clip: clip lengths are padded to whole chunks
 CHUNKED_AUDIO = {"voxtral": 375}
 #: families whose audio encoder sees the feature padding of a shorter clip in a batch (the model's own forward: Phi-4's

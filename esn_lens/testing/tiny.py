@@ -226,6 +226,7 @@ TINY_FAMILIES: dict[str, Callable[..., tuple[Any, Any]]] = {
     "qwen3_omni_moe_thinker": _qwen3_omni_moe_thinker,
     "gemma4": _lazy("tiny_gemma4", "gemma4"),
     "gemma4_unified": _lazy("tiny_gemma4", "gemma4_unified"),
+    "moss_transcribe_diarize": _lazy("tiny_moss", "moss_transcribe_diarize"),
 }
 
 
