@@ -13,7 +13,8 @@ names below are thin views over real nnsight envoys of the user's model (no copy
 ``lens.blocks[l].mlp.hook_post``   down_proj input (act_fn(gate) * up)
 ``lens.blocks[l].mlp``             the MLP's output (``hook_mlp_out``)
 ``lens.blocks[l].hook_resid_post`` the decoder layer's output hidden states
-``lens.logits``                    the LM head's output (batch, pos, vocab)
+``lens.logits``                    the LM head's output (batch, pos, vocab); the returned logits where the model
+                                   transforms them (Gemma 3n's soft-capping)
 =================================  ==========================================================
 
 Each :class:`Site` has ``.output`` (read, ``.save()``, assign, index-assign), ``.save()``, ``.skip(value)``

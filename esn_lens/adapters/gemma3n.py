@@ -33,8 +33,9 @@ from typing import Any, Sequence
 import numpy as np
 from torch import Tensor
 
+from ..errors import UnsupportedModelError
 from .base import Adapter, SiteRow, register_adapter
-from .gemma3n_vision import no_vision_classes, timm_available, without_vision_tower
+from .gemma3n_vision import timm_available, without_vision_tower
 
 
 @register_adapter("gemma3n")
@@ -76,6 +77,10 @@ class Gemma3nAdapter(Adapter):
     def __init__(self, model, processor: Any = None):
         super().__init__(model, processor)
         text = self.config.get_text_config()
+        sizes = sorted(set(getattr(text, "intermediate_size", None) or [self.d_mlp]))
+        if len(sizes) > 1:
+            raise UnsupportedModelError(f"{type(model).__name__}: MLP widths differ across layers ({sizes}); esn_lens "
+                                        "units are (layer, neuron) over one width")
         #: the AltUp stream the residual sites name (``text_config.altup_active_idx``)
         self.active_stream = int(getattr(text, "altup_active_idx", 0))
 
@@ -108,7 +113,4 @@ class Gemma3nAdapter(Adapter):
     def prepare_config(cls, config: Any) -> Any:
         """Without timm, the config with its vision tower swapped for the no-vision stand-in (the checkpoint's vision
         tower weights are then skipped); with timm, unchanged."""
-        if timm_available():
-            return config
-        no_vision_classes()
-        return without_vision_tower(config)
+        return config if timm_available() else without_vision_tower(config)
