@@ -222,6 +222,7 @@ TINY_FAMILIES: dict[str, Callable[..., tuple[Any, Any]]] = {
     "qwen3_asr": _lazy("tiny_families", "qwen3_asr"),
     "voxtral": _lazy("tiny_families", "voxtral"),
     "phi4_multimodal": _lazy("tiny_families", "phi4_multimodal"),
+    "granite_speech": _lazy("tiny_families", "granite_speech"),
     "gemma3n": _lazy("tiny_families", "gemma3n"),
     "qwen3_omni_moe_thinker": _qwen3_omni_moe_thinker,
 }

@@ -160,6 +160,68 @@ def save_phi4_folder(model, processor, path) -> None:
     processor.save_pretrained(path)
 
 
+#: Granite's chat format (string content, as the release's template takes it): ``<|start_of_role|>user<|end_of_role|>``
+#: content ``<|end_of_text|>`` ... ``<|start_of_role|>assistant<|end_of_role|>``
+GRANITE_TEMPLATE = (
+    "{% for message in messages %}<|start_of_role|>{{ message['role'] }}<|end_of_role|>{{ message['content'] }}"
+    "<|end_of_text|>\n{% endfor %}{% if add_generation_prompt %}<|start_of_role|>assistant<|end_of_role|>{% endif %}"
+)
+
+
+def granite_speech(tok, n_layers, hidden, d_mlp, heads, kv_heads, enc_hidden, vocab):
+    """``GraniteSpeechForConditionalGeneration`` (conformer CTC encoder, Q-Former projector, Granite decoder with the
+    release's multipliers) with a random speech LoRA on ``q_proj``/``v_proj`` (the release's targets) attached as the
+    PEFT adapter ``"speech"``, and its processor over the torch-only feature extractor (no torchaudio)."""
+    from peft import LoraConfig, inject_adapter_in_model
+    from transformers import GraniteSpeechConfig, GraniteSpeechForConditionalGeneration, GraniteSpeechProcessor
+
+    from ..adapters.granite_speech_features import granite_feature_extractor_class
+
+    tok.add_special_tokens({"additional_special_tokens": ["<|start_of_role|>", "<|end_of_role|>", "<|end_of_text|>",
+                                                          "<|audio|>"]}, replace_extra_special_tokens=False)
+    tok.audio_token = "<|audio|>"
+    ids = tok.convert_tokens_to_ids
+    text = dict(model_type="granite", **_text_dims(n_layers, hidden, d_mlp, vocab, heads, kv_heads),
+                embedding_multiplier=12.0, residual_multiplier=0.22, attention_multiplier=0.0625, logits_scaling=8.0,
+                pad_token_id=tok.pad_token_id, eos_token_id=ids("<|end_of_text|>"), bos_token_id=ids("<|end_of_text|>"),
+                initializer_range=0.1)  # the multipliers shrink every branch: larger weights keep edits visible
+    cfg = GraniteSpeechConfig(
+        text_config=text,
+        encoder_config=dict(input_dim=160, num_layers=2, hidden_dim=enc_hidden, feedforward_mult=2, num_heads=2,
+                            output_dim=8, context_size=20, max_pos_emb=32, conv_kernel_size=3),
+        projector_config=dict(model_type="blip_2_qformer", hidden_size=enc_hidden, num_hidden_layers=1,
+                              num_attention_heads=2, intermediate_size=2 * enc_hidden, encoder_hidden_size=enc_hidden,
+                              cross_attention_frequency=1, max_position_embeddings=64, vocab_size=8),
+        audio_token_index=ids("<|audio|>"), has_lora_adapter=True, tie_word_embeddings=False, initializer_range=0.1)
+    model = GraniteSpeechForConditionalGeneration(cfg)
+    lora = LoraConfig(r=4, lora_alpha=8, init_lora_weights=False, target_modules=["q_proj", "v_proj"])
+    inject_adapter_in_model(lora, model, adapter_name="speech")
+    model.speech_lora_config = lora  # what save_granite_folder writes as adapter_config.json
+    proc = GraniteSpeechProcessor(audio_processor=granite_feature_extractor_class()(), tokenizer=tok,
+                                  chat_template=GRANITE_TEMPLATE)
+    return model, proc
+
+
+def save_granite_folder(model, processor, path) -> None:
+    """Write a Granite Speech checkpoint folder as the release lays it out: base weights, config and processor files,
+    and the speech LoRA (PEFT format: ``adapter_config.json``, ``adapter_model.safetensors``) in the same folder."""
+    from pathlib import Path
+
+    from safetensors.torch import save_file
+
+    from peft import get_peft_model_state_dict
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    model.speech_lora_config.save_pretrained(path)
+    lora = get_peft_model_state_dict(model, adapter_name="speech")
+    save_file({f"base_model.model.{k}": v.contiguous() for k, v in lora.items()},
+              str(path / "adapter_model.safetensors"), metadata={"format": "pt"})
+    base = {k.replace(".base_layer.", "."): v.contiguous() for k, v in model.state_dict().items() if ".lora_" not in k}
+    save_file(base, str(path / "model.safetensors"), metadata={"format": "pt"})
+    model.config.architectures = [type(model).__name__]  # what the release's config.json names
+    model.config.save_pretrained(path)
+    processor.save_pretrained(path)
 #: Gemma's chat format: ``<bos><start_of_turn>user\n`` content ``<end_of_turn>\n`` ... ``<start_of_turn>model\n``;
 #: an audio part is ``<audio_soft_token>``, which the processor expands to ``\n\n<start_of_audio>`` + its audio tokens
 #: + ``<end_of_audio>\n\n``
