@@ -70,7 +70,9 @@ def _unwrap(out: Any, side: str) -> Tensor:
     if side == "output0":
         return out[0]
     field = FIELD_SIDES[side]
-    return out[field] if hasattr(out, "keys") else (getattr(out, field, None) if field == "logits" else out[0])
+    if hasattr(out, "keys"):
+        return out[field]
+    return out[0] if side == "hidden" else getattr(out, field)
 
 
 def _rewrap(out: Any, side: str, new: Tensor) -> Any:

@@ -182,3 +182,13 @@ def test_text_only_inputs(tiny):
         assert tok.decode(b.inputs["input_ids"][i][b.masks.prompt_text[i]]).strip() == p
     assert (b.inputs["input_ids"] == tok.bos_token_id).sum().item() == 2  # the template's <bos>, not a second one
     assert lens.run(b).logits.shape == (2, 320)
+
+
+def test_encoder_units_are_refused_with_one_line(tiny):
+    """``--units encoder`` needs a Whisper-style encoder MLP (fc1, activation_fn, fc2); Gemma 3n's USM conformer is
+    refused with one line naming the family (as its support row says)."""
+    from esn_lens.adapters.encoder import encoder_lens
+
+    _, _, lens, _ = tiny
+    with pytest.raises(UnsupportedModelError, match=r"^gemma3n: no batched Whisper-style encoder layers"):
+        encoder_lens(lens)
