@@ -7,7 +7,8 @@ neuron sites are the usual ones. Around it, each layer has what other families l
 per-layer embeddings (PLE: after the MLP residual, ``per_layer_input_gate`` -> the layer's own ``act_fn`` ->
 ``per_layer_projection``, a gated write of a per-token, per-layer embedding), a ``layer_scalar`` on the layer's
 output, KV sharing (the last ``num_kv_shared_layers`` layers reuse earlier layers' keys and values), and a final
-logit soft-cap (``tanh(z / c) * c``) applied after ``lm_head``. Refused, each with one line: the MoE variant
+logit soft-cap (``tanh(z / c) * c``) applied after ``lm_head`` (the ``logits`` site is the returned, capped
+logits, as Gemma 3n's). Refused, each with one line: the MoE variant
 (``enable_moe_block``: a routed expert block beside the dense MLP, outside ``mlp``) and the double-wide MLP of E2B
 (``use_double_wide_mlp``: KV-shared layers have twice the units of the others; esn_lens's units are one width).
 Its processor requires image and video processors (torchvision); :func:`audio_only_gemma4_processor_class` takes none.
@@ -23,7 +24,7 @@ from torch import nn
 
 from ..errors import InputError, UnsupportedModelError
 from ..lazy import published
-from .base import Adapter, register_adapter
+from .base import Adapter, SiteRow, register_adapter
 
 
 def audio_only_gemma4_processor_class() -> type:
@@ -110,8 +111,7 @@ class Gemma4Adapter(Adapter):
                "deactivation and steering (forward and greedy generation) vs plain hooks; stats; batched = alone; "
                "positions; planted units recovered; encoder reuse = rerun; `esn-lens run` on a saved folder",
         limits="E4B only: E2B's double-wide MLP (`use_double_wide_mlp`) and the MoE variant (`enable_moe_block`) are "
-               "refused; the `logits` site is `lm_head`'s output before the soft-cap (`run(...).logits` are the "
-               "model's capped logits); no images",
+               "refused; `logits` = the returned logits, after the final soft-cap (not `lm_head`'s raw output); no images",
     )
 
     def check_mlp(self) -> None:
@@ -133,6 +133,10 @@ class Gemma4Adapter(Adapter):
         tok_audio = getattr(self.tokenizer, "audio_token", None) if processor is not None else None
         if isinstance(tok_audio, str):
             self.audio_token = tok_audio  # the checkpoint's own placeholder
+
+    def site_table(self) -> list[SiteRow]:
+        """The base table with ``logits`` = the root's returned logits (after the final soft-cap), as Gemma 3n's."""
+        return super().site_table()[:-1] + [SiteRow("logits", "", "logits")]
 
     def build_inputs(self, audios, prompts, *, padding_side: str = "left", system=None):
         """Token ids, attention mask and (with audio) ``input_features`` (clips, frames, 128) + ``input_features_mask``."""
@@ -166,7 +170,7 @@ class Gemma4UnifiedAdapter(Gemma4Adapter):
                "(left padding)",
         tested="tiny real model: sites, residuals, logits, deactivation and steering (forward and greedy generation) vs "
                "plain hooks; stats; batched = alone; positions; `esn-lens run` on a saved folder",
-        limits="no `audio_encoder` site (there is no audio encoder); the `logits` site is before the soft-cap; no images",
+        limits="no `audio_encoder` site (there is no audio encoder); `logits` = the returned, soft-capped logits; no images",
     )
 
     def build_inputs(self, audios, prompts, *, padding_side: str = "left", system=None):

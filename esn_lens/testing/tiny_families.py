@@ -222,3 +222,73 @@ def save_granite_folder(model, processor, path) -> None:
     model.config.architectures = [type(model).__name__]  # what the release's config.json names
     model.config.save_pretrained(path)
     processor.save_pretrained(path)
+#: Gemma's chat format: ``<bos><start_of_turn>user\n`` content ``<end_of_turn>\n`` ... ``<start_of_turn>model\n``;
+#: an audio part is ``<audio_soft_token>``, which the processor expands to ``\n\n<start_of_audio>`` + its audio tokens
+#: + ``<end_of_audio>\n\n``
+GEMMA_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}<start_of_turn>"
+    "{{ 'model' if message['role'] == 'assistant' else message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'audio' %}<audio_soft_token>{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}<end_of_turn>\n{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+)
+#: rows of Gemma 3n's vision and audio embedding tables of a tiny model (the last ``2 * GEMMA_MM_ROWS`` token ids)
+GEMMA_MM_ROWS = 16
+
+
+def _gemma_tokenizer(words, vocab):
+    """A byte-level tokenizer laid out as Gemma 3n's vocabulary: text ids first (bytes, chat specials, ``words``,
+    unused fillers), then ``GEMMA_MM_ROWS`` vision ids from ``<end_of_image>`` and as many audio ids from
+    ``<end_of_audio>`` (the model embeds ids >= each offset with its vision / audio embedder)."""
+    from transformers import Qwen2Tokenizer
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    symbols = sorted(bytes_to_unicode().values(), key=ord)
+    chat = ["<pad>", "<eos>", "<bos>", "<start_of_turn>", "<end_of_turn>", "<start_of_image>", "<start_of_audio>"]
+    text = vocab - 2 * GEMMA_MM_ROWS
+    if len(symbols) + len(chat) + len(words) > text:
+        raise ValueError(f"{len(words)} extra words do not fit Gemma 3n's tiny text vocabulary ({text} ids)")
+    fill = [f"<unused{i}>" for i in range(text - len(symbols) - len(chat) - len(words))]
+    image = ["<end_of_image>", "<image_soft_token>"] + [f"<image_unused{i}>" for i in range(GEMMA_MM_ROWS - 2)]
+    audio = ["<end_of_audio>", "<audio_soft_token>"] + [f"<audio_unused{i}>" for i in range(GEMMA_MM_ROWS - 2)]
+    order = symbols + chat + list(words) + fill + image + audio
+    tok = Qwen2Tokenizer(
+        vocab={s: i for i, s in enumerate(order)}, merges=[], unk_token=None, bos_token="<bos>", eos_token="<eos>",
+        pad_token="<pad>", extra_special_tokens={
+            "boi_token": "<start_of_image>", "eoi_token": "<end_of_image>", "image_token": "<image_soft_token>",
+            "boa_token": "<start_of_audio>", "eoa_token": "<end_of_audio>", "audio_token": "<audio_soft_token>"})
+    tok.add_special_tokens({"additional_special_tokens": ["<start_of_turn>", "<end_of_turn>"] + fill + image + audio},
+                           replace_extra_special_tokens=False)
+    tok.add_tokens(list(words))
+    return tok
+
+
+def gemma3n(tok, n_layers, hidden, d_mlp, heads, kv_heads, enc_hidden, vocab, audio_tokens: int = 188):
+    """``Gemma3nForConditionalGeneration`` (USM conformer audio encoder, AltUp / LAuReL / per-layer-input decoder with
+    activation sparsity 0.95 in layer 0) without its vision tower (:mod:`esn_lens.adapters.gemma3n_vision`), and its
+    processor (``audio_tokens`` soft tokens per clip: the release's 188 cover 30 s). ``tok``'s added words are kept."""
+    from transformers import (Gemma3nAudioFeatureExtractor, Gemma3nConfig, Gemma3nForConditionalGeneration,
+                              Gemma3nProcessor, SiglipImageProcessorPil)
+
+    from ..adapters.gemma3n_vision import no_vision_classes
+
+    words = [t.content for t in tok.added_tokens_decoder.values() if not t.special]
+    gtok = _gemma_tokenizer(words, vocab)
+    ids = gtok.convert_tokens_to_ids
+    text, no_vision = vocab - 2 * GEMMA_MM_ROWS, no_vision_classes()[0]
+    cfg = Gemma3nConfig(
+        text_config=dict(**_text_dims(n_layers, hidden, d_mlp, vocab, heads, kv_heads), head_dim=hidden // heads,
+                         vocab_size_per_layer_input=text, hidden_size_per_layer_input=8, altup_num_inputs=2, laurel_rank=4,
+                         num_kv_shared_layers=0, activation_sparsity_pattern=[0.95] + [0.0] * (n_layers - 1),
+                         layer_types=["sliding_attention"] * (n_layers - 1) + ["full_attention"], sliding_window=64,
+                         pad_token_id=ids("<pad>"), eos_token_id=ids("<end_of_turn>"), bos_token_id=ids("<bos>")),
+        vision_config=no_vision(hidden_size=16, vocab_size=GEMMA_MM_ROWS, vocab_offset=text),
+        audio_config=dict(vocab_size=GEMMA_MM_ROWS, vocab_offset=text + GEMMA_MM_ROWS, hidden_size=enc_hidden,
+                          conf_num_hidden_layers=1, conf_num_attention_heads=2, sscp_conv_channel_size=[8, 4]),
+        audio_soft_tokens_per_image=audio_tokens, boi_token_id=ids("<start_of_image>"), eoi_token_id=ids("<end_of_image>"),
+        image_token_id=ids("<image_soft_token>"), boa_token_id=ids("<start_of_audio>"), eoa_token_id=ids("<end_of_audio>"),
+        audio_token_id=ids("<audio_soft_token>"), tie_word_embeddings=True)
+    proc = Gemma3nProcessor(feature_extractor=Gemma3nAudioFeatureExtractor(), image_processor=SiglipImageProcessorPil(),
+                            tokenizer=gtok, chat_template=GEMMA_TEMPLATE, audio_seq_length=audio_tokens)
+    return Gemma3nForConditionalGeneration(cfg), proc
