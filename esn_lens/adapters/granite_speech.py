@@ -21,16 +21,17 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from torch import Tensor, nn
+from torch import nn
 
 from ..errors import UnsupportedModelError
 from .base import Adapter, register_adapter
+from .speech_lora import SpeechLoRA
 
 GRANITE_INSTALL = 'Granite Speech\'s speech LoRA is a PEFT adapter: pip install "esn-lens[granite]"'
 
 
 @register_adapter("granite_speech")
-class GraniteSpeechAdapter(Adapter):
+class GraniteSpeechAdapter(SpeechLoRA, Adapter):
     """Granite Speech. Audio placeholder ``<|audio|>`` (expanded by its processor to 3 per 0.3 s block of audio);
     user turn ``<|start_of_role|>user<|end_of_role|>`` ... ``<|end_of_text|>``; left padding."""
 
@@ -66,14 +67,6 @@ class GraniteSpeechAdapter(Adapter):
         self._attach_speech_lora()
 
     # -------------------------------------------------------------- the speech LoRA
-    def _lora_layers(self) -> list[nn.Module]:
-        """The decoder's PEFT LoRA layers (empty when no speech LoRA is attached)."""
-        try:
-            from peft.tuners.tuners_utils import BaseTunerLayer
-        except ImportError:
-            return []
-        return [m for m in self.model.modules() if isinstance(m, BaseTunerLayer)]
-
     def _attach_speech_lora(self) -> None:
         """Attach the checkpoint's speech LoRA (PEFT files beside the weights) unless attached; refuse without peft
         when the config says the model has one (``has_lora_adapter``).
@@ -88,30 +81,12 @@ class GraniteSpeechAdapter(Adapter):
         if not (has_files or getattr(self.config, "has_lora_adapter", False)):
             return
         try:  # the config says a LoRA belongs to the model: without peft transformers ran without it
-            from peft import LoraConfig, inject_adapter_in_model, set_peft_model_state_dict
+            import peft  # noqa: F401
         except ImportError:
             raise UnsupportedModelError(GRANITE_INSTALL) from None
         if not has_files:
             return  # built in memory (or the files are elsewhere): nothing here to attach
-        from safetensors.torch import load_file
-
-        state = {k.removeprefix("base_model.model."): v
-                 for k, v in load_file(os.path.join(folder, "adapter_model.safetensors")).items()}
-        inject_adapter_in_model(LoraConfig.from_pretrained(folder), self.model, adapter_name="speech")
-        set_peft_model_state_dict(self.model, state, adapter_name="speech")
-        self.model.to(next(self.model.parameters()).device)
-
-    @property
-    def has_speech_lora(self) -> bool:
-        """Whether a speech LoRA is attached to the decoder (PEFT layers present)."""
-        return bool(self._lora_layers())
-
-    def call_args(self, inputs: dict[str, Tensor]) -> tuple[tuple, dict[str, Tensor]]:
-        """The root's inputs; switches the speech LoRA on when they carry audio features, off otherwise."""
-        on = inputs.get("input_features") is not None
-        for layer in self._lora_layers():  # one loop over LoRA modules (two per decoder layer in the release)
-            layer.enable_adapters(on)
-        return (), inputs
+        self.inject_speech_lora(folder)
 
     # -------------------------------------------------------------- inputs
     def conversation(self, prompt: str, with_audio: bool = True, system: str | None = None) -> list[dict]:
