@@ -122,8 +122,13 @@ def init_distributed(backend: str | None = None, *, timeout_s: float | None = No
 
 
 def finalize_distributed() -> None:
-    """Destroy the default process group if one is initialised (call once at the end of a script)."""
+    """Destroy the default process group if one is initialised (call once at the end of a script, on every rank).
+
+    Every rank first waits at a barrier, so no rank tears its gloo connections down while a peer still uses them
+    (a rank that exits first can make the other abort with "terminate called without an active exception")."""
     if dist.is_available() and dist.is_initialized():
+        if dist.get_world_size() > 1:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -29,7 +29,7 @@ from .inputs import build_batch, read_seconds
 from .errors import InputError
 from .interventions import Edit
 from .recorders import cache_hooks, probe_hooks
-from .sites import Site, SiteTable, envoy_at
+from .sites import Site, SiteTable, envoy_at, is_input_side
 from .stats import NeuronStats
 from .neuron_data import top_activations as _top_activations
 from .tracing import Hook, LensNNsight, LensTracer, pad_batches, pad_token_id_of
@@ -177,7 +177,7 @@ class Lens:
             self.check_batch(batch)
         args = () if batch is None else (batch,)
         tracer = self.nn.trace(*args, tracer_cls=LensTracer, backend=backend, **kwargs)
-        names = {f"{st.envoy.path}.{'input' if st.side == 'input' else 'output'}": n
+        names = {f"{st.envoy.path}.{'input' if is_input_side(st.side) else 'output'}": n
                  for n, st in self.sites.sites.items() if st.envoy is not None}
         tracer.inference, tracer.state = inference, self.nn.new_state(self.processor_id, names)
         return tracer

@@ -46,6 +46,9 @@ def load_model_and_processor(path_or_id: str, *, dtype=None, device: str | None 
         config = AutoConfig.from_pretrained(path_or_id, trust_remote_code=trust_remote_code)
     except OSError as e:
         raise InputError(f"cannot load a model config from {path_or_id!r} ({e})") from None
+    from .adapters import adapter_class_for_config
+
+    prepared = adapter_class_for_config(config).prepare_config(config)
     cls = _model_class(config)
     archs = list(getattr(config, "architectures", None) or [])
     if cls is None and archs and not trust_remote_code:
@@ -60,6 +63,8 @@ def load_model_and_processor(path_or_id: str, *, dtype=None, device: str | None 
         kw["dtype"] = parse_dtype(dtype)
     if device_map is not None:
         kw["device_map"] = device_map
+    if prepared is not config:
+        kw["config"] = prepared
     try:
         model = cls.from_pretrained(path_or_id, **kw)
     except (ValueError, TypeError) as e:

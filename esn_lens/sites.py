@@ -13,7 +13,8 @@ names below are thin views over real nnsight envoys of the user's model (no copy
 ``lens.blocks[l].mlp.hook_post``   down_proj input (act_fn(gate) * up)
 ``lens.blocks[l].mlp``             the MLP's output (``hook_mlp_out``)
 ``lens.blocks[l].hook_resid_post`` the decoder layer's output hidden states
-``lens.logits``                    the LM head's output (batch, pos, vocab)
+``lens.logits``                    the LM head's output (batch, pos, vocab); the returned logits where the model
+                                   transforms them (Gemma 3n's soft-capping)
 =================================  ==========================================================
 
 Each :class:`Site` has ``.output`` (read, ``.save()``, assign, index-assign), ``.save()``, ``.skip(value)``
@@ -40,23 +41,53 @@ from .vocab import SITE_ALIASES
 
 
 # ---------------------------------------------------------------------- named sites
+#: sides that name a field of a model output: side -> field
+FIELD_SIDES: dict[str, str] = {"hidden": "last_hidden_state", "logits": "logits"}
+
+
+def stacked_index(side: str) -> tuple[str, int | None]:
+    """``("input", 0)`` for ``"input[0]"`` (row 0 along dim 0 of a stacked tensor, e.g. Gemma 3n's AltUp residual);
+    ``(side, None)`` for the other sides."""
+    if side.endswith("]") and "[" in side:
+        base, k = side[:-1].split("[", 1)
+        return base, int(k)
+    return side, None
+
+
+def is_input_side(side: str) -> bool:
+    """Whether a site's value is its module's (first) input: ``"input"`` or ``"input[k]"``."""
+    return stacked_index(side)[0] == "input"
+
+
 def _unwrap(out: Any, side: str) -> Tensor:
-    """The tensor a site names in its module's output (or input): the value itself, element 0, or last_hidden_state."""
+    """The tensor a site names in its module's output (or input): the value itself, row k of a stacked tensor,
+    element 0, or a field (``last_hidden_state``, ``logits``) of a model output."""
+    base, k = stacked_index(side)
+    if k is not None:
+        return (out if isinstance(out, Tensor) else out[0])[k]
     if side in ("output", "input") or isinstance(out, Tensor):
         return out
     if side == "output0":
         return out[0]
-    return out["last_hidden_state"] if hasattr(out, "keys") else out[0]
+    field = FIELD_SIDES[side]
+    if hasattr(out, "keys"):
+        return out[field]
+    return out[0] if side == "hidden" else getattr(out, field)
 
 
 def _rewrap(out: Any, side: str, new: Tensor) -> Any:
     """The module output with the site's tensor replaced by ``new`` (the inverse of :func:`_unwrap`)."""
+    base, k = stacked_index(side)
+    if k is not None:
+        full = (out if isinstance(out, Tensor) else out[0]).clone()
+        full[k] = new
+        return full if isinstance(out, Tensor) else (full, *out[1:])
     if side == "output" or isinstance(out, Tensor):
         return new
     if side == "output0":
         return (new, *out[1:])
     if hasattr(out, "keys"):
-        return out.__class__(**{**out, "last_hidden_state": new})
+        return out.__class__(**{**out, FIELD_SIDES[side]: new})
     return (new, *out[1:])
 
 
@@ -64,7 +95,8 @@ class Site:
     """A named value of the model inside a trace: an nnsight envoy plus the side of it that holds the value.
 
     ``side``: ``"output"`` (the module's output), ``"input"`` (its first input), ``"output0"`` (element 0 of
-    a tuple output, e.g. attention) or ``"hidden"`` (``last_hidden_state`` of a model output).
+    a tuple output, e.g. attention), ``"hidden"`` (``last_hidden_state`` of a model output), ``"logits"`` (``logits``
+    of a model output) or ``"input[k]"`` / ``"output[k]"`` (row k along dim 0 of a stacked tensor).
     Example (inside ``with lens.trace(batch):``): ``h = lens.blocks[2].hook_resid_post.output.save()``.
     """
 
@@ -74,14 +106,14 @@ class Site:
     @property
     def output(self) -> Any:
         """The site's value (a real tensor inside the trace)."""
-        if self.side == "input":
-            return self.envoy.input
+        if is_input_side(self.side):
+            return _unwrap(self.envoy.input, self.side)
         return _unwrap(self.envoy.output, self.side)
 
     @output.setter
     def output(self, value: Any) -> None:
-        if self.side == "input":
-            self.envoy.input = value
+        if is_input_side(self.side):
+            self.envoy.input = _rewrap(self.envoy.input, self.side, value)
         else:
             self.envoy.output = _rewrap(self.envoy.output, self.side, value)
 
@@ -93,7 +125,7 @@ class Site:
 
     def skip(self, replacement: Any) -> None:
         """Skip the module and use ``replacement`` as its output (module-output sites only)."""
-        if self.side == "input":
+        if is_input_side(self.side):
             raise InputError(f"{self.name} is a module's input; .skip() replaces a module's output")
         self.envoy.skip(replacement)
 
@@ -151,9 +183,9 @@ class Blocks:
 
 
 def envoy_at(root: Any, path: str) -> Any:
-    """The nnsight envoy at a dotted module path (``"model.layers.3.mlp"``) under ``root``."""
+    """The nnsight envoy at a dotted module path (``"model.layers.3.mlp"``) under ``root`` (``""``: the root)."""
     env = root
-    for part in path.split("."):
+    for part in path.split(".") if path else ():
         env = env[int(part)] if part.isdigit() else getattr(env, part)
     return env
 

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from .batch import Batch, Scope, check_processor
 from .errors import InputError, TraceOrderError
-from .sites import MissingSite, Site, _rewrap, _unwrap
+from .sites import MissingSite, Site, _rewrap, _unwrap, is_input_side
 from .vocab import PositionMasks
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -229,7 +229,7 @@ def _register(site: Site, fn: Callable[[Tensor], Tensor | None]) -> Any:
     if hasattr(site, "register"):
         return site.register(fn)
     mod, side = site.envoy._module, site.side
-    if side != "input":
+    if not is_input_side(side):
         def out_hook(_m, _args, out):
             new = fn(_unwrap(out, side))
             return None if new is None else _rewrap(out, side, new)
@@ -237,11 +237,11 @@ def _register(site: Site, fn: Callable[[Tensor], Tensor | None]) -> Any:
 
     def in_hook(_m, args, kwargs):
         if args:
-            new = fn(args[0])
-            return None if new is None else ((new, *args[1:]), kwargs)
+            new = fn(_unwrap(args[0], side))
+            return None if new is None else ((_rewrap(args[0], side, new), *args[1:]), kwargs)
         key = next(iter(kwargs))
-        new = fn(kwargs[key])
-        return None if new is None else (args, {**kwargs, key: new})
+        new = fn(_unwrap(kwargs[key], side))
+        return None if new is None else (args, {**kwargs, key: _rewrap(kwargs[key], side, new)})
     return mod.register_forward_pre_hook(in_hook, with_kwargs=True)
 
 

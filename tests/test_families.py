@@ -18,12 +18,23 @@ FAMILIES = {"music_flamingo": (4, ("<|sound_bos|>", "<|sound_eos|>")),
             "glm_asr": (3, ("<|begin_of_audio|>", "<|end_of_audio|>")),
             "qwen3_asr": (2, ("<|audio_bos|>", "<|audio_eos|>")),
             "voxtral": (2, ("[BEGIN_AUDIO]",)),
-            "phi4_multimodal": (0, ())}
-#: families whose audio positions do not grow with the clip: clip lengths are padded to whole chunks
-CHUNKED_AUDIO = {"voxtral": 375}
+            "phi4_multimodal": (0, ()),
+            "gemma4": (0, ("<|audio>", "<audio|>")),
+            "gemma4_unified": (2, ("<|audio>", "<audio|>")),
+            "granite_speech": (8, ()),
+            "gemma3n": (5, ("<start_of_audio>", "<end_of_audio>")),
+            "moss_transcribe_diarize": (19, ("<|audio_bos|>", "<|audio_eos|>"))}
+#: families whose audio positions do not grow with the clip: clip lengths are padded to whole chunks (Gemma 3n: a fixed
+#: count per clip)
+CHUNKED_AUDIO = {"voxtral": 375, "gemma3n": 188}
+#: families whose decoder layers carry a stacked residual [streams, batch, pos, hidden] (Gemma 3n's AltUp): the
+#: residual sites are the active stream's row
+STACKED_RESIDUAL = {"gemma3n": 0}
 #: families whose audio encoder sees the feature padding of a shorter clip in a batch (the model's own forward: Phi-4's
-#: conformer gives a padded 0.3 s clip audio embeddings ~4e-5 off its own): rows-alone is checked on equal-length clips
-PADDING_SENSITIVE_ENCODER = {"phi4_multimodal"}
+#: conformer gives a padded 0.3 s clip audio embeddings ~4e-5 off its own; Granite Speech's processor computes the
+#: features of the zero-padded batch, so a 0.3 s clip's last frame differs and its logits move ~1e-4): rows-alone is
+#: checked on equal-length clips
+PADDING_SENSITIVE_ENCODER = {"phi4_multimodal", "granite_speech"}
 PROMPTS = ["Which emotion is it?", "Name the emotion"]
 
 
@@ -44,14 +55,17 @@ def plain(lens, batch, edit=None, capture=None, generate=0):
     """The root module on the batch with plain torch hooks: ``edit`` = (units, gain) at every layer's act_fn;
     ``capture`` = dict filled with every named site's value (first call: the prefill)."""
     a, root, handles = lens.adapter, lens.adapter.root(), []
+    stream = STACKED_RESIDUAL.get(a.name)
 
     def keep(name, value):
         if capture is not None and name not in capture:
+            if stream is not None and "resid" in name:
+                value = value[stream]
             capture[name] = value.detach().clone()
 
-    for mod in root.modules():  # Phi-4's speech LoRA (PEFT layers): on exactly when the inputs carry audio
+    for mod in root.modules():  # Phi-4's and Granite Speech's speech LoRA (PEFT layers): on exactly with audio
         if hasattr(mod, "lora_A") and hasattr(mod, "enable_adapters"):
-            mod.enable_adapters("audio_input_features" in batch.inputs)
+            mod.enable_adapters(any(k in batch.inputs for k in ("audio_input_features", "input_features")))
     for layer in range(lens.n_layers):
         mlp = root.get_submodule(a.mlp_path(layer))
         layer_mod = root.get_submodule(a.layer_path(layer))
@@ -74,7 +88,8 @@ def plain(lens, batch, edit=None, capture=None, generate=0):
         handles.append(mlp.down_proj.register_forward_pre_hook(lambda m, i, layer=layer: keep(f"{layer}.post", i[0])))
         handles.append(mlp.register_forward_hook(lambda m, i, o, layer=layer: keep(f"{layer}.mlp", o)))
         handles.append(layer_mod.register_forward_hook(lambda m, i, o, layer=layer: keep(f"{layer}.resid_post", _out(o))))
-    handles.append(root.get_submodule(a.lm_head_path).register_forward_hook(lambda m, i, o: keep("logits", o)))
+    # the model's returned logits (Gemma 3n soft-caps lm_head's output after it)
+    handles.append(root.register_forward_hook(lambda m, i, o: keep("logits", o.logits)))
     try:
         with torch.no_grad():
             if generate:
@@ -173,6 +188,10 @@ def test_esn_lens_run_on_a_saved_folder(fam, tmp_path, capsys):
         from esn_lens.testing.tiny_families import save_phi4_folder
 
         save_phi4_folder(model, proc, tmp_path / "m")
+    elif name == "granite_speech":  # the release's layout: weights + PEFT files of the speech LoRA side by side
+        from esn_lens.testing.tiny_families import save_granite_folder
+
+        save_granite_folder(model, proc, tmp_path / "m")
     else:
         model.save_pretrained(tmp_path / "m")
         proc.save_pretrained(tmp_path / "m")

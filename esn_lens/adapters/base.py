@@ -281,6 +281,12 @@ class Adapter(AudioTimeMap):
         return dict(enc)
 
     @classmethod
+    def prepare_config(cls, config: Any) -> Any:
+        """The checkpoint's config as the model should be built from it (default: unchanged; e.g. Gemma 3n swaps out
+        a vision tower that needs a missing package). :func:`esn_lens.loading.load_model_and_processor` calls it."""
+        return config
+
+    @classmethod
     def load_processor(cls, path: str, trust_remote_code: bool = False) -> Any:
         """The processor (or tokenizer, for text models) of a checkpoint of this family."""
         from transformers import AutoProcessor, AutoTokenizer

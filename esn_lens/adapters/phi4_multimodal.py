@@ -16,15 +16,14 @@ import functools
 import os
 from typing import Any
 
-import torch
 from jaxtyping import Bool
 from torch import Tensor, nn
 
 from ..errors import InputError, UnsupportedModelError
 from .base import Adapter, register_adapter
+from .speech_lora import SpeechLoRA
 
 PHI4_INSTALL = 'Phi-4-multimodal\'s speech LoRA is a PEFT adapter: pip install "esn-lens[phi4]"'
-SPEECH = "speech"
 
 
 @functools.lru_cache(maxsize=None)
@@ -64,10 +63,11 @@ def audio_only_phi4_processor_class() -> type:
 
 
 @register_adapter("phi4_multimodal")
-class Phi4MultimodalAdapter(Adapter):
+class Phi4MultimodalAdapter(SpeechLoRA, Adapter):
     """Phi-4-multimodal. Audio placeholder: the processor's ``audio_token``; user turn ``<|user|>`` ... ``<|end|>``."""
 
     layers_path = "model.layers"
+    speech_feature_key = "audio_input_features"  # the speech LoRA is on when these are given
     audio_token = "<|audio|>"
     class_names = ("Phi4MultimodalForCausalLM",)
     model_types = ("phi4_multimodal",)
@@ -97,44 +97,19 @@ class Phi4MultimodalAdapter(Adapter):
         self.audio_token = getattr(processor, "audio_token", None) or type(self).audio_token
         self._load_speech_lora()
 
-    def _lora_layers(self) -> list[nn.Module]:
-        """The decoder's PEFT LoRA layers (empty when no speech LoRA is attached)."""
-        try:
-            from peft.tuners.tuners_utils import BaseTunerLayer
-        except ImportError:
-            return []
-        return [m for m in self.model.modules() if isinstance(m, BaseTunerLayer)]
-
     def _load_speech_lora(self) -> None:
         """Attach the checkpoint's ``speech-lora/`` (PEFT format) as the LoRA adapter ``"speech"``, unless attached."""
         folder = os.path.join(getattr(self.model, "name_or_path", "") or "", "speech-lora")
         if not os.path.isdir(folder) or getattr(self.model, "_esn_speech_lora", False):
             return
         try:
-            from peft import LoraConfig, inject_adapter_in_model, set_peft_model_state_dict
+            import peft  # noqa: F401
         except ImportError:
             raise UnsupportedModelError(PHI4_INSTALL) from None
-        from safetensors.torch import load_file
-
         if self._lora_layers():
             return
-        state = {k.removeprefix("base_model.model."): v
-                 for k, v in load_file(os.path.join(folder, "adapter_model.safetensors")).items()}
-        inject_adapter_in_model(LoraConfig.from_pretrained(folder), self.model, adapter_name=SPEECH)
-        set_peft_model_state_dict(self.model, state, adapter_name=SPEECH)
-        self.model.to(next(self.model.parameters()).device)
+        self.inject_speech_lora(folder)
         self.model._esn_speech_lora = True
-
-    @property
-    def has_speech_lora(self) -> bool:
-        return bool(self._lora_layers())
-
-    def call_args(self, inputs: dict[str, Tensor]) -> tuple[tuple, dict[str, Tensor]]:
-        """The root's inputs; switches the speech LoRA on when they carry audio, off otherwise."""
-        on = inputs.get("audio_input_features") is not None
-        for layer in self._lora_layers():  # one loop over LoRA modules (a few per decoder layer)
-            layer.enable_adapters(on)
-        return (), inputs
 
     @property
     def d_mlp(self) -> int:

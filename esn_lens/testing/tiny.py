@@ -222,7 +222,12 @@ TINY_FAMILIES: dict[str, Callable[..., tuple[Any, Any]]] = {
     "qwen3_asr": _lazy("tiny_families", "qwen3_asr"),
     "voxtral": _lazy("tiny_families", "voxtral"),
     "phi4_multimodal": _lazy("tiny_families", "phi4_multimodal"),
+    "granite_speech": _lazy("tiny_families", "granite_speech"),
+    "gemma3n": _lazy("tiny_families", "gemma3n"),
     "qwen3_omni_moe_thinker": _qwen3_omni_moe_thinker,
+    "gemma4": _lazy("tiny_gemma4", "gemma4"),
+    "gemma4_unified": _lazy("tiny_gemma4", "gemma4_unified"),
+    "moss_transcribe_diarize": _lazy("tiny_moss", "moss_transcribe_diarize"),
 }
 
 

@@ -158,3 +158,137 @@ def save_phi4_folder(model, processor, path) -> None:
     save_file(base, str(path / "model.safetensors"), metadata={"format": "pt"})
     model.config.save_pretrained(path)
     processor.save_pretrained(path)
+
+
+#: Granite's chat format (string content, as the release's template takes it): ``<|start_of_role|>user<|end_of_role|>``
+#: content ``<|end_of_text|>`` ... ``<|start_of_role|>assistant<|end_of_role|>``
+GRANITE_TEMPLATE = (
+    "{% for message in messages %}<|start_of_role|>{{ message['role'] }}<|end_of_role|>{{ message['content'] }}"
+    "<|end_of_text|>\n{% endfor %}{% if add_generation_prompt %}<|start_of_role|>assistant<|end_of_role|>{% endif %}"
+)
+
+
+def granite_speech(tok, n_layers, hidden, d_mlp, heads, kv_heads, enc_hidden, vocab):
+    """``GraniteSpeechForConditionalGeneration`` (conformer CTC encoder, Q-Former projector, Granite decoder with the
+    release's multipliers) with a random speech LoRA on ``q_proj``/``v_proj`` (the release's targets) attached as the
+    PEFT adapter ``"speech"``, and its processor over the torch-only feature extractor (no torchaudio)."""
+    from peft import LoraConfig, inject_adapter_in_model
+    from transformers import GraniteSpeechConfig, GraniteSpeechForConditionalGeneration, GraniteSpeechProcessor
+
+    from ..adapters.granite_speech_features import granite_feature_extractor_class
+
+    tok.add_special_tokens({"additional_special_tokens": ["<|start_of_role|>", "<|end_of_role|>", "<|end_of_text|>",
+                                                          "<|audio|>"]}, replace_extra_special_tokens=False)
+    tok.audio_token = "<|audio|>"
+    ids = tok.convert_tokens_to_ids
+    text = dict(model_type="granite", **_text_dims(n_layers, hidden, d_mlp, vocab, heads, kv_heads),
+                embedding_multiplier=12.0, residual_multiplier=0.22, attention_multiplier=0.0625, logits_scaling=8.0,
+                pad_token_id=tok.pad_token_id, eos_token_id=ids("<|end_of_text|>"), bos_token_id=ids("<|end_of_text|>"),
+                initializer_range=0.1)  # the multipliers shrink every branch: larger weights keep edits visible
+    cfg = GraniteSpeechConfig(
+        text_config=text,
+        encoder_config=dict(input_dim=160, num_layers=2, hidden_dim=enc_hidden, feedforward_mult=2, num_heads=2,
+                            output_dim=8, context_size=20, max_pos_emb=32, conv_kernel_size=3),
+        projector_config=dict(model_type="blip_2_qformer", hidden_size=enc_hidden, num_hidden_layers=1,
+                              num_attention_heads=2, intermediate_size=2 * enc_hidden, encoder_hidden_size=enc_hidden,
+                              cross_attention_frequency=1, max_position_embeddings=64, vocab_size=8),
+        audio_token_index=ids("<|audio|>"), has_lora_adapter=True, tie_word_embeddings=False, initializer_range=0.1)
+    model = GraniteSpeechForConditionalGeneration(cfg)
+    lora = LoraConfig(r=4, lora_alpha=8, init_lora_weights=False, target_modules=["q_proj", "v_proj"])
+    inject_adapter_in_model(lora, model, adapter_name="speech")
+    model.speech_lora_config = lora  # what save_granite_folder writes as adapter_config.json
+    proc = GraniteSpeechProcessor(audio_processor=granite_feature_extractor_class()(), tokenizer=tok,
+                                  chat_template=GRANITE_TEMPLATE)
+    return model, proc
+
+
+def save_granite_folder(model, processor, path) -> None:
+    """Write a Granite Speech checkpoint folder as the release lays it out: base weights, config and processor files,
+    and the speech LoRA (PEFT format: ``adapter_config.json``, ``adapter_model.safetensors``) in the same folder."""
+    from pathlib import Path
+
+    from safetensors.torch import save_file
+
+    from peft import get_peft_model_state_dict
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    model.speech_lora_config.save_pretrained(path)
+    lora = get_peft_model_state_dict(model, adapter_name="speech")
+    save_file({f"base_model.model.{k}": v.contiguous() for k, v in lora.items()},
+              str(path / "adapter_model.safetensors"), metadata={"format": "pt"})
+    base = {k.replace(".base_layer.", "."): v.contiguous() for k, v in model.state_dict().items() if ".lora_" not in k}
+    save_file(base, str(path / "model.safetensors"), metadata={"format": "pt"})
+    model.config.architectures = [type(model).__name__]  # what the release's config.json names
+    model.config.save_pretrained(path)
+    processor.save_pretrained(path)
+#: Gemma's chat format: ``<bos><start_of_turn>user\n`` content ``<end_of_turn>\n`` ... ``<start_of_turn>model\n``;
+#: an audio part is ``<audio_soft_token>``, which the processor expands to ``\n\n<start_of_audio>`` + its audio tokens
+#: + ``<end_of_audio>\n\n``
+GEMMA_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}<start_of_turn>"
+    "{{ 'model' if message['role'] == 'assistant' else message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'audio' %}<audio_soft_token>{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}<end_of_turn>\n{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+)
+#: rows of Gemma 3n's vision and audio embedding tables of a tiny model (the last ``2 * GEMMA_MM_ROWS`` token ids)
+GEMMA_MM_ROWS = 16
+
+
+def _gemma_tokenizer(words, vocab):
+    """A byte-level tokenizer laid out as Gemma 3n's vocabulary: text ids first (bytes, chat specials, ``words``,
+    unused fillers), then ``GEMMA_MM_ROWS`` vision ids from ``<end_of_image>`` and as many audio ids from
+    ``<end_of_audio>`` (the model embeds ids >= each offset with its vision / audio embedder)."""
+    from transformers import Qwen2Tokenizer
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    symbols = sorted(bytes_to_unicode().values(), key=ord)
+    chat = ["<pad>", "<eos>", "<bos>", "<start_of_turn>", "<end_of_turn>", "<start_of_image>", "<start_of_audio>"]
+    text = vocab - 2 * GEMMA_MM_ROWS
+    if len(symbols) + len(chat) + len(words) > text:
+        raise ValueError(f"{len(words)} extra words do not fit Gemma 3n's tiny text vocabulary ({text} ids)")
+    fill = [f"<unused{i}>" for i in range(text - len(symbols) - len(chat) - len(words))]
+    image = ["<end_of_image>", "<image_soft_token>"] + [f"<image_unused{i}>" for i in range(GEMMA_MM_ROWS - 2)]
+    audio = ["<end_of_audio>", "<audio_soft_token>"] + [f"<audio_unused{i}>" for i in range(GEMMA_MM_ROWS - 2)]
+    order = symbols + chat + list(words) + fill + image + audio
+    tok = Qwen2Tokenizer(
+        vocab={s: i for i, s in enumerate(order)}, merges=[], unk_token=None, bos_token="<bos>", eos_token="<eos>",
+        pad_token="<pad>", extra_special_tokens={
+            "boi_token": "<start_of_image>", "eoi_token": "<end_of_image>", "image_token": "<image_soft_token>",
+            "boa_token": "<start_of_audio>", "eoa_token": "<end_of_audio>", "audio_token": "<audio_soft_token>"})
+    tok.add_special_tokens({"additional_special_tokens": ["<start_of_turn>", "<end_of_turn>"] + fill + image + audio},
+                           replace_extra_special_tokens=False)
+    tok.add_tokens(list(words))
+    return tok
+
+
+def gemma3n(tok, n_layers, hidden, d_mlp, heads, kv_heads, enc_hidden, vocab, audio_tokens: int = 188):
+    """``Gemma3nForConditionalGeneration`` (USM conformer audio encoder, AltUp / LAuReL / per-layer-input decoder with
+    activation sparsity 0.95 in layer 0) without its vision tower (:mod:`esn_lens.adapters.gemma3n_vision`), and its
+    processor (``audio_tokens`` soft tokens per clip: the release's 188 cover 30 s). ``tok``'s added words are kept."""
+    from transformers import (Gemma3nAudioFeatureExtractor, Gemma3nConfig, Gemma3nForConditionalGeneration,
+                              Gemma3nProcessor, SiglipImageProcessorPil)
+
+    from ..adapters.gemma3n_vision import no_vision_classes
+
+    words = [t.content for t in tok.added_tokens_decoder.values() if not t.special]
+    gtok = _gemma_tokenizer(words, vocab)
+    ids = gtok.convert_tokens_to_ids
+    text, no_vision = vocab - 2 * GEMMA_MM_ROWS, no_vision_classes()[0]
+    cfg = Gemma3nConfig(
+        text_config=dict(**_text_dims(n_layers, hidden, d_mlp, vocab, heads, kv_heads), head_dim=hidden // heads,
+                         vocab_size_per_layer_input=text, hidden_size_per_layer_input=8, altup_num_inputs=2, laurel_rank=4,
+                         num_kv_shared_layers=0, activation_sparsity_pattern=[0.95] + [0.0] * (n_layers - 1),
+                         layer_types=["sliding_attention"] * (n_layers - 1) + ["full_attention"], sliding_window=64,
+                         pad_token_id=ids("<pad>"), eos_token_id=ids("<end_of_turn>"), bos_token_id=ids("<bos>")),
+        vision_config=no_vision(hidden_size=16, vocab_size=GEMMA_MM_ROWS, vocab_offset=text),
+        audio_config=dict(vocab_size=GEMMA_MM_ROWS, vocab_offset=text + GEMMA_MM_ROWS, hidden_size=enc_hidden,
+                          conf_num_hidden_layers=1, conf_num_attention_heads=2, sscp_conv_channel_size=[8, 4]),
+        audio_soft_tokens_per_image=audio_tokens, boi_token_id=ids("<start_of_image>"), eoi_token_id=ids("<end_of_image>"),
+        image_token_id=ids("<image_soft_token>"), boa_token_id=ids("<start_of_audio>"), eoa_token_id=ids("<end_of_audio>"),
+        audio_token_id=ids("<audio_soft_token>"), tie_word_embeddings=True)
+    proc = Gemma3nProcessor(feature_extractor=Gemma3nAudioFeatureExtractor(), image_processor=SiglipImageProcessorPil(),
+                            tokenizer=gtok, chat_template=GEMMA_TEMPLATE, audio_seq_length=audio_tokens)
+    return Gemma3nForConditionalGeneration(cfg), proc
