@@ -208,9 +208,12 @@ def test_esn_lens_run_on_a_saved_folder(fam, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("family,arch", [("music_flamingo", "MusicFlamingoForConditionalGeneration"),
-                                         ("glm_asr", "GlmAsrForConditionalGeneration")])
+                                         ("glm_asr", "GlmAsrForConditionalGeneration"),
+                                         ("qwen2_audio", "Qwen2AudioForConditionalGeneration"),
+                                         ("audio_flamingo3", "AudioFlamingo3ForConditionalGeneration")])
 def test_transformer_bridge_matches_the_hf_path(family, arch):
-    """TransformerLens 4.3 ships bridges for these two: statistics and an edited forward equal the plain model's."""
+    """TransformerLens 4.3 ships bridges for these audio-language models: statistics and an edited forward equal the
+    plain model's."""
     from transformer_lens.model_bridge.sources import build_bridge_from_module
 
     plain_model, proc = build_tiny(family, seed=3)
