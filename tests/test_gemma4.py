@@ -170,3 +170,44 @@ def test_moe_block_and_double_wide_mlp_are_refused_with_one_line():
     assert wide.model.language_model.layers[2].mlp.gate_proj.out_features == 128  # the KV-shared layer
     with pytest.raises(UnsupportedModelError, match=r"different widths \[64, 128\].*use_double_wide_mlp"):
         Lens(wide, proc)
+
+
+@pytest.mark.parametrize("n", [639, 640, 641, 16001, 480000, 720000])
+def test_unified_time_map_counts_the_processors_frames(n):
+    """Gemma 4 Unified: one audio token per started 40 ms frame, no cut at 30 s (720000 samples = 45 s -> 1125)."""
+    model, proc = build_tiny("gemma4_unified", seed=2)
+    lens = Lens(model, proc)
+    b = lens.batch([tiny_audio(n / 16000 + 0.01)[:n]], ["hi"], sampling_rate=16000)
+    spans = lens.adapter.audio_token_spans(n)
+    assert spans.shape[0] == int(b.masks.audio.sum()) == -(-n // 640)
+    assert float(spans[0, 0]) == 0.0 and float(spans[-1, 1]) == n / 16000
+    assert torch.equal(spans, lens.adapter.audio_token_spans(n, reach=False))  # no reach beyond the frame
+
+
+def test_unified_time_map_is_what_each_token_reads():
+    """Changing the samples of token k's span changes token k's audio embedding and no other token's; changing
+    samples outside it leaves token k unchanged (the map is exact, not an estimate)."""
+    model, proc = build_tiny("gemma4_unified", seed=2)
+    lens = Lens(model, proc)
+    n, k = 16000, 7
+    audio = tiny_audio(1.01, seed=3)[:n]
+    start, end = (lens.adapter.audio_token_spans(n)[k] * 16000).round().long().tolist()
+    assert (start, end) == (640 * k, 640 * (k + 1))
+
+    def embeds(a):
+        got = {}
+        h = model.model.embed_audio.register_forward_hook(lambda m, i, o: got.setdefault("e", o.detach().clone()))
+        try:
+            lens.run(lens.batch([a], ["hi"], sampling_rate=16000))
+        finally:
+            h.remove()
+        return got["e"].reshape(-1, got["e"].shape[-1])
+
+    base = embeds(audio)
+    inside, outside = audio.copy(), audio.copy()
+    inside[start + 100] += 0.5
+    outside[end + 10] += 0.5
+    changed_in = (embeds(inside) - base).abs().amax(-1) > 0
+    changed_out = (embeds(outside) - base).abs().amax(-1) > 0
+    assert changed_in.nonzero().flatten().tolist() == [k]
+    assert changed_out.nonzero().flatten().tolist() == [k + 1]

@@ -159,6 +159,14 @@ class Gemma4UnifiedAdapter(Gemma4Adapter):
 
     audio_tower_path = None  # no tower: the frames' projection runs in every forward (cheap)
     max_audio_seconds = None
+    #: the exact time map: token k is samples [640 k, 640 (k + 1)) and nothing else (no encoder, no window, no cut)
+    audio_token_samples = 640
+    audio_token_reach = (0, 0)
+    audio_window_samples = 2**62
+
+    def window_tokens(self, n_samples: int) -> int:
+        """One audio token per started 40 ms frame: ``ceil(n_samples / 640)`` (the last frame is zero-padded)."""
+        return -(-int(n_samples) // self.audio_token_samples)
     class_names = ("Gemma4UnifiedForConditionalGeneration",)
     model_types = ("gemma4_unified",)
     support = dict(
@@ -169,8 +177,10 @@ class Gemma4UnifiedAdapter(Gemma4Adapter):
         inputs="its processor without image/video processors (audio + text; no torchvision) + chat template "
                "(left padding)",
         tested="tiny real model: sites, residuals, logits, deactivation and steering (forward and greedy generation) vs "
-               "plain hooks; stats; batched = alone; positions; `esn-lens run` on a saved folder",
-        limits="no `audio_encoder` site (there is no audio encoder); `logits` = the returned, soft-capped logits; no images",
+               "plain hooks; stats; batched = alone; positions; the time map vs the model (a token's embedding changes only "
+               "when its own 640 samples do); `esn-lens run` on a saved folder",
+        limits="no `audio_encoder` site (there is no audio encoder); `logits` = the returned, soft-capped logits; no images; "
+               "the audio-token time map is exact (token k = samples 640k to 640k + 640: it reads nothing else)",
     )
 
     def build_inputs(self, audios, prompts, *, padding_side: str = "left", system=None):
