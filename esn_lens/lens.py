@@ -28,8 +28,8 @@ from .data.clip import EmotionClip
 from .inputs import build_batch, read_seconds
 from .errors import InputError
 from .interventions import Edit
-from .recorders import cache_hooks, probe_hooks
-from .sites import Site, SiteTable, envoy_at, is_input_side
+from .recorders import probe_hooks
+from .sites import Site, SiteTable, is_input_side
 from .stats import NeuronStats
 from .neuron_data import top_activations as _top_activations
 from .tracing import Hook, LensNNsight, LensTracer, pad_batches, pad_token_id_of
@@ -270,84 +270,11 @@ class Lens:
         - ``logits``: "last" (batch, vocab) at each row's last valid position, "all", or "none".
         - ``max_new_tokens``: generate greedily with the edits applied at every step; ``.sequences`` holds the ids.
         """
-        self.check_batch(batch)
-        edits = self._check_edits(edits)
-        if logits not in ("last", "all", "none"):
-            raise InputError(f"logits must be 'last', 'all' or 'none', got {logits!r}")
-        sites = [self.site(nm) for nm in record]
-        keep = {s.name for s in sites}
-        if stats is not None:
-            if emotion_index is None:
-                raise InputError("run: stats given without emotion_index (one emotion index per row)")
-            stats.check_model(self)
-            if on_value is not None:
-                sites += [s for s in (self.site(n) for n in self.hook_names(stats.site)) if s.name not in keep]
-        if (audio_cache is not None or keep_audio) and self.audio_encoder is None:
-            raise InputError(f"{self.adapter.name}: this model has no audio tower to cache")
-        cache: dict[str, Tensor] = {}
-        cb = None if on_value is None else (lambda name, v: on_value(*_layer_and_kind(name), v))
+        from .one_call import run_once
 
-        def ops() -> None:  # the library operations, called inside the forward's state: edits first, then recorders
-            for e in edits:
-                e.apply(self, batch)
-            if stats is not None:
-                stats.record(self, batch, emotion_index, positions=positions)
-            if sites:
-                self.attach(lambda _m, sc: cache_hooks(sites, cache, keep, cb, sc), batch)
-
-        if max_new_tokens is not None:
-            got: dict[str, Any] = {}  # (names bound in a trace block vanish at its end; a container outlives it)
-            with self.generate(batch, max_new_tokens=int(max_new_tokens), inference=True) as tracer:
-                ops()
-                got["seq"] = tracer.result
-            return TraceOutput(None, cache, getattr(got["seq"], "sequences", got["seq"]))
-        if audio_cache is None and not keep_audio:
-            lg, audio = self._run_plain(batch, ops), None
-        else:
-            lg, audio = self._run_audio(batch, ops, audio_cache, keep_audio, logits != "none" or bool(
-                edits or sites or stats is not None))
-        return TraceOutput(None if logits == "none" else _pick_logits(lg, batch, logits), cache, None, audio)
-
-    def _run_plain(self, batch: Batch, ops: Callable[[], None]) -> Tensor:
-        """One forward without nnsight's tracer (nothing here needs its envoys): the trace's state and hooks only."""
-        with self.nn.plain(batch):
-            ops()
-            args, kwargs = self.adapter.call_args(batch.inputs)
-            with torch.inference_mode():
-                res = self.adapter.root()(*args, **kwargs)
-        return res if isinstance(res, Tensor) else res.logits
-
-    def _run_audio(self, batch: Batch, ops: Callable[[], None], audio_cache: Any, keep_audio: bool, decoder: bool
-                   ) -> tuple[Any, Any]:
-        """One trace that keeps the audio encoder's output (``keep_audio``) or reuses a kept one (``audio_cache``)."""
-        tower, inputs, out = self.audio_encoder.envoy, batch, {}
-        path = self.adapter.embeds_reuse_path
-        if audio_cache is not None and audio_cache.kind == "embeds":
-            # the decoder's input embeddings (text + audio) are reused: no audio processing at all
-            inputs = Batch({"inputs_embeds": audio_cache.tiled(batch.size),
-                            "attention_mask": batch.inputs["attention_mask"]}, batch.masks, processor_id=batch.processor_id)
-            tower = None
-        with self.trace(inputs, inference=True) as tracer:
-            ops()
-            if audio_cache is not None and tower is not None:
-                tower.skip(audio_cache.tiled(batch.size))
-            elif keep_audio and path is not None:
-                out["audio"] = AudioCache(envoy_at(self.nn, path).inputs[1]["inputs_embeds"], batch.size, "embeds")
-            elif keep_audio:
-                out["audio"] = AudioCache(tower.output, batch.size)
-            if decoder:
-                out["logits"] = self.logits.output
-            else:
-                tracer.stop()  # only the audio encoder's output was wanted: skip the decoder
-        return out.get("logits"), out.get("audio")
-
-    def _check_edits(self, edits: Sequence[Edit]) -> list[Edit]:
-        edits = list(edits)
-        for e in edits:
-            if not isinstance(e, Edit):
-                raise InputError(f"edits must be esn_lens Edit objects, got {type(e).__name__}")
-            e.check_shape(self.n_layers, self.d_mlp)
-        return edits
+        return run_once(self, batch, edits=edits, record=record, stats=stats, emotion_index=emotion_index,
+                        positions=positions, on_value=on_value, audio_cache=audio_cache, keep_audio=keep_audio,
+                        logits=logits, max_new_tokens=max_new_tokens)
 
     # ------------------------------------------------------------------ conveniences
     def run_with_cache(self, batch: Batch, names: Iterable[str] | None = None, *, edits: Sequence[Edit] = ()
@@ -383,19 +310,3 @@ class Lens:
                              stats=stats, progress=progress, edits=edits, start=start, on_batch=on_batch,
                              num_workers=num_workers)
 
-
-def _pick_logits(lg: Tensor, batch: Batch, mode: str) -> Tensor:
-    """Float32 CPU logits: each row's last valid position ("last") or every position ("all")."""
-    if mode == "last":  # the last non-padding token (masks over encoder frames: the tokens' attention mask)
-        pad = batch.masks.padding if batch.masks.padding.shape[1] == lg.shape[1] else batch.inputs["attention_mask"] == 0
-        lg = lg[torch.arange(lg.shape[0]), (~pad).long().cumsum(1).argmax(1).to(lg.device)]
-    return lg.detach().float().cpu()
-
-
-def _layer_and_kind(name: str) -> tuple[int, str]:
-    """``(3, "act")`` for ``blocks.3.mlp.hook_act``, ``(3, "hook_resid_post")``, ``(-1, "logits")``."""
-    parts = name.split(".", 2)
-    if parts[0] != "blocks" or len(parts) < 3:
-        return -1, name
-    inv = {f"mlp.{v}": k for k, v in HOOK_NAMES.items()}
-    return int(parts[1]), inv.get(parts[2], parts[2])
