@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any, Callable, Sequence
 
 from .errors import InputError
+from .inputs import prompts_per_clip
 from .stats import NeuronStats
 
 
@@ -20,11 +21,7 @@ def collect_stats(lens: Any, clips: Sequence[Any], prompt: str | Sequence[str], 
 
     stats = stats or lens.new_stats(emotions, site, positions)
     clips = list(clips)
-    if not clips:
-        raise InputError("collect_stats: no clips given")
-    prompts = [prompt] * len(clips) if isinstance(prompt, str) else list(prompt)
-    if len(prompts) != len(clips):
-        raise InputError(f"collect_stats: {len(prompts)} prompts for {len(clips)} clips (give one, or one per clip)")
+    prompts = prompts_per_clip(prompt, len(clips), "collect_stats")
     if not 0 <= start <= len(clips):
         raise InputError(f"collect_stats: start={start} outside 0..{len(clips)}")
     idx_all = stats.emotion_index([c.emotion for c in clips])

@@ -18,18 +18,24 @@ def read_seconds(adapter: Any) -> float | None:
     return None if window is None else float(window) + 1.0
 
 
+def prompts_per_clip(prompt: str | Sequence[str], n: int, where: str) -> list[str]:
+    """One prompt per clip: ``prompt`` repeated ``n`` times, or the ``n`` prompts given (else one clear error naming
+    ``where``: no clips, or a count that does not match). Example: ``prompts_per_clip("Which emotion?", 2, "batch")``."""
+    if n == 0:
+        raise InputError(f"{where}: no clips given")
+    prompts = [prompt] * n if isinstance(prompt, str) else list(prompt)
+    if len(prompts) != n:
+        raise InputError(f"{where}: {len(prompts)} prompts for {n} clips (give one, or one per clip)")
+    return prompts
+
+
 def build_batch(adapter: Any, audios: Sequence[Any] | None, prompts: str | Sequence[str], *,
                 sampling_rate: int | None = None, labels: Sequence[str] | None = None,
                 clip_ids: Sequence[str] | None = None, padding_side: str = "left", system: str | None = None,
                 resample: bool = True, long_audio: str = "warn", processor_id: str | None = None) -> Batch:
     """:meth:`esn_lens.Lens.batch`: validated audio -> model inputs and position masks, stamped with ``processor_id``."""
     n = len(audios) if audios is not None else (1 if isinstance(prompts, str) else len(prompts))
-    if n == 0:
-        raise InputError("batch: no clips given")
-    if isinstance(prompts, str):
-        prompts = [prompts] * n
-    if len(prompts) != n:
-        raise InputError(f"batch: {len(prompts)} prompts for {n} clips")
+    prompts = prompts_per_clip(prompts, n, "batch")
     prepared = None
     if audios is not None:
         if sampling_rate is None:

@@ -14,6 +14,7 @@ from typing import Any, Sequence
 import torch
 
 from .errors import InputError
+from .inputs import prompts_per_clip
 from .topk import EMPTY, TopActivations, edges_from_stats, parse_units
 
 
@@ -182,11 +183,7 @@ def top_activations(lens: Any, clips: Sequence[Any], units: Any, prompt: str | S
     from .report_neurons import NeuronPanel
 
     clips = list(clips)
-    if not clips:
-        raise InputError("top_activations: no clips given")
-    prompts = [prompt] * len(clips) if isinstance(prompt, str) else list(prompt)
-    if len(prompts) != len(clips):
-        raise InputError(f"top_activations: {len(prompts)} prompts for {len(clips)} clips (give one, or one per clip)")
+    prompts = prompts_per_clip(prompt, len(clips), "top_activations")
     u = parse_units(units)
     bad = [f"{l}:{n}" for l, n in u.tolist() if not (0 <= l < lens.n_layers and 0 <= n < lens.d_mlp)]
     if bad:
