@@ -65,6 +65,9 @@ class Adapter(AudioTimeMap):
     audio_token: ClassVar[str | None] = None
     audio_tower_path: ClassVar[str | None] = None
     lm_head_path: ClassVar[str] = "lm_head"
+    #: the ``logits`` site is the root's returned ``logits`` field, not ``lm_head``'s output (a family that transforms
+    #: them after the head, e.g. Gemma 3n / Gemma 4's final soft-capping)
+    returned_logits: ClassVar[bool] = False
     #: module whose ``inputs_embeds`` keyword input holds text + audio embeddings and that the root skips
     #: audio processing for when given ``inputs_embeds``; lets conditions reuse them (None: reuse the
     #: audio tower's output instead)
@@ -201,7 +204,8 @@ class Adapter(AudioTimeMap):
             rows.append(SiteRow("audio_encoder", self.audio_tower_path, "hidden"))
         for layer in range(self.n_layers):
             rows += self.layer_site_rows(layer)
-        return rows + [SiteRow("logits", self.lm_head_path, "output")]
+        logits = SiteRow("logits", "", "logits") if self.returned_logits else SiteRow("logits", self.lm_head_path, "output")
+        return rows + [logits]
 
     def layer_site_rows(self, layer: int) -> list[SiteRow]:
         """The rows of one decoder layer, in forward order (the kinds of :data:`esn_lens.vocab.LAYER_SITE_KINDS`)."""

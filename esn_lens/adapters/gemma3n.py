@@ -44,6 +44,7 @@ class Gemma3nAdapter(Adapter):
     ``<end_of_audio>``; user turn ``<start_of_turn>user`` ... ``<end_of_turn>``; left padding."""
 
     layers_path = "model.language_model.layers"
+    returned_logits = True  # the logits site is the returned, soft-capped logits
     audio_token = "<audio_soft_token>"
     audio_tower_path = "model.audio_tower"
     class_names = ("Gemma3nForConditionalGeneration",)
@@ -90,11 +91,6 @@ class Gemma3nAdapter(Adapter):
         k = self.active_stream
         side = {f"blocks.{layer}.hook_resid_pre": f"input[{k}]", f"blocks.{layer}.hook_resid_post": f"output[{k}]"}
         return [SiteRow(r.name, r.path, side.get(r.name, r.side)) for r in rows]
-
-    def site_table(self) -> list[SiteRow]:
-        """The base table with ``logits`` = the root's returned (soft-capped) logits."""
-        rows = super().site_table()
-        return rows[:-1] + [SiteRow("logits", "", "logits")]
 
     def build_inputs(self, audios: Sequence[np.ndarray] | None, prompts: Sequence[str], *,
                      padding_side: str = "left", system: str | None = None) -> dict[str, Tensor]:

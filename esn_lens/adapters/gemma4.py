@@ -24,7 +24,7 @@ from torch import nn
 
 from ..errors import InputError, UnsupportedModelError
 from ..lazy import published
-from .base import Adapter, SiteRow, register_adapter
+from .base import Adapter, register_adapter
 
 
 def audio_only_gemma4_processor_class() -> type:
@@ -92,6 +92,7 @@ class Gemma4Adapter(Adapter):
     user turn ``<|turn>user`` ... ``<turn|>``; left padding."""
 
     layers_path = "model.language_model.layers"
+    returned_logits = True  # the logits site is the returned logits (after the final soft-cap)
     audio_token = "<|audio|>"
     audio_tower_path = "model.audio_tower"
     max_audio_seconds = 30.0  # the feature extractor cuts at 480000 samples (750 soft tokens)
@@ -133,10 +134,6 @@ class Gemma4Adapter(Adapter):
         tok_audio = getattr(self.tokenizer, "audio_token", None) if processor is not None else None
         if isinstance(tok_audio, str):
             self.audio_token = tok_audio  # the checkpoint's own placeholder
-
-    def site_table(self) -> list[SiteRow]:
-        """The base table with ``logits`` = the root's returned logits (after the final soft-cap), as Gemma 3n's."""
-        return super().site_table()[:-1] + [SiteRow("logits", "", "logits")]
 
     def build_inputs(self, audios, prompts, *, padding_side: str = "left", system=None):
         """Token ids, attention mask and (with audio) ``input_features`` (clips, frames, 128) + ``input_features_mask``."""
